@@ -1,0 +1,51 @@
+"""flamecast's public plugin contract.
+
+Plugin authors import everything from here::
+
+    from flamecast.plugins import Driver, DriverOptions, FlameFrame, hookimpl
+"""
+
+from .clock import Clock, FakeClock, MonotonicClock
+from .driver import Control, ControlNotSupported, Driver, DriverContext, DriverOptions, OptionsError
+from .frame import POSE_JOINTS, POSE_SIZE, FlameFrame, pose_slice
+from .generator import (
+    Generator,
+    GeneratorOptions,
+    GeneratorSession,
+    GeneratorSessionSpec,
+    Output,
+    PortraitError,
+    RenderedFrame,
+)
+from .head import BUILTIN_EXPRESSION_NAMES, HeadSpace, builtin_head_space
+from .hookspecs import hookimpl, hookspec
+from .session import SessionInfo
+
+__all__ = [
+    "BUILTIN_EXPRESSION_NAMES",
+    "Clock",
+    "Control",
+    "ControlNotSupported",
+    "Driver",
+    "DriverContext",
+    "DriverOptions",
+    "FakeClock",
+    "FlameFrame",
+    "Generator",
+    "GeneratorOptions",
+    "GeneratorSession",
+    "GeneratorSessionSpec",
+    "HeadSpace",
+    "MonotonicClock",
+    "OptionsError",
+    "Output",
+    "POSE_JOINTS",
+    "POSE_SIZE",
+    "PortraitError",
+    "RenderedFrame",
+    "SessionInfo",
+    "builtin_head_space",
+    "hookimpl",
+    "hookspec",
+    "pose_slice",
+]

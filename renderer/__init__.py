@@ -1,0 +1,1 @@
+"""Head models, the multi-view rasterizer, generators and the generator worker."""

@@ -1,0 +1,1 @@
+"""The plugin host, sessions, the HTTP/WebRTC app and the command line."""
