@@ -125,7 +125,7 @@ def _check_sizes(frames: Sequence[bytes]) -> None:
 
 def _read_header(raw: bytes) -> dict:
     try:
-        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES)
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises many types on garbage
         raise ProtocolError(f"header is not valid msgpack: {exc.__class__.__name__}") from None
     if not isinstance(header, dict):

@@ -1,0 +1,195 @@
+"""The wire protocol: round trips, every documented limit, and fuzzing of the deserializer."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flamecast.plugins import FlameFrame
+from flamecast.plugins import protocol as P
+
+
+def _frame(**kw) -> FlameFrame:
+    rng = np.random.default_rng(0)
+    base = dict(session_id="s1", seq=7, capture_ns=123, pose=rng.normal(size=15), expression=rng.normal(size=16),
+                eyelids=[0.1, 0.9], translation=[0, 0.01, 0])
+    return FlameFrame(**{**base, **kw})
+
+
+def test_flame_round_trip_keeps_every_field():
+    frame = _frame(shape=np.arange(10))
+    back = P.frame_from_envelope(P.unpack(P.flame_message(frame, sent_ns=5)))
+    assert back.session_id == "s1" and back.seq == 7 and back.capture_ns == 123
+    for name in ("pose", "expression", "shape", "eyelids", "translation"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(frame, name))
+
+
+def test_flame_optional_fields_stay_absent():
+    back = P.frame_from_envelope(P.unpack(P.flame_message(FlameFrame(session_id="a", expression=np.zeros(3)))))
+    assert back.eyelids is None and back.shape is None and back.translation is None
+
+
+def test_video_round_trip():
+    views = np.random.default_rng(1).integers(0, 255, (4, 16, 24, 3), dtype=np.uint8)
+    msg = P.VideoFrame("s", 3, 10, 20, views, ("a", "b", "c", "d"))
+    back = P.video_from_envelope(P.unpack(P.video_message(msg)))
+    assert back.view_ids == ("a", "b", "c", "d") and back.render_ns == 20
+    np.testing.assert_array_equal(back.views, views)
+
+
+def test_session_and_control_messages():
+    env = P.unpack(P.session_open_message("s", generator="mesh", options={"size": 256}, portrait=b"\x89PNG"))
+    assert env.type == P.SESSION_OPEN and env.meta["generator"] == "mesh"
+    assert env.buffers["portrait"].tobytes() == b"\x89PNG"
+    env = P.unpack(P.session_status_message("s", "error", error="no face"))
+    assert env.meta == {"state": "error", "error": "no face"}
+    assert P.unpack(P.session_close_message("s", "deleted")).meta["reason"] == "deleted"
+    assert P.unpack(P.control_message("s", "prompt", {"text": "nod"})).meta["data"]["text"] == "nod"
+
+
+def test_audio_round_trip():
+    chunk = P.AudioChunk("s", 1, 2, 48000, np.arange(960, dtype=np.int16).reshape(480, 2))
+    back = P.audio_from_envelope(P.unpack(P.audio_message(chunk)))
+    assert back.sample_rate == 48000 and back.samples.shape == (480, 2)
+
+
+def test_big_endian_input_travels_little_endian():
+    frames = P.pack(P.FLAME, "s", buffers={"pose": np.arange(15, dtype=">f4"), "expression": np.zeros(2, "<f4")})
+    env = P.unpack(frames)
+    assert env.buffers["pose"].dtype.str == "<f4" and env.buffers["pose"][3] == 3
+
+
+def test_unknown_type_and_extra_fields_are_ignored():
+    header = msgpack.packb({"v": 1, "type": "future.thing", "seq": 1, "ts": {}, "meta": {}, "buffers": [], "new": 1})
+    env = P.unpack([b"s", header])
+    assert env.type == "future.thing"
+
+
+def _header(**kw) -> bytes:
+    base = {"v": 1, "type": "flame", "seq": 0, "ts": {}, "meta": {}, "buffers": []}
+    return msgpack.packb({**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "frames, reason",
+    [
+        ([b"s"], "at least 2 frames"),
+        ([b"s", b"\xc1garbage"], "not valid msgpack"),
+        ([b"s", msgpack.packb([1, 2])], "not a map"),
+        ([b"s", _header(v=2)], "version 2"),
+        ([b"s", _header(seq="x")], "wrong type"),
+        ([b"\xff\xfe", _header()], "not UTF-8"),
+        ([b"x" * (P.MAX_TOPIC_BYTES + 1), _header()], "topic longer"),
+        ([b"s", _header(buffers=[{"name": "a", "dtype": "<f4", "shape": [2]}])], "lists 1 buffers"),
+        ([b"s", _header(buffers=[{"name": "a", "dtype": "<f4", "shape": [3]}]), b"\0" * 8], "spec says 12"),
+        ([b"s", _header(buffers=[{"name": "a", "dtype": "object", "shape": [1]}]), b"\0"], "dtype"),
+        ([b"s", _header(buffers=[{"name": "a", "dtype": "<f4", "shape": [1, 1, 1, 1, 1]}]), b"\0" * 4], "bad shape"),
+        ([b"s", _header(buffers=[{"name": "a", "dtype": "<f4", "shape": [1]}]), np.float32("nan").tobytes()], "non-finite"),
+        ([b"s", b"\x80" * (P.MAX_HEADER_BYTES + 1)], "header larger"),
+        ([b"s", _header()] + [b""] * (P.MAX_BUFFERS + 1), "more than"),
+    ],
+)
+def test_bad_messages_raise_protocol_error(frames, reason):
+    with pytest.raises(P.ProtocolError, match=reason):
+        P.unpack(frames)
+
+
+def test_oversized_message_rejected_without_decoding():
+    with pytest.raises(P.ProtocolError, match="message larger"):
+        P.unpack([b"s", _header(), b"\0" * (P.MAX_MESSAGE_BYTES + 1)])
+
+
+def test_typed_readers_reject_wrong_layouts():
+    bad_pose = P.unpack(P.pack(P.FLAME, "s", buffers={"pose": np.zeros(14, np.float32), "expression": np.zeros(2, np.float32)}))
+    with pytest.raises(P.ProtocolError, match="pose must have 15"):
+        P.frame_from_envelope(bad_pose)
+    no_expr = P.unpack(P.pack(P.FLAME, "s", buffers={"pose": np.zeros(15, np.float32)}))
+    with pytest.raises(P.ProtocolError, match="lacks buffer 'expression'"):
+        P.frame_from_envelope(no_expr)
+    f64 = P.unpack(P.pack(P.FLAME, "s", buffers={"pose": np.zeros(15), "expression": np.zeros(2)}))
+    with pytest.raises(P.ProtocolError, match="must be <f4"):
+        P.frame_from_envelope(f64)
+    video = P.unpack(P.pack(P.VIDEO, "s", meta={"view_ids": ["a"]}, buffers={"views": np.zeros((1, 4, 4, 4), np.uint8)}))
+    with pytest.raises(P.ProtocolError, match="views must be"):
+        P.video_from_envelope(video)
+    video = P.unpack(P.pack(P.VIDEO, "s", meta={"view_ids": ["a", "b"]}, buffers={"views": np.zeros((1, 4, 4, 3), np.uint8)}))
+    with pytest.raises(P.ProtocolError, match="one name per view"):
+        P.video_from_envelope(video)
+    with pytest.raises(P.ProtocolError, match="expected a video"):
+        P.video_from_envelope(bad_pose)
+
+
+def test_pack_refuses_unknown_types_and_dtypes():
+    with pytest.raises(P.ProtocolError):
+        P.pack("nope")
+    with pytest.raises(P.ProtocolError, match="cannot travel"):
+        P.pack(P.FLAME, buffers={"x": np.zeros(2, np.complex64)})
+
+
+def _decode_any(frames) -> None:
+    """unpack plus every typed reader: only ProtocolError may escape."""
+    try:
+        env = P.unpack(frames)
+    except P.ProtocolError:
+        return
+    for reader in (P.frame_from_envelope, P.video_from_envelope, P.audio_from_envelope):
+        try:
+            reader(env)
+        except P.ProtocolError:
+            pass
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=300), max_size=6))
+def test_arbitrary_bytes_only_raise_protocol_error(frames):
+    _decode_any(frames)
+
+
+_valid = [
+    P.flame_message(_frame()),
+    P.video_message(P.VideoFrame("s", 1, 2, 3, np.zeros((2, 4, 4, 3), np.uint8), ("a", "b"))),
+    P.audio_message(P.AudioChunk("s", 1, 2, 16000, np.zeros((8, 1), np.int16))),
+    P.session_open_message("s", generator="mesh", options={"views": ["front"]}, portrait=b"abc"),
+]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(range(len(_valid))),
+    st.data(),
+)
+def test_mutated_valid_messages_only_raise_protocol_error(index, data):
+    frames = [bytearray(f) for f in _valid[index]]
+    for _ in range(data.draw(st.integers(1, 4))):
+        part = data.draw(st.integers(0, len(frames) - 1))
+        op = data.draw(st.sampled_from(["flip", "truncate", "extend", "drop", "dup"]))
+        buf = frames[part]
+        if op == "flip" and buf:
+            i = data.draw(st.integers(0, len(buf) - 1))
+            buf[i] = data.draw(st.integers(0, 255))
+        elif op == "truncate":
+            del buf[data.draw(st.integers(0, len(buf))):]
+        elif op == "extend":
+            buf.extend(data.draw(st.binary(max_size=16)))
+        elif op == "drop" and len(frames) > 1:
+            frames.pop(part)
+        elif op == "dup":
+            frames.insert(part, bytearray(buf))
+    _decode_any([bytes(f) for f in frames])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4), max_leaves=20))
+def test_arbitrary_msgpack_headers_only_raise_protocol_error(header_value):
+    for header in (header_value, {"v": 1, "type": "flame", "buffers": header_value},
+                   {"v": 1, "type": "video", "meta": header_value, "buffers": []},
+                   {"v": 1, "type": "flame", "ts": header_value}):
+        try:
+            raw = msgpack.packb(header)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        _decode_any([b"s", raw, b"\0" * 60])
