@@ -16,6 +16,7 @@ from typing import Sequence
 COMMANDS = (
     "plugins_cmd",
     "driver_cmd",
+    "generator_cmd",
 )
 
 

@@ -1,0 +1,88 @@
+"""``flamecast generator``: run a generator worker (FLAME frames in, multi-view video out)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from .cli import UsageError
+
+DEVICES = ("cpu", "cuda")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from flamecast.renderer.worker import DEFAULT_INPUT, DEFAULT_OUTPUT, VIDEO_SNDHWM
+
+    p = sub.add_parser(
+        "generator",
+        help="run a generator worker",
+        description="Run a generator worker: it binds a SUB socket for flame frames and session messages "
+        "and a PUB socket for video and session status (wire protocol v1, docs/protocol.md). "
+        "Port 0 binds a random port; --ready-file tells which.",
+    )
+    p.add_argument("--input", default=DEFAULT_INPUT, metavar="ENDPOINT", help=f"flame/session endpoint to bind (default {DEFAULT_INPUT})")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, metavar="ENDPOINT", help=f"video/status endpoint to bind (default {DEFAULT_OUTPUT})")
+    p.add_argument("--backend", action="append", default=[], metavar="NAME",
+                   help="generator backend to serve and load at start (repeatable; default: every registered "
+                   "backend, loaded on first use; the first one is the default for a session.open naming none)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where generators run (default cpu)")
+    p.add_argument("--ready-file", metavar="FILE", help='write {"input", "output", "pid"} as JSON once bound')
+    p.add_argument("--queue", type=int, default=4, metavar="N", help="frames buffered per session, newest wins (default 4)")
+    p.add_argument("--max-sessions", type=int, default=32, metavar="N", help="open sessions at most (default 32)")
+    p.add_argument("--video-hwm", type=int, default=VIDEO_SNDHWM, metavar="N",
+                   help=f"send high-water mark of the video socket in messages (default {VIDEO_SNDHWM})")
+    p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):
+    from flamecast.renderer.worker import WorkerSettings
+
+    for name in ("queue", "max_sessions", "video_hwm"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.stats_interval < 0:
+        raise UsageError("--stats-interval must not be negative")
+    backends = tuple(dict.fromkeys(args.backend))
+    return WorkerSettings(
+        input=args.input, output=args.output, backends=backends,
+        default_backend=backends[0] if backends else "mesh", device=args.device,
+        ready_file=Path(args.ready_file) if args.ready_file else None, queue_depth=args.queue,
+        max_sessions=args.max_sessions, video_hwm=args.video_hwm, stats_interval_s=args.stats_interval,
+    )
+
+
+def _check_backends(settings, host) -> None:
+    unknown = [b for b in settings.backends if b not in host.generators]
+    if unknown:
+        available = ", ".join(host.generators.names()) or "none"
+        raise UsageError(f"unknown --backend {', '.join(unknown)}; available: {available}")
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda, but torch sees no CUDA GPU: use --device cpu or install a CUDA build of torch")
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from flamecast.plugins.manager import make_plugin_host
+    from flamecast.renderer.worker import GeneratorWorker
+
+    settings = settings_from_args(args)
+    _check_device(settings.device)
+    host = make_plugin_host()
+    _check_backends(settings, host)
+    worker = GeneratorWorker(settings, host=host)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: worker.stop())
+    try:
+        worker.run()
+    except zmq.ZMQError as exc:
+        raise UsageError(f"{exc}: pick other endpoints (--input/--output) or stop the process using them") from None
+    return 0
