@@ -1,0 +1,395 @@
+"""HTTP handlers of the API (documented in docs/api.md). Errors are JSON ``{"error": "..."}``
+with a status that says whose fault it is and a message that says what to fix."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from flamecast.plugins import Control, ControlNotSupported, OptionsError
+from flamecast.plugins.driver import MAX_PROMPT_CHARS, format_validation_error
+
+from . import metrics
+from .portraits import NotAnImage, PortraitTooLarge
+from .rtc import OfferError, Viewer, parse_offer
+from .sessions import EVENT_QUEUE, Session, SessionLimit, SessionRequest
+from .state import HOST, LINK, PORTRAITS, SESSIONS, SETTINGS
+from .worker_link import PortraitRejected, WorkerUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 256 * 1024
+STATS_INTERVAL = 1.0
+SESSION_FIELDS = {"driver", "options", "generator", "generator_options", "views", "size", "profile", "portrait_id"}
+
+
+def error(status: int, message: str) -> web.HTTPException:
+    """An HTTP error with a JSON body; raise it."""
+    cls = web.HTTPException
+    exc = cls(text=json.dumps({"error": message}), content_type="application/json")
+    exc.set_status(status)
+    return exc
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def read_json(request: web.Request, limit: int = MAX_JSON_BYTES) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise error(413, f"the JSON body is larger than {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise error(413, f"the JSON body is larger than {limit} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(400, "malformed JSON: the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise error(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def get_session(request: web.Request) -> Session:
+    sid = request.match_info["id"]
+    try:
+        return request.app[SESSIONS].get(sid)
+    except KeyError:
+        raise error(404, f"no session {sid!r} (it ended, or never existed); create one with POST /api/sessions") from None
+
+
+# --- service --------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    manager = request.app[SESSIONS]
+    return web.json_response({"status": "ok", "sessions": len(manager.sessions),
+                              "max_sessions": request.app[SETTINGS].max_sessions})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    text = metrics.render(request.app[SESSIONS], request.app[LINK])
+    return web.Response(text=text, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+async def get_plugins(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HOST].as_dict(), dumps=lambda o: json.dumps(o, default=str))
+
+
+# --- portraits ------------------------------------------------------------------------------
+
+
+async def post_portrait(request: web.Request) -> web.Response:
+    data = await _read_portrait_body(request)
+    portrait = _store_portrait(request, data)
+    return web.json_response(portrait.describe(), status=201)
+
+
+async def list_portraits(request: web.Request) -> web.Response:
+    return web.json_response({"portraits": [p.describe() for p in request.app[PORTRAITS].list()]})
+
+
+async def get_portrait(request: web.Request) -> web.Response:
+    try:
+        portrait = request.app[PORTRAITS].get(request.match_info["pid"])
+    except KeyError:
+        raise error(404, "no such portrait; upload it again with POST /api/portraits") from None
+    return web.Response(body=portrait.data, content_type=portrait.content_type)
+
+
+def _store_portrait(request: web.Request, data: bytes):
+    try:
+        return request.app[PORTRAITS].add(data)
+    except PortraitTooLarge as exc:
+        raise error(413, str(exc)) from None
+    except NotAnImage as exc:
+        raise error(422, str(exc)) from None
+
+
+async def _read_portrait_body(request: web.Request) -> bytes:
+    if request.content_type.startswith("multipart/"):
+        fields = await read_multipart(request)
+        data = fields.get("portrait")
+        if not isinstance(data, bytes):
+            raise error(400, "the multipart body needs a file field named 'portrait'")
+        return data
+    return await _read_limited(request.content, request.app[SETTINGS].max_upload_bytes)
+
+
+async def _read_limited(stream, limit: int) -> bytes:
+    data = await stream.read(limit + 1)
+    if len(data) > limit:
+        raise error(413, f"the portrait is larger than the {limit}-byte limit; send a smaller photo")
+    return data
+
+
+async def read_multipart(request: web.Request) -> dict[str, Any]:
+    """Form fields as str, file fields as bytes (each file within max_upload_bytes)."""
+    limit = request.app[SETTINGS].max_upload_bytes
+    try:
+        reader = await request.multipart()
+        fields: dict[str, Any] = {}
+        while (part := await reader.next()) is not None:
+            if len(fields) >= 32:
+                raise error(400, "too many multipart fields")
+            raw = await part.read_chunk(limit + 1) if part.filename else await part.read_chunk(MAX_JSON_BYTES + 1)
+            rest = await part.read_chunk(1)
+            if part.filename and (len(raw) > limit or rest):
+                raise error(413, f"the portrait is larger than the {limit}-byte limit; send a smaller photo")
+            if not part.filename and (len(raw) > MAX_JSON_BYTES or rest):
+                raise error(413, f"form field {part.name!r} is larger than {MAX_JSON_BYTES} bytes")
+            fields[part.name or ""] = raw if part.filename else raw.decode("utf-8", "replace")
+        return fields
+    except (ValueError, AssertionError) as exc:
+        raise error(400, f"malformed multipart body: {exc}") from None
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+
+async def create_session(request: web.Request) -> web.Response:
+    body, portrait = await _session_body(request)
+    session_request = _session_request(request, body, portrait)
+    try:
+        session = await request.app[SESSIONS].create(session_request)
+    except SessionLimit as exc:
+        raise error(429, str(exc)) from None
+    except PortraitRejected as exc:
+        raise error(422, str(exc)) from None
+    except WorkerUnavailable as exc:
+        raise error(503, str(exc)) from None
+    return web.json_response(_with_links(session), status=201)
+
+
+def _with_links(session: Session) -> dict[str, Any]:
+    base = f"/api/sessions/{session.id}"
+    return {**session.describe(), "links": {"self": base, "offer": f"{base}/offer", "input": f"{base}/input",
+                                            "events": f"{base}/events"}}
+
+
+async def _session_body(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+    if request.content_type.startswith("multipart/"):
+        fields = await read_multipart(request)
+        portrait = fields.pop("portrait", None)
+        if portrait is not None and not isinstance(portrait, bytes):
+            raise error(400, "field 'portrait' must be a file upload (use 'portrait_id' for an uploaded one)")
+        return {k: _form_value(k, v) for k, v in fields.items()}, portrait
+    body = await read_json(request) if request.can_read_body else {}
+    if not isinstance(body, dict):
+        raise error(400, "the body must be a JSON object")
+    return body, None
+
+
+def _form_value(key: str, value: str) -> Any:
+    if key in ("options", "generator_options"):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise error(400, f"form field {key!r} must be JSON: {exc.msg}") from None
+    if key == "views":
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if key == "size":
+        try:
+            return int(value)
+        except ValueError:
+            raise error(422, f"form field 'size' must be an integer, got {value!r}") from None
+    return value
+
+
+def _session_request(request: web.Request, body: dict[str, Any], portrait: bytes | None) -> SessionRequest:
+    unknown = sorted(set(body) - SESSION_FIELDS - {"portrait"})
+    if unknown:
+        raise error(422, f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(SESSION_FIELDS))}")
+    if "portrait" in body:
+        raise error(422, "send the portrait as a multipart file field, or upload it first and pass 'portrait_id'")
+    settings, host = request.app[SETTINGS], request.app[HOST]
+    driver_cls, options = _driver_and_options(host, body.get("driver", settings.default_driver), body.get("options"))
+    generator = _string(body, "generator", settings.generator)
+    gen_options = _generator_options(host, settings, generator, body)
+    if portrait is not None:
+        portrait = _store_portrait(request, portrait).data
+    elif body.get("portrait_id"):
+        try:
+            portrait = request.app[PORTRAITS].get(str(body["portrait_id"])).data
+        except KeyError:
+            raise error(404, f"no portrait {body['portrait_id']!r}; upload it with POST /api/portraits") from None
+    return SessionRequest(driver_cls, options, generator, gen_options, _string(body, "profile", ""), portrait)
+
+
+def _string(body: dict[str, Any], key: str, default: str) -> str:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str) or len(value) > 64:
+        raise error(422, f"field {key!r} must be a string (at most 64 characters)")
+    return value
+
+
+def _driver_and_options(host, name: Any, options: Any):
+    if not isinstance(name, str):
+        raise error(422, "field 'driver' must be a driver name (see GET /api/plugins)")
+    try:
+        driver_cls = host.drivers.get(name)
+    except KeyError as exc:
+        raise error(422, exc.args[0]) from None
+    if options is not None and not isinstance(options, dict):
+        raise error(422, "field 'options' must be a JSON object of the driver's options")
+    try:
+        return driver_cls, driver_cls.parse_options(options or {})
+    except OptionsError as exc:
+        raise error(422, f"driver {name!r}: {exc}") from None
+
+
+def _generator_options(host, settings, generator: str, body: dict[str, Any]) -> dict[str, Any]:
+    options = body.get("generator_options") or {}
+    if not isinstance(options, dict):
+        raise error(422, "field 'generator_options' must be a JSON object")
+    options = dict(options)
+    if body.get("views") is not None:
+        views = body["views"]
+        if not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views):
+            raise error(422, "field 'views' must be a non-empty list of view ids (strings)")
+        options["views"] = views
+    if body.get("size") is not None:
+        options["size"] = body["size"]
+    elif "size" not in options and settings.size is not None:
+        options["size"] = settings.size
+    if generator in host.generators:
+        try:
+            host.generators.get(generator).Options.model_validate(options)
+        except ValidationError as exc:
+            raise error(422, f"generator {generator!r}: {format_validation_error(exc)}") from None
+    return options
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    manager = request.app[SESSIONS]
+    return web.json_response({"sessions": [s.describe() for s in manager.sessions.values() if s.state == "running"]})
+
+
+async def get_session_info(request: web.Request) -> web.Response:
+    return web.json_response(_with_links(get_session(request)))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session = get_session(request)
+    await request.app[SESSIONS].end(session.id, "deleted")
+    return web.json_response({"id": session.id, "state": "closed"})
+
+
+# --- WebRTC ---------------------------------------------------------------------------------
+
+
+async def post_offer(request: web.Request) -> web.Response:
+    session = get_session(request)
+    body = await read_json(request)
+    if isinstance(body, dict) and "tracks" not in body and request.query.get("tracks"):
+        body = {**body, "tracks": request.query["tracks"]}
+    if isinstance(body, dict) and "codec" not in body and request.query.get("codec"):
+        body = {**body, "codec": request.query["codec"]}
+    try:
+        offer = parse_offer(body, session.video.track_names)
+    except OfferError as exc:
+        raise error(400, str(exc)) from None
+    settings = request.app[SETTINGS]
+    viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout)
+    try:
+        answer = await viewer.answer(offer)
+    except Exception as exc:  # aiortc raises ValueError/InvalidStateError etc. on odd SDP
+        await viewer.close()
+        raise error(400, f"the offer cannot be answered: {exc.__class__.__name__}: {exc}") from None
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "tracks": list(offer.tracks),
+                              "pts_epoch_ns": session.video.epoch_ns, "pts_clock_hz": 90000})
+
+
+# --- control --------------------------------------------------------------------------------
+
+
+async def post_input(request: web.Request) -> web.Response:
+    session = get_session(request)
+    body = await read_json(request)
+    reply = await apply_input(request.app, session, body)
+    return web.json_response(reply)
+
+
+async def apply_input(app: web.Application, session: Session, body: Any) -> dict[str, Any]:
+    """One control message (HTTP body or events-socket message); raises JSON HTTP errors."""
+    if not isinstance(body, dict):
+        raise error(400, "the body must be a JSON object like {\"kind\": \"prompt\", \"text\": \"...\"}")
+    text = body.get("text")
+    if isinstance(text, str) and len(text) > MAX_PROMPT_CHARS:
+        raise error(413, f"the text is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+    if body.get("kind") == "driver":
+        return _switch_driver(app, session, body)
+    try:
+        message = Control.model_validate(body)
+    except ValidationError as exc:
+        raise error(422, format_validation_error(exc, what="field")) from None
+    try:
+        reply = await session.control(message)
+    except ControlNotSupported as exc:
+        raise error(409, str(exc)) from None
+    except (ValueError, OptionsError) as exc:
+        raise error(422, str(exc)) from None
+    return {"ok": True, "reply": reply or {}}
+
+
+def _switch_driver(app: web.Application, session: Session, body: dict[str, Any]) -> dict[str, Any]:
+    extra = sorted(set(body) - {"kind", "driver", "options"})
+    if extra:
+        raise error(422, f"unknown field(s) {', '.join(extra)} for kind 'driver'")
+    driver_cls, options = _driver_and_options(app[HOST], body.get("driver"), body.get("options"))
+    session.switch_driver(driver_cls, options)
+    return {"ok": True, "driver": driver_cls.name}
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+async def events(request: web.Request) -> web.WebSocketResponse:
+    session = get_session(request)
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_JSON_BYTES)
+    await ws.prepare(request)
+    queue: asyncio.Queue = asyncio.Queue(maxsize=EVENT_QUEUE)
+    session.listeners.add(queue)
+    sender = asyncio.create_task(_send_events(ws, session, queue))
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_json(await _socket_input(request.app, session, msg.data))
+    finally:
+        session.listeners.discard(queue)
+        session.touch()
+        sender.cancel()
+    return ws
+
+
+async def _socket_input(app: web.Application, session: Session, data: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except json.JSONDecodeError as exc:
+        return {"type": "reply", "status": 400, "error": f"malformed JSON: {exc.msg}"}
+    try:
+        return {"type": "reply", "status": 200, **await apply_input(app, session, body)}
+    except web.HTTPException as exc:
+        return {"type": "reply", "status": exc.status, **json.loads(exc.text or "{}")}
+
+
+async def _send_events(ws: web.WebSocketResponse, session: Session, queue: asyncio.Queue) -> None:
+    loop = asyncio.get_running_loop()
+    next_stats = loop.time()
+    while not ws.closed:
+        if loop.time() >= next_stats:
+            await ws.send_json({"type": "stats", "session": session.id, **session.describe()})
+            next_stats = loop.time() + STATS_INTERVAL
+        try:
+            event = await asyncio.wait_for(queue.get(), timeout=max(0.0, next_stats - loop.time()))
+        except TimeoutError:
+            continue
+        await ws.send_json(event)
+        if event.get("type") == "closed":
+            await ws.close()

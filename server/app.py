@@ -1,0 +1,114 @@
+"""The aiohttp application: ``create_app(settings)`` builds it; ``flamecast serve`` runs it.
+
+State lives in ``web.AppKey`` entries (server/state.py); the worker link and the session reaper
+run in cleanup contexts; shutdown ends every session, which closes its peer connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from flamecast.plugins.manager import PluginHost, make_plugin_host
+
+from . import api, static
+from .portraits import PortraitStore
+from .sessions import SessionManager
+from .settings import Settings
+from .state import HOST, LINK, PORTRAITS, SESSIONS, SETTINGS
+from .worker_link import WorkerLink
+
+log = logging.getLogger(__name__)
+
+# (method, path, handler): the whole HTTP API; docs/api.md documents each (a test checks).
+ROUTES = (
+    ("GET", "/healthz", api.healthz),
+    ("GET", "/metrics", api.get_metrics),
+    ("GET", "/api/plugins", api.get_plugins),
+    ("GET", "/api/portraits", api.list_portraits),
+    ("POST", "/api/portraits", api.post_portrait),
+    ("GET", "/api/portraits/{pid}", api.get_portrait),
+    ("GET", "/api/sessions", api.list_sessions),
+    ("POST", "/api/sessions", api.create_session),
+    ("GET", "/api/sessions/{id}", api.get_session_info),
+    ("DELETE", "/api/sessions/{id}", api.delete_session),
+    ("POST", "/api/sessions/{id}/offer", api.post_offer),
+    ("POST", "/api/sessions/{id}/input", api.post_input),
+    ("GET", "/api/sessions/{id}/events", api.events),
+)
+PROTECTED_PREFIXES = ("/api/", "/metrics")
+
+
+def create_app(settings: Settings, *, host: PluginHost | None = None) -> web.Application:
+    """The application for ``settings``; ``host`` defaults to the installed plugins."""
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware],
+        client_max_size=settings.max_upload_bytes + 1024 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[HOST] = host or make_plugin_host()
+    app[LINK] = WorkerLink(settings.worker_input, settings.worker_output)
+    app[SESSIONS] = SessionManager(settings, app[HOST], app[LINK])
+    app[PORTRAITS] = PortraitStore(settings.max_portraits, settings.max_upload_bytes)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    serve = static.make_handler(static.client_root())
+    app.router.add_get("/", serve)
+    app.router.add_get("/{name}", serve)
+    app.cleanup_ctx.append(_worker_link)
+    app.cleanup_ctx.append(_reaper)
+    app.on_shutdown.append(_end_sessions)
+    return app
+
+
+async def _worker_link(app: web.Application) -> AsyncIterator[None]:
+    await app[LINK].start()
+    yield
+    await app[LINK].close()
+
+
+async def _reaper(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[SESSIONS].reap_forever(), name="session-reaper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await app[SESSIONS].close_all("shutdown")
+
+
+async def _end_sessions(app: web.Application) -> None:
+    await app[SESSIONS].close_all("shutdown")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Unexpected errors become a JSON 500 (logged); the process and other sessions go on."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 413 and exc.content_type != "application/json":
+            return api.error_response(413, f"the request body is too large (limit {request.app[SETTINGS].max_upload_bytes} bytes)")
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("error in %s %s", request.method, request.path)
+        return api.error_response(500, "internal error; the server log has the details")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """With a token set, the API and /metrics need ``Authorization: Bearer TOKEN`` (or
+    ``?token=TOKEN``, for browsers' WebSockets); the client page itself is public."""
+    token = request.app[SETTINGS].token
+    if token and request.path.startswith(PROTECTED_PREFIXES):
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or request.query.get("token", "")
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            return api.error_response(401, "this server needs its access token: send 'Authorization: Bearer TOKEN' "
+                                           "(the token `flamecast serve` printed)")
+    return await handler(request)

@@ -1,0 +1,221 @@
+"""A Python client for a flamecast server: create or join a session, receive its video over
+WebRTC (aiortc), send control input, measure glass-to-glass latency.
+
+Example::
+
+    async with FlamecastClient("http://127.0.0.1:8080") as client:
+        info = await client.create_session(driver="idle")
+        async with await client.connect(info["id"], tracks=["front"]) as conn:
+            frame = await conn.recv("front")        # an av.VideoFrame
+            await client.send_input(info["id"], kind="interrupt")
+        print(conn.latency_ms())                      # capture -> decoded, per frame
+
+Latency: the server stamps pts = capture time after the session's epoch (90 kHz) and sends
+``{"type": "frame", "pts", "capture_ns"}`` on the data channel. The receiver's pts count from its
+first packet, so the client learns that offset once (the one value every frame agrees on) and
+then maps each decoded frame back to its capture time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+FRAME_MEMORY = 512  # recent (pts -> capture_ns) pairs kept for matching
+LOCK_VOTES = 3
+
+
+class ClientError(RuntimeError):
+    """The server answered with an error; ``status`` and the server's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class FlamecastClient:
+    """HTTP side: sessions, portraits, input. ``connect`` opens a WebRTC connection."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = aiohttp.ClientSession(headers=headers)
+
+    async def __aenter__(self) -> FlamecastClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def _request(self, method: str, path: str, **kw: Any) -> Any:
+        async with self._http.request(method, self.url + path, **kw) as resp:
+            body = await resp.read()
+            try:
+                data = json.loads(body) if body else {}
+            except ValueError:
+                data = {"error": body.decode("utf-8", "replace")}
+            if resp.status >= 400:
+                raise ClientError(resp.status, data.get("error", "") if isinstance(data, dict) else str(data))
+            return data
+
+    async def create_session(self, *, portrait: bytes | None = None, **fields: Any) -> dict[str, Any]:
+        """POST /api/sessions. ``fields``: driver, options, generator, views, size, profile, portrait_id."""
+        if portrait is None:
+            return await self._request("POST", "/api/sessions", json=fields)
+        form = aiohttp.FormData()
+        form.add_field("portrait", portrait, filename="portrait", content_type="application/octet-stream")
+        for key, value in fields.items():
+            form.add_field(key, json.dumps(value) if isinstance(value, (dict, list)) and key != "views"
+                           else ",".join(value) if key == "views" else str(value))
+        return await self._request("POST", "/api/sessions", data=form)
+
+    async def upload_portrait(self, data: bytes) -> dict[str, Any]:
+        return await self._request("POST", "/api/portraits", data=data)
+
+    async def session(self, session_id: str) -> dict[str, Any]:
+        return await self._request("GET", f"/api/sessions/{session_id}")
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        return (await self._request("GET", "/api/sessions"))["sessions"]
+
+    async def delete_session(self, session_id: str) -> dict[str, Any]:
+        return await self._request("DELETE", f"/api/sessions/{session_id}")
+
+    async def send_input(self, session_id: str, **message: Any) -> dict[str, Any]:
+        return await self._request("POST", f"/api/sessions/{session_id}/input", json=message)
+
+    async def connect(self, session_id: str, *, tracks: list[str] | None = None, codec: str | None = None) -> Connection:
+        """Open a WebRTC connection receiving ``tracks`` (default: every view)."""
+        if tracks is None:
+            tracks = (await self.session(session_id))["views"]
+        conn = Connection(tracks)
+        try:
+            offer = await conn.make_offer()
+            body = {"sdp": offer.sdp, "type": offer.type, "tracks": tracks}
+            if codec:
+                body["codec"] = codec
+            answer = await self._request("POST", f"/api/sessions/{session_id}/offer", json=body)
+            await conn.accept(answer)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+
+class LatencyMatcher:
+    """Maps decoded pts (relative to the first received packet) to capture times."""
+
+    def __init__(self) -> None:
+        self.sent: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.offset: int | None = None
+        self._votes: collections.Counter[int] = collections.Counter()
+        self.samples: list[float] = []
+
+    def on_sent(self, pts: int, capture_ns: int) -> None:
+        self.sent[pts] = capture_ns
+        while len(self.sent) > FRAME_MEMORY:
+            self.sent.popitem(last=False)
+
+    def on_decoded(self, pts: int, now_ns: int) -> float | None:
+        """Latency in ms of a frame decoded now, once the offset is known."""
+        if self.offset is None:
+            self._vote(pts)
+            return None
+        capture = self.sent.get(pts + self.offset)
+        if capture is None:
+            return None
+        ms = (now_ns - capture) / 1e6
+        self.samples.append(ms)
+        return ms
+
+    def _vote(self, pts: int) -> None:
+        for sent_pts in self.sent:
+            self._votes[sent_pts - pts] += 1
+        if self._votes:
+            (best, n), *rest = self._votes.most_common(2) + [(None, 0)]
+            if n >= LOCK_VOTES and n > rest[0][1]:
+                self.offset = best
+
+
+class Connection:
+    """One peer connection receiving some of a session's tracks (and its data channel)."""
+
+    def __init__(self, tracks: list[str]) -> None:
+        self.names = list(tracks)
+        self.pc = RTCPeerConnection()
+        self.tracks: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self.matchers = {name: LatencyMatcher() for name in self.names}
+        self.received = collections.Counter()
+        self.channel = self.pc.createDataChannel("flamecast")
+        self.channel.on("message", self._on_message)
+        self._transceivers = [self.pc.addTransceiver("video", direction="recvonly") for _ in self.names]
+        self.answer: dict[str, Any] = {}
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def make_offer(self) -> RTCSessionDescription:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription
+
+    async def accept(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        for name, transceiver in zip(self.names, self._transceivers):
+            self.tracks[name] = transceiver.receiver.track
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            data = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if data.get("type") == "frame":
+            for matcher in self.matchers.values():
+                matcher.on_sent(int(data["pts"]), int(data["capture_ns"]))
+        else:
+            self.events.append(data)
+
+    async def recv(self, name: str, timeout: float = 10.0):
+        """The next decoded frame (av.VideoFrame) of track ``name``."""
+        frame = await asyncio.wait_for(self.tracks[name].recv(), timeout)
+        self.received[name] += 1
+        ms = self.matchers[name].on_decoded(int(frame.pts), time.time_ns())
+        if ms is not None and self.channel.readyState == "open" and len(self.matchers[name].samples) % 25 == 0:
+            self.channel.send(json.dumps({"type": "latency", "ms": self.matchers[name].samples[-25:]}))
+        return frame
+
+    def latency_ms(self, name: str | None = None) -> list[float]:
+        names = [name] if name else self.names
+        return [ms for n in names for ms in self.matchers[n].samples]
+
+    async def close(self) -> None:
+        for track in self.tracks.values():
+            track.stop()
+        await self.pc.close()
+
+
+async def drain(conn: Connection, name: str, n: int, timeout: float = 30.0) -> list:
+    """Receive ``n`` frames of one track (raises TimeoutError / MediaStreamError)."""
+    frames = []
+    async with asyncio.timeout(timeout):
+        while len(frames) < n:
+            frames.append(await conn.recv(name))
+    return frames
+
+
+__all__ = ["ClientError", "Connection", "FlamecastClient", "LatencyMatcher", "MediaStreamError", "drain"]

@@ -1,0 +1,224 @@
+"""WebRTC viewers: one RTCPeerConnection per offer, carrying the tracks the client asked for.
+
+* The client's offer holds one receiving video transceiver per requested track, in order;
+  tracks the client sends (browser microphone / camera) go to the session's driver when it
+  declared ``needs_audio`` / ``needs_video``, and are read and discarded otherwise.
+* A data channel the client opens receives ``{"type": "frame", "seq", "capture_ns", "pts"}``
+  for each driving frame sent and the session's events; the client may send
+  ``{"type": "latency", "ms": [...]}`` (glass-to-glass samples it measured).
+* A viewer is closed when its connection fails or closes, or when no RTCP receiver report has
+  come for ``viewer_timeout`` seconds (a client that vanished without a goodbye).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
+
+from flamecast.plugins.protocol import AudioChunk
+
+log = logging.getLogger(__name__)
+
+CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+LIVENESS_INTERVAL = 1.0
+MAX_CHANNEL_BUFFER = 256 * 1024
+MAX_SDP_BYTES = 64 * 1024
+
+
+class OfferError(ValueError):
+    """An offer that cannot be answered; the message says why (-> 400)."""
+
+
+@dataclass(frozen=True)
+class OfferRequest:
+    sdp: str
+    type: str
+    tracks: tuple[str, ...]
+    codec: str | None
+
+
+def parse_offer(body: Any, available: tuple[str, ...]) -> OfferRequest:
+    """Validate the JSON body of POST /offer: {"sdp", "type": "offer", "tracks"?, "codec"?}."""
+    if not isinstance(body, dict):
+        raise OfferError("the body must be a JSON object {\"sdp\": ..., \"type\": \"offer\"}")
+    sdp, kind = body.get("sdp"), body.get("type", "offer")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise OfferError("field 'sdp' (string) is required: the SDP of an RTCPeerConnection offer")
+    if len(sdp) > MAX_SDP_BYTES:
+        raise OfferError(f"the SDP is longer than {MAX_SDP_BYTES} bytes")
+    if kind != "offer":
+        raise OfferError("field 'type' must be \"offer\"")
+    tracks = body.get("tracks", list(available[:-1]))
+    if isinstance(tracks, str):
+        tracks = [t for t in tracks.split(",") if t]
+    if not isinstance(tracks, list) or not tracks or not all(isinstance(t, str) for t in tracks):
+        raise OfferError("field 'tracks' must be a non-empty list of track names")
+    unknown = [t for t in tracks if t not in available]
+    if unknown:
+        raise OfferError(f"unknown track(s) {', '.join(unknown)}; this session has: {', '.join(available)}")
+    codec = body.get("codec")
+    if codec is not None and (not isinstance(codec, str) or codec.lower() not in CODECS):
+        raise OfferError(f"field 'codec' must be one of {', '.join(CODECS)}")
+    description = _parse_sdp(sdp)
+    receiving = [m for m in description.media if m.kind == "video" and m.direction in ("recvonly", "sendrecv")]
+    if len(receiving) < len(tracks):
+        raise OfferError(
+            f"the offer can receive {len(receiving)} video track(s) but {len(tracks)} were requested; add one "
+            "recvonly video transceiver per track, before any sending ones"
+        )
+    return OfferRequest(sdp, kind, tuple(tracks), codec.lower() if codec else None)
+
+
+def _parse_sdp(sdp: str) -> SessionDescription:
+    if not sdp.lstrip().startswith("v=0"):
+        raise OfferError("the SDP must start with 'v=0'")
+    try:
+        return SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise OfferError(f"the SDP cannot be parsed: {exc.__class__.__name__}: {exc}") from None
+
+
+class Viewer:
+    """One client's peer connection to one session."""
+
+    def __init__(self, session: Any, ice_servers: tuple[str, ...], viewer_timeout: float) -> None:
+        config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers]) if ice_servers else None
+        self.pc = RTCPeerConnection(config)
+        self.session = session
+        self.viewer_timeout = viewer_timeout
+        self.channel = None
+        self.created = time.monotonic()
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_channel)
+
+    async def answer(self, offer: OfferRequest) -> RTCSessionDescription:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=offer.type))
+        for name in offer.tracks:
+            self.pc.addTrack(self.session.video.subscribe(name))
+        if offer.codec:
+            self._prefer(CODECS[offer.codec])
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.session.viewers.add(self)
+        self._spawn(self._watch_liveness())
+        return self.pc.localDescription
+
+    def _prefer(self, mime: str) -> None:
+        codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (mime, "video/rtx")]
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video" and transceiver.sender.track is not None:
+                transceiver.setCodecPreferences(codecs)
+
+    # --- events ---------------------------------------------------------------------------
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            await self.close()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._spawn(self._read_input(track))
+
+    def _on_channel(self, channel: Any) -> None:
+        self.channel = channel
+        channel.on("message", self._on_message)
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            data = json.loads(message) if isinstance(message, str) and len(message) < 65536 else None
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and data.get("type") == "latency" and isinstance(data.get("ms"), list):
+            for ms in data["ms"][:256]:
+                if isinstance(ms, (int, float)) and not isinstance(ms, bool) and 0 <= ms < 60_000:
+                    self.session.stats.client_latency.add(float(ms))
+
+    def frame_sent(self, seq: int, capture_ns: int, pts: int) -> None:
+        self._send({"type": "frame", "seq": seq, "capture_ns": capture_ns, "pts": pts})
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        self._send(event)
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        ch = self.channel
+        if ch is not None and ch.readyState == "open" and ch.bufferedAmount < MAX_CHANNEL_BUFFER:
+            try:
+                ch.send(json.dumps(payload))
+            except Exception:  # a closing channel
+                pass
+
+    # --- input tracks ---------------------------------------------------------------------
+
+    async def _read_input(self, track: MediaStreamTrack) -> None:
+        seq = 0
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "audio" and self.session.wants_audio:
+                    self.session.feed_audio(audio_chunk(self.session.id, seq, frame))
+                elif track.kind == "video" and self.session.wants_video:
+                    self.session.feed_video((frame.to_ndarray(format="rgb24"), time.time_ns()))
+                seq += 1
+        except MediaStreamError:
+            return
+
+    # --- liveness -------------------------------------------------------------------------
+
+    async def _watch_liveness(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(LIVENESS_INTERVAL)
+            if await self._silent_for() > self.viewer_timeout:
+                log.info("viewer of session %s sent no RTCP for %.0f s; closing it", self.session.id, self.viewer_timeout)
+                await self.close()
+
+    async def _silent_for(self) -> float:
+        """Seconds since the last RTCP receiver report (since creation when none came yet)."""
+        stats = await self.pc.getStats()
+        reports = [s.timestamp for s in stats.values() if getattr(s, "type", "") == "remote-inbound-rtp"]
+        if not reports:
+            return time.monotonic() - self.created
+        now = datetime.datetime.now(datetime.timezone.utc)
+        latest = max(reports)
+        if latest.tzinfo is None:
+            latest = latest.replace(tzinfo=datetime.timezone.utc)
+        return (now - latest).total_seconds()
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.session.viewers.discard(self)
+        self.session.touch()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self.pc.close()
+
+
+def audio_chunk(session_id: str, seq: int, frame: Any) -> AudioChunk:
+    """An av.AudioFrame as an AudioChunk: (samples, channels) int16."""
+    pcm = frame.to_ndarray()
+    if pcm.dtype != np.int16:
+        pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
+    channels = len(frame.layout.channels)
+    samples = pcm.reshape(-1, channels) if frame.format.is_packed else pcm.T
+    return AudioChunk(session_id, seq, time.time_ns(), int(frame.sample_rate), np.ascontiguousarray(samples))

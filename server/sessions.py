@@ -1,0 +1,334 @@
+"""Sessions: one driver runtime, one frame publisher and one set of video tracks per session,
+isolated from every other session; and the manager that creates, limits and reaps them."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from flamecast.plugins import Control, Driver, DriverContext, DriverOptions, SessionInfo, builtin_head_space
+from flamecast.plugins.manager import PluginHost
+from flamecast.plugins.protocol import AudioChunk, VideoFrame
+from flamecast.plugins.publish import FramePublisher
+from flamecast.plugins.runtime import DriverRuntime
+
+from .media import SessionVideo
+from .settings import Settings
+from .stats import SessionStats
+from .worker_link import WorkerLink
+
+log = logging.getLogger(__name__)
+
+AUDIO_QUEUE = 256  # chunks (about 5 s of 20 ms chunks)
+VIDEO_QUEUE = 4  # camera frames: a driver only wants the newest
+EVENT_QUEUE = 64  # events per listener
+REAP_INTERVAL = 0.5
+
+
+class SessionLimit(Exception):
+    """The server runs ``max_sessions`` sessions already."""
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """A validated request for a new session (see docs/api.md, POST /api/sessions)."""
+
+    driver_cls: type[Driver]
+    options: DriverOptions
+    generator: str
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    profile: str = ""
+    portrait: bytes | None = None
+
+
+def put_newest(queue: asyncio.Queue, item: Any) -> bool:
+    """Put without waiting; when full, drop the oldest item. Returns True when one was dropped."""
+    dropped = False
+    while True:
+        try:
+            queue.put_nowait(item)
+            return dropped
+        except asyncio.QueueFull:
+            try:
+                queue.get_nowait()
+                dropped = True
+            except asyncio.QueueEmpty:
+                pass
+
+
+class Session:
+    """One live session. The manager builds it, ``open``s it on the worker and ``close``s it."""
+
+    def __init__(self, session_id: str, request: SessionRequest, host: PluginHost, link: WorkerLink) -> None:
+        self.id = session_id
+        self.request = request
+        self.host = host
+        self.link = link
+        self.created_ns = time.time_ns()
+        self.state = "opening"
+        self.stats = SessionStats()
+        self.audio_in: asyncio.Queue = asyncio.Queue(maxsize=AUDIO_QUEUE)
+        self.video_in: asyncio.Queue = asyncio.Queue(maxsize=VIDEO_QUEUE)
+        self.inputs_dropped = 0
+        self.viewers: set[Any] = set()
+        self.listeners: set[asyncio.Queue] = set()
+        self.recent_events: collections.deque[dict] = collections.deque(maxlen=20)
+        self.last_client = time.monotonic()
+        self.driver_cls = request.driver_cls
+        self.driver_options = request.options
+        self.video: SessionVideo | None = None
+        self.view_ids: tuple[str, ...] = ()
+        self.size: list[int] = []
+        self.worker_error: str | None = None
+        self._runtime: DriverRuntime | None = None
+        self._task: asyncio.Task | None = None
+        self._publisher: FramePublisher | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            id=self.id, driver=self.driver_cls.name, generator=self.request.generator, views=self.view_ids,
+            profile=self.request.profile, created_ns=self.created_ns, options=self.driver_options.model_dump(),
+        )
+
+    async def open(self, timeout: float) -> None:
+        """Open the session on the worker (raises PortraitRejected / WorkerUnavailable), then
+        start the driver."""
+        self.link.attach(self.id, self)
+        options = dict(self.request.generator_options)
+        if self.request.profile:
+            options["profile"] = self.request.profile
+        meta = await self.link.open_session(
+            self.id, generator=self.request.generator, options=options, portrait=self.request.portrait, timeout=timeout
+        )
+        self.view_ids = tuple(str(v) for v in meta.get("view_ids", ()))
+        self.size = list(meta.get("size", []))
+        self.video = SessionVideo(self.view_ids, self.stats, self._frame_sent)
+        self._start_driver()
+        self.state = "running"
+
+    def _start_driver(self) -> None:
+        self._publisher = FramePublisher(self.link.input_endpoint, self.link.context)
+        self._runtime = DriverRuntime(
+            self._make_driver, self._publisher.send, session_id=self.id,
+            rate=self.driver_cls.rate_for(self.driver_options), fallback=self._make_fallback,
+        )
+        self._task = asyncio.create_task(self._runtime.run(), name=f"driver-{self.id}")
+
+    def _context(self, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
+        return DriverContext(
+            session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
+            audio_in=self.audio_in if driver_cls.needs_audio else None,
+            video_in=self.video_in if driver_cls.needs_video else None,
+            emit=self._driver_event, emit_audio=lambda chunk: None,
+        )
+
+    def _make_driver(self) -> Driver:
+        cls, options = self.driver_cls, self.driver_options
+        return cls(options, self._context(cls, options))
+
+    def _make_fallback(self) -> Driver:
+        idle = idle_driver_class(self.host)
+        options = idle.parse_options({})
+        return idle(options, self._context(idle, options))
+
+    async def close(self, reason: str) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        if self._runtime is not None:
+            self._runtime.stop()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._publisher is not None:
+            self._publisher.close()
+        await self.link.close_session(self.id, reason)
+        for viewer in list(self.viewers):
+            await viewer.close()
+        if self.video is not None:
+            self.video.stop()
+        self.emit({"type": "closed", "reason": reason})
+
+    # --- driver ---------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> DriverRuntime | None:
+        return self._runtime
+
+    async def control(self, message: Control) -> dict[str, Any]:
+        if self._runtime is None:
+            raise RuntimeError("the session is not running")
+        return await self._runtime.control(message)
+
+    def switch_driver(self, driver_cls: type[Driver], options: DriverOptions) -> None:
+        """Replace the driver now (the runtime keeps the seq and the idle fallback)."""
+        self.driver_cls, self.driver_options = driver_cls, options
+        if self._runtime is not None:
+            self._runtime.rate = driver_cls.rate_for(options)
+            self._runtime.switch(self._make_driver)
+        self.emit({"type": "driver", "driver": driver_cls.name})
+
+    def feed_audio(self, chunk: AudioChunk) -> None:
+        """Audio a client sends; only a driver that needs audio gets it (bounded, newest wins)."""
+        if self.driver_cls.needs_audio:
+            self.inputs_dropped += put_newest(self.audio_in, chunk)
+
+    def feed_video(self, frame: Any) -> None:
+        if self.driver_cls.needs_video:
+            self.inputs_dropped += put_newest(self.video_in, frame)
+
+    @property
+    def wants_audio(self) -> bool:
+        return self.driver_cls.needs_audio
+
+    @property
+    def wants_video(self) -> bool:
+        return self.driver_cls.needs_video
+
+    # --- worker sink ----------------------------------------------------------------------
+
+    def on_video(self, frame: VideoFrame) -> None:
+        if self.video is None:
+            return
+        self.stats.frames_in += 1
+        self.stats.fps_in.tick()
+        self.stats.render_ms.add(frame.render_ns / 1e6)
+        self.video.push(frame)
+
+    def on_audio(self, chunk: AudioChunk) -> None:
+        pass  # audio from the worker is not produced by any generator yet
+
+    def on_status(self, meta: Mapping[str, Any]) -> None:
+        if meta.get("state") == "error" and self.state == "running":
+            self.worker_error = str(meta.get("error"))
+            self.emit({"type": "error", "error": self.worker_error})
+
+    def on_bad_message(self) -> None:
+        self.stats.bad_messages += 1
+
+    # --- clients --------------------------------------------------------------------------
+
+    def _driver_event(self, event: dict[str, Any]) -> None:
+        self.emit({"type": "driver-event", "event": event})
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Send an event to every events socket and data channel of this session only."""
+        event = {**event, "session": self.id, "ts_ns": time.time_ns()}
+        self.recent_events.append(event)
+        for queue in list(self.listeners):
+            put_newest(queue, event)
+        for viewer in list(self.viewers):
+            viewer.send_event(event)
+
+    def _frame_sent(self, frame: VideoFrame, pts: int) -> None:
+        for viewer in list(self.viewers):
+            viewer.frame_sent(frame.seq, frame.capture_ns, pts)
+
+    def touch(self) -> None:
+        self.last_client = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since this session last had a viewer or an events socket."""
+        if self.viewers or self.listeners:
+            self.touch()
+        return time.monotonic() - self.last_client
+
+    def describe(self) -> dict[str, Any]:
+        runtime = self._runtime.stats.as_dict() if self._runtime else None
+        return {
+            "id": self.id,
+            "state": self.state,
+            "driver": self.driver_cls.name,
+            "options": self.driver_options.model_dump(),
+            "generator": self.request.generator,
+            "profile": self.request.profile,
+            "views": list(self.view_ids),
+            "tracks": list(self.video.track_names) if self.video else [],
+            "size": self.size,
+            "pts_epoch_ns": self.video.epoch_ns if self.video else None,
+            "created_ns": self.created_ns,
+            "viewers": len(self.viewers),
+            "stats": {
+                **self.stats.as_dict(),
+                "driver_restarts": runtime["restarts"] if runtime else 0,
+                "driver_state": runtime["state"] if runtime else None,
+                "last_error": runtime["last_error"] if runtime else None,
+                "inputs_dropped": self.inputs_dropped,
+                "worker_error": self.worker_error,
+            },
+        }
+
+
+def idle_driver_class(host: PluginHost) -> type[Driver]:
+    if "idle" in host.drivers:
+        return host.drivers.get("idle")
+    from flamecast.drivers.idle import IdleDriver
+
+    return IdleDriver
+
+
+class SessionManager:
+    """Creates sessions under the limit, finds them, ends them and reaps abandoned ones."""
+
+    def __init__(self, settings: Settings, host: PluginHost, link: WorkerLink) -> None:
+        self.settings = settings
+        self.host = host
+        self.link = link
+        self.sessions: dict[str, Session] = {}
+        self.ended = collections.Counter()
+        self._lock = asyncio.Lock()
+
+    async def create(self, request: SessionRequest) -> Session:
+        async with self._lock:
+            if len(self.sessions) >= self.settings.max_sessions:
+                raise SessionLimit(
+                    f"this server runs at most {self.settings.max_sessions} sessions and all are in use; "
+                    "end one (DELETE /api/sessions/ID) or raise --max-sessions"
+                )
+            session = Session(secrets.token_hex(8), request, self.host, self.link)
+            self.sessions[session.id] = session
+        try:
+            await session.open(self.settings.open_timeout)
+        except BaseException:
+            self.sessions.pop(session.id, None)
+            self.link.detach(session.id)
+            await session.close("error: open failed")
+            raise
+        self.host.notify("flamecast_session_started", session=session.info)
+        log.info("session %s started (driver %s, views %s)", session.id, session.driver_cls.name, ",".join(session.view_ids))
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """The running session ``session_id``; KeyError when there is none."""
+        session = self.sessions.get(session_id)
+        if session is None or session.state == "opening":
+            raise KeyError(session_id)
+        return session
+
+    async def end(self, session_id: str, reason: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await session.close(reason)
+        self.ended[reason.split(":")[0]] += 1
+        self.host.notify("flamecast_session_ended", session=session.info, reason=reason)
+        log.info("session %s ended: %s", session_id, reason)
+        return True
+
+    async def close_all(self, reason: str = "shutdown") -> None:
+        await asyncio.gather(*(self.end(sid, reason) for sid in list(self.sessions)), return_exceptions=True)
+
+    async def reap_forever(self) -> None:
+        """End sessions that have had no viewer and no events socket for idle_timeout seconds."""
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            for session in list(self.sessions.values()):
+                if session.state == "running" and session.idle_for() > self.settings.idle_timeout:
+                    await self.end(session.id, "client-gone")
