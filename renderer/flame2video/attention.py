@@ -1,0 +1,112 @@
+"""Reference attention as swappable diffusers attention processors (no weight changes).
+
+The reference UNet runs on the portrait's latent with ``RecordProcessor`` on every spatial
+self-attention: it stores the hidden states entering that attention (AnimateAnyone's "bank").
+The denoising UNet's matching self-attentions get ``ReferenceJoinProcessor``: keys and values
+of the recorded states are projected once per session with the denoising UNet's own
+``to_k``/``to_v`` and concatenated to the frame's own keys and values at every step.
+
+Per-session state lives in a ``ReferenceCache`` (name -> (k, v)); ``activate`` points the
+processors at one session's cache before that session's denoising, so several sessions share
+one UNet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
+
+
+def self_attention_names(unet: nn.Module) -> list[str]:
+    """Names of the spatial self-attention modules (``...attentions.N.transformer_blocks.M.attn1``)."""
+    return [
+        name
+        for name, mod in unet.named_modules()
+        if isinstance(mod, Attention) and name.endswith("attn1") and ".attentions." in name
+    ]
+
+
+class RecordProcessor:
+    """Runs ordinary SDPA attention and records its input hidden states under ``key``."""
+
+    def __init__(self, bank: dict[str, torch.Tensor], key: str) -> None:
+        self.bank, self.key, self.inner = bank, key, AttnProcessor2_0()
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
+        self.bank[self.key] = hidden_states
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+class ReferenceJoinProcessor:
+    """Self-attention whose keys/values also cover the cached reference tokens."""
+
+    def __init__(self) -> None:
+        self.kv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+        if self.kv is not None:
+            ref_k, ref_v = self.kv
+            key = torch.cat([key, ref_k.expand(batch, -1, -1)], dim=1)
+            value = torch.cat([value, ref_v.expand(batch, -1, -1)], dim=1)
+        heads = attn.heads
+        head_dim = query.shape[-1] // heads
+        query, key, value = (t.view(batch, -1, heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        out = F.scaled_dot_product_attention(query, key, value)
+        out = out.transpose(1, 2).reshape(batch, length, heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+@dataclass
+class ReferenceCache:
+    """One session's reference keys/values per denoising-UNet self-attention layer."""
+
+    kv: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv.values())
+
+
+class ReferenceAttention:
+    """Installs the processors on a (reference, denoising) UNet pair and moves state between them."""
+
+    def __init__(self, reference_unet: nn.Module, denoising_unet: nn.Module) -> None:
+        self.names = self_attention_names(reference_unet)
+        dn_names = set(self_attention_names(denoising_unet))
+        missing = [n for n in self.names if n not in dn_names]
+        if missing:
+            raise ValueError(f"denoising UNet lacks self-attention layers {missing[:3]}...")
+        self.bank: dict[str, torch.Tensor] = {}
+        ref_modules = dict(reference_unet.named_modules())
+        dn_modules = dict(denoising_unet.named_modules())
+        self.joins: dict[str, tuple[Attention, ReferenceJoinProcessor]] = {}
+        for name in self.names:
+            ref_modules[name].set_processor(RecordProcessor(self.bank, name))
+            proc = ReferenceJoinProcessor()
+            dn_modules[name].set_processor(proc)
+            self.joins[name] = (dn_modules[name], proc)
+
+    @torch.no_grad()
+    def cache_from_bank(self) -> ReferenceCache:
+        """Project the recorded reference states with the denoising UNet's to_k/to_v."""
+        cache = ReferenceCache()
+        for name, (attn, _) in self.joins.items():
+            states = self.bank[name]
+            cache.kv[name] = (attn.to_k(states), attn.to_v(states))
+        self.bank.clear()
+        return cache
+
+    def activate(self, cache: ReferenceCache | None) -> None:
+        """Point every join processor at ``cache`` (None: plain self-attention)."""
+        for name, (_, proc) in self.joins.items():
+            proc.kv = None if cache is None else cache.kv[name]

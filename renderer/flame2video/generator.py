@@ -1,0 +1,191 @@
+"""The ``flame2video`` generator backend: FLAME frames -> multi-view portrait video.
+
+Each session: decode the portrait (``flamecast.renderer.portrait``), crop it around the face,
+compute the CLIP embedding and reference keys/values once, then stream sliding windows: FLAME
+renderings of the built-in head from every view (``flamecast.renderer.head`` +
+``flamecast.renderer.raster``, grey Lambert) -> FLAME encoder -> few-step denoising -> decoder.
+
+Generator settings (from the worker or ``flamecast bench``): ``device`` ("cpu", "cuda",
+"auto"), ``weights_dir`` (else $FLAMECAST_WEIGHTS, else ~/.cache/flamecast/weights),
+``allow_random_weights`` (benchmarks only), ``compile`` (torch.compile the denoising UNet).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from flamecast.plugins import FlameFrame, Generator, GeneratorOptions, GeneratorSession, GeneratorSessionSpec, RenderedFrame
+
+log = logging.getLogger(__name__)
+
+
+class FLAME2VideoOptions(GeneratorOptions):
+    """Per-session options. ``size`` and ``views`` default to the profile's."""
+
+    profile: Literal["tiny", "live", "hq", "paper"] = Field("live", description="sampling profile (docs/flame2video.md)")
+    steps: int | None = Field(None, ge=1, le=50, description="denoising steps (default: the profile's)")
+    window: int | None = Field(None, ge=1, le=24, description="W: frames denoised together")
+    stride: int | None = Field(None, ge=1, le=24, description="S: new frames per window (<= W)")
+    scheduler: Literal["ddim", "lcm", "tcd"] | None = Field(None, description="few-step scheduler")
+    seed: int = Field(0, description="noise seed")
+
+
+def resolve_profile(options: FLAME2VideoOptions):
+    """The Profile a session samples with: the named profile with the options' overrides."""
+    from .config import get_profile
+
+    base = get_profile(options.profile)
+    views = len(options.views) if options.views else None
+    size = options.size if "size" in options.model_fields_set else None
+    return base.replace(size=size, views=views, steps=options.steps, window=options.window,
+                        stride=options.stride, scheduler=options.scheduler)
+
+
+def portrait_tensor(data: bytes | None):
+    """Decode a portrait, find its face and crop a square around it: (3, S, S) float in [0, 1]."""
+    import torch
+
+    from flamecast.renderer.portrait import load_portrait
+
+    p = load_portrait(data)
+    img, lm = p.image, p.landmarks
+    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+    center = (lo + hi) / 2
+    half = 1.0 * float(max(hi - lo))  # the crop is twice the face's extent: hair, neck, margin
+    h, w = img.shape[:2]
+    x0, y0 = int(round(center[0] - half)), int(round(center[1] - half))
+    side = int(round(2 * half))
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad:
+        img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        x0, y0 = x0 + pad, y0 + pad
+    crop = img[y0:y0 + side, x0:x0 + side]
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+
+
+class FlameConditioner:
+    """FlameFrames -> grey Lambert renderings of the built-in head, (n, V, 3, H, W) in [0, 1]."""
+
+    def __init__(self, views: Sequence[Any], size: int, device) -> None:
+        from flamecast.renderer.head import load_head
+        from flamecast.renderer.raster import make_cameras
+
+        self.device = device
+        self.head = load_head("builtin").to(device)
+        self.cameras = make_cameras(views, self.head.center, self.head.radius, size, device=device)
+        self.view_ids = tuple(self.cameras.view_ids) if hasattr(self.cameras, "view_ids") else None
+
+    def __call__(self, frames: Sequence[FlameFrame]):
+        import torch
+
+        from flamecast.renderer.raster import render_views
+
+        n_expr = self.head.n_expression
+        pose = torch.from_numpy(np.stack([f.pose for f in frames])).to(self.device)
+        expr = np.zeros((len(frames), n_expr), np.float32)
+        for i, f in enumerate(frames):
+            k = min(n_expr, f.expression.shape[0])
+            expr[i, :k] = f.expression[:k]
+        kwargs = {}
+        if all(f.eyelids is not None for f in frames):
+            kwargs["eyelids"] = torch.from_numpy(np.stack([f.eyelids for f in frames])).to(self.device)
+        if all(f.translation is not None for f in frames):
+            kwargs["translation"] = torch.from_numpy(np.stack([f.translation for f in frames])).to(self.device)
+        with torch.no_grad():
+            out = self.head(pose=pose, expression=torch.from_numpy(expr).to(self.device), **kwargs)
+            img = render_views(out.vertices, self.head.faces, self.cameras, mode="lambert")
+        return img.permute(0, 1, 4, 2, 3).float()
+
+
+class FLAME2VideoSession(GeneratorSession):
+    """One portrait's streaming state; ``step`` returns S frames each time a window completes."""
+
+    def __init__(self, stream, view_ids: tuple[str, ...]) -> None:
+        self.stream, self.view_ids = stream, view_ids
+
+    def step(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
+        t0 = time.perf_counter_ns()
+        done = self.stream.push(list(frames))
+        dt = time.perf_counter_ns() - t0
+        return [RenderedFrame(source=f, views=views.numpy(), view_ids=self.view_ids, render_ns=dt // max(1, len(done)))
+                for f, views in done]
+
+    def stage_times(self) -> dict[str, Any]:
+        return self.stream.pipeline.timer.as_dict()
+
+    def close(self) -> None:
+        self.stream = None
+
+
+class FLAME2VideoGenerator(Generator):
+    name = "flame2video"
+    description = "FLAME2Video (MVPortrait): diffusion UNet with motion + view attention, streamed in sliding windows"
+    Options = FLAME2VideoOptions
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self._pipelines: dict[Any, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def device(self):
+        import torch
+
+        dev = self.settings.get("device", "auto")
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(dev)
+
+    def _components(self, profile):
+        from .components import random_components
+        from .config import MODEL_CONFIGS
+        from .weights import MissingWeightsError, load_components, weights_root
+
+        root = weights_root(self.settings.get("weights_dir"))
+        try:
+            return load_components(root, profile)
+        except MissingWeightsError:
+            if not self.settings.get("allow_random_weights"):
+                raise
+            log.warning("FLAME2Video runs with RANDOM weights (allow_random_weights): output is noise")
+            return random_components(MODEL_CONFIGS[profile.model](), device=self.device)
+
+    def pipeline(self, profile):
+        """The pipeline for ``profile`` (built once, shared by sessions of that profile)."""
+        from .pipeline import FLAME2VideoPipeline
+
+        with self._lock:
+            pipe = self._pipelines.get(profile)
+            if pipe is None:
+                pipe = FLAME2VideoPipeline(self._components(profile), profile, device=self.device)
+                if self.settings.get("compile"):
+                    pipe.compile(self.settings["compile"])
+                self._pipelines[profile] = pipe
+            return pipe
+
+    def open_session(self, spec: GeneratorSessionSpec) -> FLAME2VideoSession:
+        from flamecast.renderer.raster import DEFAULT_VIEWS
+
+        from .stream import WindowStream
+
+        options = spec.options if isinstance(spec.options, FLAME2VideoOptions) else FLAME2VideoOptions.model_validate(
+            spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
+        profile = resolve_profile(options)
+        portrait = portrait_tensor(spec.portrait)
+        pipe = self.pipeline(profile)
+        views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
+        if len(views) != profile.views:
+            raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
+        conditioner = FlameConditioner(views, profile.size, pipe.device)
+        reference = pipe.prepare_reference(portrait)
+        stream = WindowStream(pipe, reference, conditioner, seed=options.seed)
+        return FLAME2VideoSession(stream, tuple(views))
+
+    def close(self) -> None:
+        self._pipelines.clear()

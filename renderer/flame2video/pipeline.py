@@ -1,0 +1,228 @@
+"""FLAME2VideoPipeline: check inputs, encode (portrait, FLAME renderings), prepare latents,
+denoise a window, decode.
+
+The pipeline is stateless across sessions: per-session state (the CLIP embedding, the
+portrait latent and the reference keys/values) is a ``ReferenceState`` the caller keeps and
+passes back; streaming state lives in ``stream.WindowStream``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .attention import ReferenceAttention, ReferenceCache
+from .components import Components
+from .config import SCHEDULER_CONFIG, Profile
+from .unet import MultiViewUNet
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def make_scheduler(name: str):
+    """A diffusers scheduler for SD1.5's noise schedule: "ddim" (trailing), "lcm" or "tcd"."""
+    from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler
+
+    classes = {"ddim": DDIMScheduler, "lcm": LCMScheduler, "tcd": TCDScheduler}
+    if name not in classes:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(classes)}")
+    return classes[name](**SCHEDULER_CONFIG)
+
+
+@dataclass
+class StageTimer:
+    """Accumulated wall time per stage; synchronises the device around each stage when on."""
+
+    enabled: bool = False
+    device: torch.device | None = None
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def stage(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                if timer.enabled:
+                    timer._sync()
+                    self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.enabled:
+                    timer._sync()
+                    timer.seconds[name] += time.perf_counter() - self.t0
+                    timer.counts[name] += 1
+
+        return _Ctx()
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {k: {"total_s": v, "calls": self.counts[k], "mean_ms": 1e3 * v / max(1, self.counts[k])}
+                for k, v in self.seconds.items()}
+
+
+@dataclass
+class ReferenceState:
+    """What a session computes once from its portrait."""
+
+    image_embeds: torch.Tensor  # (1, 1, D) CLIP image embedding for cross-attention
+    latent: torch.Tensor  # (1, 4, h, w) portrait latent (scaled)
+    cache: ReferenceCache  # reference keys/values per self-attention layer
+
+
+class FLAME2VideoPipeline:
+    """All FLAME2Video modules on one device, sampling windows of one profile."""
+
+    def __init__(self, components: Components, profile: Profile, *,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else getattr(torch, profile.dtype))
+        self.profile = profile
+        self.components = components
+        self.unet = MultiViewUNet.build(components.denoising_unet, components.motion_module, components.view_module)
+        self.reference_unet = components.reference_unet
+        self.reference = ReferenceAttention(self.reference_unet, self.unet.unet)
+        self.flame_encoder = components.flame_encoder
+        self.image_encoder = components.image_encoder
+        self.vae = components.vae
+        self.decoder = components.tiny_vae if profile.decoder == "tiny" else components.vae
+        if self.decoder is None:
+            raise ValueError("profile wants the tiny decoder but no tiny_vae is loaded")
+        for m in self.modules():
+            m.to(device=self.device).eval().requires_grad_(False)
+            if self.dtype != torch.float32:
+                m.to(dtype=self.dtype)
+        self.scheduler = make_scheduler(profile.scheduler)
+        self.timer = StageTimer(device=self.device)
+        self.reference_runs = 0
+        self._unet_fn = self.unet
+
+    def compile(self, mode: str | None = None) -> None:
+        """torch.compile the denoising UNet (``mode``: None/"default", "reduce-overhead" for CUDA
+        graphs, "max-autotune-no-cudagraphs"); the first windows pay the compilation."""
+        mode = None if mode in (None, "default", True) else mode
+        self._unet_fn = torch.compile(self.unet, mode=mode, fullgraph=False, dynamic=False)
+
+    def modules(self) -> list[torch.nn.Module]:
+        mods = [self.unet, self.reference_unet, self.flame_encoder, self.image_encoder, self.vae, self.decoder]
+        return list({id(m): m for m in mods}.values())
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_side(self) -> int:
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if self.profile.size % (8 * factor):
+            raise ValueError(f"size {self.profile.size} must be a multiple of {8 * factor}")
+        return self.profile.size // factor
+
+    # ---- encode -------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare_reference(self, portrait: torch.Tensor) -> ReferenceState:
+        """portrait: (3, H, W) float in [0, 1]. Runs the CLIP encoder, the VAE encoder and the
+        reference UNet once; returns the session's reference state."""
+        if portrait.ndim != 3 or portrait.shape[0] != 3:
+            raise ValueError(f"portrait must be (3, H, W); got {tuple(portrait.shape)}")
+        x = portrait.to(self.device, self.dtype)[None]
+        clip_side = self.image_encoder.config.image_size
+        clip_in = F.interpolate(x, size=(clip_side, clip_side), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(CLIP_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        embeds = self.image_encoder(pixel_values=(clip_in - mean) / std).image_embeds[:, None]
+        side = self.profile.size
+        vae_in = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False) * 2 - 1
+        latent = self.vae.encode(vae_in).latent_dist.mode() * self.latent_scale
+        cache = self.run_reference(latent, embeds)
+        return ReferenceState(image_embeds=embeds, latent=latent, cache=cache)
+
+    @torch.no_grad()
+    def run_reference(self, latent: torch.Tensor, embeds: torch.Tensor) -> ReferenceCache:
+        """The reference UNet on the portrait latent (t = 0); returns the projected K/V cache."""
+        self.reference_runs += 1
+        t = torch.zeros((), device=self.device, dtype=torch.long)
+        self.reference_unet(latent, t, encoder_hidden_states=embeds)
+        return self.reference.cache_from_bank()
+
+    @torch.no_grad()
+    def encode_conditions(self, renders: torch.Tensor) -> torch.Tensor:
+        """renders (F, V, 3, H, W) in [0, 1] -> FLAME features (F, V, C, h, w)."""
+        f, v = renders.shape[:2]
+        with self.timer.stage("flame_encoder"):
+            feats = self.flame_encoder(renders.to(self.device, self.dtype).flatten(0, 1))
+        return feats.view(f, v, *feats.shape[1:])
+
+    # ---- denoise ------------------------------------------------------------------------
+    @torch.no_grad()
+    def denoise(self, cond: torch.Tensor, ref: ReferenceState, carry: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Denoise one window.
+
+        cond: (W, V, C, h, w) FLAME features of the window's frames. carry: (K, V, 4, h, w)
+        final latents of the window's first K frames (from the previous window), or None.
+        Returns the window's final latents (W, V, 4, h, w); the first K equal ``carry``.
+
+        Carry-over: at every step the carried frames' latents are replaced by their final
+        latents re-noised (fixed noise) to that step's level, so the new frames are denoised
+        next to frames that are already decided and motion stays continuous across windows.
+        """
+        w, v = cond.shape[:2]
+        side = self.latent_side
+        sched = self.scheduler
+        sched.set_timesteps(self.profile.steps, device=self.device)
+        shape = (w, v, 4, side, side)
+        latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
+        latents = latents * sched.init_noise_sigma
+        k = 0 if carry is None else carry.shape[0]
+        carry_noise = latents[:k].clone()
+        self.reference.activate(ref.cache)
+        for t in sched.timesteps:
+            if k:
+                latents[:k] = sched.add_noise(carry.float(), carry_noise, t.repeat(k))
+            if self.profile.rerun_reference:
+                with self.timer.stage("reference_unet"):
+                    self.reference.activate(self.run_reference(ref.latent, ref.image_embeds))
+            with self.timer.stage("unet"):
+                eps = self._model_output(sched.scale_model_input(latents, t), t, ref, cond)
+            latents = sched.step(eps, t, latents, generator=generator).prev_sample
+        if k:
+            latents[:k] = carry.float()
+        return latents
+
+    def _model_output(self, latents: torch.Tensor, t: torch.Tensor, ref: ReferenceState,
+                      cond: torch.Tensor) -> torch.Tensor:
+        # (W, V, 4, h, w) -> (N, V, 4, W, h, w)
+        x = latents.to(self.dtype).permute(1, 2, 0, 3, 4)[None]
+        c = cond.permute(1, 2, 0, 3, 4)[None]
+        embeds = ref.image_embeds
+        g = self.profile.guidance
+        if g > 1:
+            x, c = x.expand(2, *x.shape[1:]), c.expand(2, *c.shape[1:])
+            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        out = self._unet_fn(x, t, embeds, condition=c).float()
+        if g > 1:
+            out = out[0:1] + g * (out[1:2] - out[0:1])
+        return out[0].permute(2, 0, 1, 3, 4)
+
+    # ---- decode -------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (F, V, 4, h, w) -> uint8 views (F, V, H, W, 3) on the CPU."""
+        f, v = latents.shape[:2]
+        with self.timer.stage("decode"):
+            z = latents.flatten(0, 1).to(self.dtype)
+            if self.decoder is self.vae:
+                z = z / self.latent_scale
+            images = self.decoder.decode(z).sample
+            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images = images.permute(0, 2, 3, 1).reshape(f, v, *images.shape[2:], 3).cpu()
+        return images
