@@ -17,6 +17,10 @@ COMMANDS = (
     "plugins_cmd",
     "driver_cmd",
     "generator_cmd",
+    "serve_cmd",
+    "record_cmd",
+    "weights_cmd",
+    "bench_cmd",
 )
 
 

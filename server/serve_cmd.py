@@ -1,0 +1,144 @@
+"""``flamecast serve``: the server, a local generator worker and the links between them.
+
+Settings come from defaults, then an optional TOML file (``--config``), then the flags given;
+they are parsed once, here. Ctrl-C or SIGTERM ends every session, closes every peer
+connection and stops the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from .cli import UsageError
+
+log = logging.getLogger(__name__)
+
+# flag dest -> Settings field, for flags that map one to one
+FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_upload_bytes", "open_timeout",
+               "viewer_timeout", "idle_timeout", "default_driver")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "serve", help="run the server with a local generator worker",
+        description="Serve the browser client, the HTTP API and WebRTC video. Starts a generator worker "
+        "process unless --worker-input/--worker-output point at one already running. Binds 127.0.0.1 by "
+        "default; any other address needs an API token (--token, or one is generated and printed).",
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="settings file (keys named like the flags, e.g. max_sessions = 8)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--token", help="API access token (required off loopback; generated when missing)")
+    p.add_argument("--generator", help="generator backend for the local worker and for sessions (default mesh)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the local worker renders")
+    p.add_argument("--size", type=int, help="video side in pixels for sessions that do not ask")
+    p.add_argument("--max-sessions", type=int, help="sessions at once (default 4)")
+    p.add_argument("--max-upload-bytes", type=int, help="largest portrait upload (default 8 MiB)")
+    p.add_argument("--open-timeout", type=float, help="seconds to wait for the worker to open a session (default 30)")
+    p.add_argument("--viewer-timeout", type=float, help="seconds without RTCP before a viewer counts as gone (default 10)")
+    p.add_argument("--idle-timeout", type=float, help="seconds without any client before a session ends (default 30)")
+    p.add_argument("--default-driver", help="driver for sessions that name none (default idle)")
+    p.add_argument("--worker-input", metavar="ENDPOINT", help="use a running worker: its flame endpoint")
+    p.add_argument("--worker-output", metavar="ENDPOINT", help="use a running worker: its video endpoint")
+    return p
+
+
+def build_settings(args: argparse.Namespace):
+    """Defaults < config file < flags. Raises UsageError naming the bad setting."""
+    from .settings import SettingsError, load_toml, settings_from
+
+    try:
+        values = load_toml(Path(args.config)) if args.config else {}
+        values.update({k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None})
+        if bool(args.worker_input) != bool(args.worker_output):
+            raise UsageError("give both --worker-input and --worker-output (or neither, to start a local worker)")
+        if args.worker_input:
+            values.update(worker_input=args.worker_input, worker_output=args.worker_output)
+        settings = settings_from(values)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if not settings.loopback_only and not settings.token:
+        settings = settings.replace(token=secrets.token_urlsafe(24))
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    external = bool(args.worker_input or (args.config and "worker_input" in _config_keys(args.config)))
+    return asyncio.run(serve(settings, device=args.device, start_worker=not external))
+
+
+def _config_keys(path: str) -> set[str]:
+    from .settings import load_toml
+
+    return set(load_toml(Path(path)))
+
+
+async def serve(settings, *, device: str = "cpu", start_worker: bool = True) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+    from .worker_proc import WorkerProcess, WorkerStartError
+
+    worker = WorkerProcess(settings.generator, device=device) if start_worker else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = None
+    try:
+        if worker is not None:
+            print(f"flamecast: starting the {settings.generator} generator worker...", flush=True)
+            endpoints = await _wait_or_stop(worker.start(), stop)
+            if endpoints is None:
+                return 130
+            settings = settings.replace(worker_input=endpoints["input"], worker_output=endpoints["output"])
+        runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+                             "pick another --port (0 = any free one)") from None
+        _announce(settings, runner)
+        await stop.wait()
+        print("flamecast: shutting down", flush=True)
+    except WorkerStartError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if worker is not None:
+            worker.stop()
+    return 0
+
+
+async def _wait_or_stop(coro, stop: asyncio.Event):
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    return None
+
+
+def _announce(settings, runner) -> None:
+    port = next(iter(runner.addresses))[1] if runner.addresses else settings.port
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    url = f"http://{host}:{port}/"
+    if settings.token:
+        print(f"flamecast: API token: {settings.token}", flush=True)
+        print(f"flamecast: serving on {url}#token={settings.token}", flush=True)
+    else:
+        print(f"flamecast: serving on {url}", flush=True)
+    print("flamecast: press Ctrl-C to stop", flush=True)
+    sys.stdout.flush()

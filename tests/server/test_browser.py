@@ -1,0 +1,55 @@
+"""Headless Chromium opens the client page, starts a session and plays the video."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import running_app, settings_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--use-fake-ui-for-media-stream"]
+SCREENSHOT = os.environ.get("FLAMECAST_SCREENSHOT")  # set to write docs/images/browser.png
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (CI installs it)"),
+]
+
+
+async def test_page_starts_a_session_and_the_video_plays(worker, tmp_path):
+    from playwright.async_api import async_playwright
+
+    async with running_app(settings_for(worker)) as http, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 700})
+            messages = []
+            page.on("console", lambda m: messages.append(m.text))
+            await page.goto(str(http.make_url("/")))
+            await page.wait_for_selector("#driver option[value=idle]", state="attached", timeout=15000)
+            await page.click("#start")
+            video = page.locator("video").first
+            await video.wait_for(timeout=30000)
+            await page.wait_for_function(
+                "() => { const v = document.querySelector('video'); return v && v.currentTime > 0.5; }",
+                timeout=30000)
+            t0 = await video.evaluate("v => v.currentTime")
+            await page.wait_for_function(f"() => document.querySelector('video').currentTime > {t0} + 1.0",
+                                         timeout=20000)
+            size = await video.evaluate("v => [v.videoWidth, v.videoHeight]")
+            assert size[0] > 0 and size[1] > 0
+            await page.wait_for_function("() => /latency p50 \\d+/.test(document.getElementById('overlay').textContent)",
+                                         timeout=20000)
+            shot = await page.screenshot(path=SCREENSHOT or str(tmp_path / "page.png"))
+            assert len(shot) > 10_000
+            sessions = http.app[__import__("flamecast.server.state", fromlist=["SESSIONS"]).SESSIONS].sessions
+            assert len(sessions) == 1
+            await page.click("#stop")
+            await page.wait_for_function("() => document.getElementById('status').textContent === 'not connected'")
+        finally:
+            await browser.close()
