@@ -1,0 +1,97 @@
+"""Eyeballs, the closed-mouth neutral and the mouth cavity of the built-in head."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import meshops
+
+EYE_RADIUS = 0.0120
+UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324)
+
+
+def close_mouth(verts: np.ndarray, tris: np.ndarray, gap: float = 0.0004) -> np.ndarray:
+    """Bring the inner lips together (the photo's mouth is open) and carry the lips along."""
+    upper, lower = np.array(UPPER_INNER_LIP), np.array(LOWER_INNER_LIP)
+    mid = (verts[upper] + verts[lower]) / 2
+    disp_u = mid + np.array([0, gap, 0]) - verts[upper]
+    disp_l = mid - np.array([0, gap, 0]) - verts[lower]
+    return _deform(verts, tris, np.concatenate([upper, lower]), np.concatenate([disp_u, disp_l]), verts[13], 0.035)
+
+
+def _deform(verts, tris, handles, disp, center, radius):
+    """Harmonic deformation: handles move by disp, vertices beyond radius of center stay."""
+    lap = meshops.laplacian(len(verts), tris)
+    far = np.nonzero(np.linalg.norm(verts - center, axis=1) > radius)[0]
+    far = np.setdiff1d(far, handles)
+    fixed = np.concatenate([handles, far])
+    values = np.concatenate([disp, np.zeros((len(far), 3))])
+    return verts + meshops.harmonic(lap, fixed, values)
+
+
+def eye_center(loop_pts: np.ndarray, radius: float = EYE_RADIUS, clearance: float = 0.0008) -> np.ndarray:
+    """Eyeball centre behind the lid opening so the lid margin rests on the ball."""
+    m = loop_pts.mean(0)
+    ds = np.linspace(0.0, 0.03, 601)
+    err = [abs(np.linalg.norm(loop_pts - (m - [0, 0, d]), axis=1).mean() - radius - clearance) for d in ds]
+    return m - np.array([0, 0, ds[int(np.argmin(err))]])
+
+
+def eyeball(center: np.ndarray, radius: float = EYE_RADIUS, n_lat: int = 10, n_lon: int = 16):
+    """UV sphere facing +z with a cornea bulge; returns verts, tris (outward, CCW)."""
+    th = np.linspace(0, np.pi, n_lat + 1)[1:-1]  # angle from +z
+    ph = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    t, p = np.meshgrid(th, ph, indexing="ij")
+    bulge = 1.0 + 0.12 * np.clip(np.cos(t * 2.6), 0, None) * (t < np.pi / 5.2)
+    r = radius * bulge
+    pts = np.stack([r * np.sin(t) * np.cos(p), r * np.sin(t) * np.sin(p), r * np.cos(t)], -1).reshape(-1, 3)
+    front = np.array([[0, 0, radius * 1.12]])
+    back = np.array([[0, 0, -radius]])
+    verts = np.concatenate([front, pts, back]) + center
+    idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731
+    tris = [(0, idx(0, j), idx(0, j + 1)) for j in range(n_lon)]
+    for i in range(n_lat - 2):
+        for j in range(n_lon):
+            tris += [(idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1))]
+    last = len(verts) - 1
+    tris += [(last, idx(n_lat - 2, j + 1), idx(n_lat - 2, j)) for j in range(n_lon)]
+    tris = np.array(tris, np.int64)
+    n = meshops.face_normals(verts, tris)
+    if np.mean(((verts[tris].mean(1) - center) * n).sum(1)) < 0:
+        tris = tris[:, [0, 2, 1]]
+    return verts, tris
+
+
+def mouth_bag(verts: np.ndarray, loop: list[int], depth: float = 0.032):
+    """Rings behind the inner-lip loop closing into a cavity; returns new verts, tris, rings.
+
+    Ring k sits further back and opens up and down; the last ring is closed by a centre vertex.
+    """
+    lip = verts[loop]
+    center = lip.mean(0)
+    upper = lip[:, 1] >= center[1]
+    steps = [(0.004, 0.003, 1.0), (0.012, 0.010, 0.95), (0.022, 0.013, 0.8), (depth, 0.010, 0.55)]
+    new, rings = [], []
+    base = len(verts)
+    for back, open_, squeeze in steps:
+        ring = lip.copy()
+        ring[:, 0] = center[0] + (ring[:, 0] - center[0]) * squeeze
+        ring[:, 1] += np.where(upper, open_, -open_)
+        ring[:, 2] = lip[:, 2] - back
+        rings.append(np.arange(base, base + len(loop)))
+        base += len(loop)
+        new.append(ring)
+    cap = center - np.array([0, 0, depth + 0.004])
+    new_verts = np.concatenate(new + [cap[None]])
+    cap_idx = base
+    tris = []
+    prev = np.asarray(loop)
+    n = len(loop)
+    for ring in rings:
+        for j in range(n):
+            a, b, c, d = prev[j], prev[(j + 1) % n], ring[(j + 1) % n], ring[j]
+            tris += [(a, b, c), (a, c, d)]
+        prev = ring
+    tris += [(prev[j], prev[(j + 1) % n], cap_idx) for j in range(n)]
+    return new_verts, np.array(tris, np.int64), rings
