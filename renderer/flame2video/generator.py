@@ -7,7 +7,9 @@ renderings of the built-in head from every view (``flamecast.renderer.head`` +
 
 Generator settings (from the worker or ``flamecast bench``): ``device`` ("cpu", "cuda",
 "auto"), ``weights_dir`` (else $FLAMECAST_WEIGHTS, else ~/.cache/flamecast/weights),
-``allow_random_weights`` (benchmarks only), ``compile`` (torch.compile the denoising UNet).
+``allow_random_weights`` (benchmarks only), ``compile`` (a torch.compile mode for the
+denoising UNet), ``detect_face`` (default True; False only decodes and centre-crops the
+portrait, for benchmark machines without mediapipe).
 """
 
 from __future__ import annotations
@@ -47,26 +49,41 @@ def resolve_profile(options: FLAME2VideoOptions):
                         stride=options.stride, scheduler=options.scheduler)
 
 
-def portrait_tensor(data: bytes | None):
-    """Decode a portrait, find its face and crop a square around it: (3, S, S) float in [0, 1]."""
+def portrait_tensor(data: bytes | None, *, detect_face: bool = True):
+    """Decode a portrait and crop a square around its face: (3, S, S) float in [0, 1].
+
+    With ``detect_face`` False (benchmarks on machines without mediapipe) the image is only
+    decoded and its centre square taken.
+    """
     import torch
 
-    from flamecast.renderer.portrait import load_portrait
+    from flamecast.renderer import portrait as portraits
 
-    p = load_portrait(data)
-    img, lm = p.image, p.landmarks
-    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
-    center = (lo + hi) / 2
-    half = 1.0 * float(max(hi - lo))  # the crop is twice the face's extent: hair, neck, margin
+    if detect_face:
+        p = portraits.load_portrait(data)
+        img, box = p.image, _face_box(p.landmarks)
+    else:
+        img = portraits.default_portrait_image() if data is None else portraits.decode_image(data)
+        side = min(img.shape[:2])
+        box = ((img.shape[1] - side) // 2, (img.shape[0] - side) // 2, side)
+    crop = _crop(img, *box)
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+
+
+def _face_box(landmarks: np.ndarray) -> tuple[int, int, int]:
+    """A square twice the face's extent (hair, neck and margin), centred on the face."""
+    lo, hi = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
+    center, half = (lo + hi) / 2, float(max(hi - lo))
+    return int(round(center[0] - half)), int(round(center[1] - half)), int(round(2 * half))
+
+
+def _crop(img: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
     h, w = img.shape[:2]
-    x0, y0 = int(round(center[0] - half)), int(round(center[1] - half))
-    side = int(round(2 * half))
     pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
     if pad:
         img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         x0, y0 = x0 + pad, y0 + pad
-    crop = img[y0:y0 + side, x0:x0 + side]
-    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+    return img[y0:y0 + side, x0:x0 + side]
 
 
 class FlameConditioner:
@@ -117,7 +134,22 @@ class FLAME2VideoSession(GeneratorSession):
                 for f, views in done]
 
     def stage_times(self) -> dict[str, Any]:
+        """Accumulated per-stage wall times (rasterize, flame_encoder, unet, decode, ...)."""
         return self.stream.pipeline.timer.as_dict()
+
+    def enable_stage_timing(self, on: bool = True) -> None:
+        """Time each stage (synchronising the GPU around each: costs a little overlap)."""
+        timer = self.stream.pipeline.timer
+        timer.enabled = on
+        timer.seconds.clear()
+        timer.counts.clear()
+
+    def describe(self) -> dict[str, Any]:
+        import dataclasses
+
+        p = self.stream.pipeline
+        return {**dataclasses.asdict(p.profile), "dtype": str(p.dtype), "device": str(p.device),
+                "reference_runs": p.reference_runs, "windows": self.stream.windows}
 
     def close(self) -> None:
         self.stream = None
@@ -177,7 +209,7 @@ class FLAME2VideoGenerator(Generator):
         options = spec.options if isinstance(spec.options, FLAME2VideoOptions) else FLAME2VideoOptions.model_validate(
             spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
         profile = resolve_profile(options)
-        portrait = portrait_tensor(spec.portrait)
+        portrait = portrait_tensor(spec.portrait, detect_face=self.settings.get("detect_face", True))
         pipe = self.pipeline(profile)
         views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
         if len(views) != profile.views:

@@ -103,13 +103,14 @@ class FLAME2VideoPipeline:
         self.scheduler = make_scheduler(profile.scheduler)
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
-        self._unet_fn = self.unet
 
     def compile(self, mode: str | None = None) -> None:
         """torch.compile the denoising UNet (``mode``: None/"default", "reduce-overhead" for CUDA
         graphs, "max-autotune-no-cudagraphs"); the first windows pay the compilation."""
         mode = None if mode in (None, "default", True) else mode
-        self._unet_fn = torch.compile(self.unet, mode=mode, fullgraph=False, dynamic=False)
+        # compile the UNetMotionModel in place (its hooks are traced with it); the wrapper that
+        # sets the per-call view count and condition stays eager
+        self.unet.unet.compile(mode=mode, dynamic=False)
 
     def modules(self) -> list[torch.nn.Module]:
         mods = [self.unet, self.reference_unet, self.flame_encoder, self.image_encoder, self.vae, self.decoder]
@@ -208,7 +209,7 @@ class FLAME2VideoPipeline:
         if g > 1:
             x, c = x.expand(2, *x.shape[1:]), c.expand(2, *c.shape[1:])
             embeds = torch.cat([torch.zeros_like(embeds), embeds])
-        out = self._unet_fn(x, t, embeds, condition=c).float()
+        out = self.unet(x, t, embeds, condition=c).float()
         if g > 1:
             out = out[0:1] + g * (out[1:2] - out[0:1])
         return out[0].permute(2, 0, 1, 3, 4)

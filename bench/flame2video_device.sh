@@ -1,0 +1,26 @@
+#!/bin/bash
+# FLAME2Video on a GPU machine with no network: install the carried wheels (.whl/, see
+# docs/benchmarks.md) and flamecast into /tmp/site, check correctness, benchmark.
+#   bash bench/flame2video_device.sh eager     # GPU tests, bf16 check, live/hq/paper eager
+#   bash bench/flame2video_device.sh compile   # live/hq with torch.compile modes
+# Results go to $OUT (default /tmp/flamecast-bench).
+set -u
+OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
+MODE=${1:-eager}
+if ! PYTHONPATH=/tmp/site python3 -c "import diffusers, flamecast.renderer.flame2video" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site . || exit 1
+fi
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+BENCH="python3 -m flamecast.server.cli bench --backend flame2video --allow-random-weights --device cuda --no-face-detect"
+if [ "$MODE" = eager ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -m pytest -q -x -p no:cacheprovider tests/renderer/test_flame2video_gpu.py 2>&1 | tail -3
+  python3 bench/flame2video_check.py --size 256 --json "$OUT/check256.json" 2>&1 | grep -v "should be kept"
+  if [ -f bench/raster.py ]; then python3 bench/raster.py --device cuda --json "$OUT/raster.json" 2>&1 | tail -15; fi
+  $BENCH --profile live,hq,paper --warmup 8 --frames 64 --max-seconds 20 --json "$OUT/bench_eager.json" 2>&1 | grep -v "should be kept"
+else
+  for c in ${COMPILE_MODES:-default reduce-overhead}; do
+    $BENCH --profile ${PROFILES:-live,hq} --compile "$c" --warmup 24 --frames 96 --max-seconds 20 --json "$OUT/bench_compile_$c.json" 2>&1 | grep -v "should be kept"
+  done
+fi

@@ -1,0 +1,226 @@
+"""``flamecast bench``: speed of a generator backend on synthetic driving frames.
+
+    flamecast bench --backend flame2video --profile live,hq,paper --allow-random-weights \\
+        --device cuda --json bench.json
+
+For each profile: open a session (default portrait), warm up, then
+
+* throughput: feed frames one at a time as fast as the backend takes them; output frames per
+  second (each frame carries all its views);
+* latency: feed frames paced at ``--fps`` (or at 90% of the measured throughput when the
+  backend is slower than that), and time each driving frame from its arrival to its views
+  coming out (p50/p95/max);
+* peak GPU memory (``torch.cuda.max_memory_allocated`` over the profile's whole run, weights
+  included) and per-stage times when the backend reports them (``stage_times()``).
+
+Works for any registered generator backend; ``--profile`` is passed only to backends whose
+options have a ``profile`` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="measure a generator backend's throughput, latency and memory")
+    p.add_argument("--backend", default="flame2video", help="registered generator backend (flamecast plugins)")
+    p.add_argument("--profile", default="live", help="profile, or several separated by commas (run in order)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--weights-dir", help="weights directory (default: $FLAMECAST_WEIGHTS or ~/.cache/flamecast/weights)")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="run with random weights when weights are missing (benchmarks only: the output is noise)")
+    p.add_argument("--frames", type=int, default=64, help="driving frames per measurement pass")
+    p.add_argument("--warmup", type=int, default=16, help="driving frames before measuring")
+    p.add_argument("--fps", type=float, default=30.0, help="driving frame rate of the latency pass")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="stop a pass after this long")
+    p.add_argument("--compile", default=None, help="torch.compile mode for the generator (default, reduce-overhead, ...)")
+    p.add_argument("--eager", default="paper", help="profiles that always run without --compile (comma list)")
+    p.add_argument("--size", type=int, help="override the output side")
+    p.add_argument("--no-face-detect", action="store_true",
+                   help="centre-crop the portrait instead of finding the face (machines without mediapipe)")
+    p.add_argument("--json", dest="json_out", help="write the results here as JSON")
+    return p
+
+
+def synthetic_frames(n: int, n_expression: int, start: int = 0):
+    """Smooth head motion, jaw and expression: frame i of a 30 frames/s stream."""
+    import numpy as np
+
+    from flamecast.plugins import FlameFrame
+
+    frames = []
+    for i in range(start, start + n):
+        t = i / 30.0
+        pose = np.zeros(15, np.float32)
+        pose[1] = 0.3 * math.sin(0.7 * t)  # yaw
+        pose[0] = 0.1 * math.sin(0.5 * t)  # pitch
+        pose[6] = 0.15 * (1 + math.sin(6.0 * t))  # jaw open
+        expr = 0.5 * np.sin(t * (1 + np.arange(n_expression, dtype=np.float32) * 0.3)).astype(np.float32)
+        frames.append(FlameFrame(session_id="bench", seq=i, capture_ns=0, pose=pose, expression=expr))
+    return frames
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _cuda(device: str) -> Any:
+    import torch
+
+    return torch if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else None
+
+
+def throughput_pass(session, frames, max_seconds: float) -> dict[str, Any]:
+    out, t0 = 0, time.perf_counter()
+    fed = 0
+    for f in frames:
+        out += len(session.step([f]))
+        fed += 1
+        if time.perf_counter() - t0 > max_seconds:
+            break
+    dt = time.perf_counter() - t0
+    return {"frames_in": fed, "frames_out": out, "seconds": dt, "fps": out / dt if dt > 0 else None}
+
+
+def latency_pass(session, frames, fps: float, max_seconds: float) -> dict[str, Any]:
+    arrivals: dict[int, float] = {}
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    fed = 0
+    for i, f in enumerate(frames):
+        due = t0 + i / fps
+        now = time.perf_counter()
+        if now < due:
+            time.sleep(due - now)
+        arrivals[f.seq] = due
+        for r in session.step([f]):
+            latencies.append(time.perf_counter() - arrivals[r.source.seq])
+        fed += 1
+        if time.perf_counter() - t0 > max_seconds:
+            break
+    ms = [1e3 * x for x in latencies]
+    return {"paced_fps": fps, "frames_in": fed, "frames_out": len(ms), "p50_ms": _percentile(ms, 0.5),
+            "p95_ms": _percentile(ms, 0.95), "max_ms": max(ms) if ms else None}
+
+
+def _options(cls, profile: str, size: int | None) -> Any:
+    fields = getattr(cls.Options, "model_fields", {})
+    data: dict[str, Any] = {}
+    if "profile" in fields:
+        data["profile"] = profile
+    if size:
+        data["size"] = size
+    return cls.Options(**data)
+
+
+def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
+    from flamecast.plugins import GeneratorSessionSpec
+
+    torch = _cuda(args.device)
+    eager = {p.strip() for p in (args.eager or "").split(",") if p.strip()}
+    settings = {"device": args.device, "weights_dir": args.weights_dir,
+                "allow_random_weights": args.allow_random_weights,
+                "compile": None if profile in eager else args.compile, "detect_face": not args.no_face_detect}
+    if torch is not None:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    gen = cls(settings)
+    t0 = time.perf_counter()
+    session = gen.open_session(GeneratorSessionSpec("bench", None, _options(cls, profile, args.size)))
+    open_s = time.perf_counter() - t0
+    n_expr = gen.head.n_expression
+    seq = 0
+
+    def take(n: int):
+        nonlocal seq
+        frames = synthetic_frames(n, n_expr, seq)
+        seq += n
+        return frames
+
+    t0 = time.perf_counter()
+    throughput_pass(session, take(args.warmup), 10 * args.max_seconds)
+    warm_s = time.perf_counter() - t0
+    thr = throughput_pass(session, take(args.frames), args.max_seconds)
+    pace = args.fps if (thr["fps"] or 0) >= args.fps else 0.9 * (thr["fps"] or 1.0)
+    if hasattr(session, "enable_stage_timing"):
+        session.enable_stage_timing()
+    lat = latency_pass(session, take(args.frames), pace, args.max_seconds)
+    result: dict[str, Any] = {
+        "backend": cls.name, "profile": profile, "compile": settings["compile"],
+        "open_s": open_s, "warmup_s": warm_s, "throughput": thr, "latency": lat,
+        "view_ids": list(getattr(session, "view_ids", ()) or ()),
+    }
+    if hasattr(session, "stage_times"):
+        result["stages"] = session.stage_times()
+    if hasattr(session, "describe"):
+        result["config"] = session.describe()
+    if torch is not None:
+        result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        result["peak_gpu_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+    session.close()
+    gen.close()
+    return result
+
+
+def _environment(args: argparse.Namespace) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "flamecast " + " ".join(sys.argv[1:]),
+           "torch": torch.__version__, "python": platform.python_version(), "host_cpu": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        env["device"] = torch.cuda.get_device_name()
+    return env
+
+
+def _summary(r: dict[str, Any]) -> str:
+    thr, lat = r["throughput"], r["latency"]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    mem = f"  peak {r['peak_gpu_mem_gb']:.1f} GB" if "peak_gpu_mem_gb" in r else ""
+    return (f"{r['backend']}/{r['profile']}: {fmt(thr['fps'])} frames/s; latency p50 {fmt(lat['p50_ms'])} ms "
+            f"p95 {fmt(lat['p95_ms'])} ms at {lat['paced_fps']:.1f} fps in{mem}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from flamecast.plugins.manager import make_plugin_host
+    from flamecast.server.cli import UsageError
+
+    host = make_plugin_host()
+    try:
+        cls = host.generators.get(args.backend)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    profiles = [p.strip() for p in args.profile.split(",") if p.strip()]
+    report = {"environment": _environment(args), "results": []}
+    for profile in profiles:
+        try:
+            result = bench_profile(cls, profile, args)
+        except Exception as exc:
+            if exc.__class__.__name__ == "MissingWeightsError":
+                raise UsageError(str(exc)) from None
+            raise
+        report["results"].append(result)
+        print(_summary(result), flush=True)
+        if args.json_out:  # written after every profile so a cut-off run keeps what it measured
+            with open(args.json_out, "w") as fh:
+                json.dump(report, fh, indent=2, default=str)
+    by = {r["profile"]: r["throughput"]["fps"] for r in report["results"]}
+    if by.get("live") and by.get("paper"):
+        report["live_over_paper"] = by["live"] / by["paper"]
+        print(f"live / paper throughput: {report['live_over_paper']:.1f}x")
+        if args.json_out:
+            with open(args.json_out, "w") as fh:
+                json.dump(report, fh, indent=2, default=str)
+    return 0
