@@ -73,9 +73,10 @@ class BuiltinHead(SkinnedHead):
 
     def _shaped(self, shape, expression, eyelids) -> torch.Tensor:
         left, right = BLINK_CHANNELS
-        expression = expression.clone()
-        expression[:, left] = torch.maximum(expression[:, left], eyelids[:, 0])
-        expression[:, right] = torch.maximum(expression[:, right], eyelids[:, 1])
+        cols = list(expression.unbind(1))
+        cols[left] = torch.maximum(cols[left], eyelids[:, 0])
+        cols[right] = torch.maximum(cols[right], eyelids[:, 1])
+        expression = torch.stack(cols, 1)
         return super()._shaped(shape, expression, eyelids)
 
     def vertex_regions(self) -> dict[str, torch.Tensor]:
