@@ -43,9 +43,7 @@ def error_response(status: int, message: str) -> web.Response:
 async def read_json(request: web.Request, limit: int = MAX_JSON_BYTES) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise error(413, f"the JSON body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise error(413, f"the JSON body is larger than {limit} bytes")
+    raw = await _read_limited(request.content, limit, "the JSON body")
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -120,11 +118,24 @@ async def _read_portrait_body(request: web.Request) -> bytes:
     return await _read_limited(request.content, request.app[SETTINGS].max_upload_bytes)
 
 
-async def _read_limited(stream, limit: int) -> bytes:
-    data = await stream.read(limit + 1)
-    if len(data) > limit:
-        raise error(413, f"the portrait is larger than the {limit}-byte limit; send a smaller photo")
-    return data
+async def _read_limited(stream, limit: int, what: str = "the portrait") -> bytes:
+    chunks, size = [], 0
+    while chunk := await stream.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise error(413, f"{what} is larger than the {limit}-byte limit; send a smaller one")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_part(part, limit: int, what: str) -> bytes:
+    chunks, size = [], 0
+    while chunk := await part.read_chunk(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise error(413, f"{what} is larger than the {limit}-byte limit; send a smaller one")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_multipart(request: web.Request) -> dict[str, Any]:
@@ -136,13 +147,11 @@ async def read_multipart(request: web.Request) -> dict[str, Any]:
         while (part := await reader.next()) is not None:
             if len(fields) >= 32:
                 raise error(400, "too many multipart fields")
-            raw = await part.read_chunk(limit + 1) if part.filename else await part.read_chunk(MAX_JSON_BYTES + 1)
-            rest = await part.read_chunk(1)
-            if part.filename and (len(raw) > limit or rest):
-                raise error(413, f"the portrait is larger than the {limit}-byte limit; send a smaller photo")
-            if not part.filename and (len(raw) > MAX_JSON_BYTES or rest):
-                raise error(413, f"form field {part.name!r} is larger than {MAX_JSON_BYTES} bytes")
-            fields[part.name or ""] = raw if part.filename else raw.decode("utf-8", "replace")
+            if part.filename:
+                fields[part.name or ""] = await _read_part(part, limit, "the portrait")
+            else:
+                raw = await _read_part(part, MAX_JSON_BYTES, f"form field {part.name!r}")
+                fields[part.name or ""] = raw.decode("utf-8", "replace")
         return fields
     except (ValueError, AssertionError) as exc:
         raise error(400, f"malformed multipart body: {exc}") from None
