@@ -69,7 +69,8 @@ def test_size_and_orientation(head):
 def test_faces_point_outward(head):
     v, f = head.v_template.numpy(), head.faces.numpy()
     regions = head.vertex_regions()
-    skin = ~np.isin(f, regions["mouth_inside"].numpy()).any(1) & ~np.isin(f, regions["eyes"].numpy()).any(1)
+    inner = np.concatenate([regions[k].numpy() for k in ("mouth_inside", "eyes", "eye_sockets")])
+    skin = ~np.isin(f, inner).any(1)
     n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     out = v[f].mean(1) - head.center.numpy()
     assert ((n * out).sum(1)[skin] > 0).mean() > 0.97

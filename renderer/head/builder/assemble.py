@@ -127,12 +127,21 @@ def full_geometry(face: np.ndarray, face_tris: np.ndarray) -> Geometry:
     from . import parts
 
     g = join_face_and_skull(face, face_tris)
-    verts = parts.close_mouth(g.verts, g.tris)
+    verts = parts.neutral_mouth(parts.close_mouth(g.verts, g.tris), g.tris)
     bag_verts, bag_tris, rings = parts.mouth_bag(verts, g.loops["mouth"])
     n_skin0 = len(verts)
     verts = np.concatenate([verts, bag_verts])
     tris = meshops.orient_consistently(np.concatenate([g.tris, bag_tris]))
     g.regions["mouth_inside"] = np.arange(n_skin0, len(verts))
+    sockets = []
+    for key in ("eye_a", "eye_b"):
+        center = parts.eye_center(verts[g.loops[key]])
+        sv, st = parts.eye_socket(verts, g.loops[key], center)
+        sockets.append(np.arange(len(verts), len(verts) + len(sv)))
+        tris = np.concatenate([tris, st])
+        verts = np.concatenate([verts, sv])
+    tris = meshops.orient_consistently(tris)
+    g.regions["eye_sockets"] = np.concatenate(sockets)
     eyes = {}
     for key in ("eye_a", "eye_b"):
         center = parts.eye_center(verts[g.loops[key]])

@@ -76,7 +76,9 @@ def _lid_closure(g: Geometry, side: str, amount: float = 1.0) -> dict[int, np.nd
     ly = np.interp(g.verts[:, 0], lx[order], g.verts[lower, 1][order])
     uy = np.interp(g.verts[:, 0], np.sort(g.verts[upper, 0]), g.verts[upper, 1][np.argsort(g.verts[upper, 0])])
     handles = {int(left): np.zeros(3), int(right): np.zeros(3)}
-    radius = np.linalg.norm(g.verts[loop] - center, axis=1).mean() + 0.0012
+    from .parts import CORNEA, EYE_RADIUS
+
+    radius = EYE_RADIUS * CORNEA + 0.0012
     for group, frac in ((upper, 0.75), (lower, 0.75)):
         for i in group:
             close_y = uy[i] + (ly[i] - uy[i]) * 0.75

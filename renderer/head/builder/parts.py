@@ -30,12 +30,33 @@ def _deform(verts, tris, handles, disp, center, radius):
     return verts + meshops.harmonic(lap, fixed, values)
 
 
-def eye_center(loop_pts: np.ndarray, radius: float = EYE_RADIUS, clearance: float = 0.0008) -> np.ndarray:
-    """Eyeball centre behind the lid opening so the lid margin rests on the ball."""
+CORNEA = 1.12  # the cornea stands out this much beyond the eyeball radius
+
+
+def eye_center(loop_pts: np.ndarray, radius: float = EYE_RADIUS) -> np.ndarray:
+    """Eyeball centre: the cornea apex sits just behind the middle of the lid margins."""
     m = loop_pts.mean(0)
-    ds = np.linspace(0.0, 0.03, 601)
-    err = [abs(np.linalg.norm(loop_pts - (m - [0, 0, d]), axis=1).mean() - radius - clearance) for d in ds]
-    return m - np.array([0, 0, ds[int(np.argmin(err))]])
+    middle = loop_pts[np.argsort(np.abs(loop_pts[:, 0] - m[0]))[:4]]
+    front = middle[:, 2].mean() - 0.0015
+    return np.array([m[0], m[1], front - radius * CORNEA])
+
+
+def eye_socket(verts: np.ndarray, loop: list[int], center: np.ndarray):
+    """A cone from the lid margin to the eyeball centre, so no gap beside the ball shows through."""
+    lip = verts[loop]
+    n = len(loop)
+    base = len(verts)
+    rings = [lip + (center - lip) * t for t in (0.3, 0.6)]
+    new = np.concatenate(rings + [center[None]])
+    ids = [np.asarray(loop)] + [np.arange(base + k * n, base + (k + 1) * n) for k in range(len(rings))]
+    tris = []
+    for a_ring, b_ring in zip(ids[:-1], ids[1:]):
+        for j in range(n):
+            a, b, c, d = a_ring[j], a_ring[(j + 1) % n], b_ring[(j + 1) % n], b_ring[j]
+            tris += [(a, b, c), (a, c, d)]
+    cap = base + len(rings) * n
+    tris += [(ids[-1][j], ids[-1][(j + 1) % n], cap) for j in range(n)]
+    return new, np.array(tris, np.int64)
 
 
 def eyeball(center: np.ndarray, radius: float = EYE_RADIUS, n_lat: int = 10, n_lon: int = 16):
@@ -43,10 +64,10 @@ def eyeball(center: np.ndarray, radius: float = EYE_RADIUS, n_lat: int = 10, n_l
     th = np.linspace(0, np.pi, n_lat + 1)[1:-1]  # angle from +z
     ph = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
     t, p = np.meshgrid(th, ph, indexing="ij")
-    bulge = 1.0 + 0.12 * np.clip(np.cos(t * 2.6), 0, None) * (t < np.pi / 5.2)
+    bulge = 1.0 + (CORNEA - 1.0) * np.clip(np.cos(t * 2.6), 0, None) * (t < np.pi / 5.2)
     r = radius * bulge
     pts = np.stack([r * np.sin(t) * np.cos(p), r * np.sin(t) * np.sin(p), r * np.cos(t)], -1).reshape(-1, 3)
-    front = np.array([[0, 0, radius * 1.12]])
+    front = np.array([[0, 0, radius * CORNEA]])
     back = np.array([[0, 0, -radius]])
     verts = np.concatenate([front, pts, back]) + center
     idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731
@@ -95,3 +116,26 @@ def mouth_bag(verts: np.ndarray, loop: list[int], depth: float = 0.032):
         prev = ring
     tris += [(prev[j], prev[(j + 1) % n], cap_idx) for j in range(n)]
     return new_verts, np.array(tris, np.int64), rings
+
+
+# (landmark on the avatar's left, its mirror, displacement for the left one)
+_NEUTRAL_MOUTH = (
+    (291, 61, (-0.003, -0.0045, 0.0)),
+    (308, 78, (-0.003, -0.0045, 0.0)),
+    (409, 185, (-0.0015, -0.003, 0.0)),
+    (415, 191, (-0.0015, -0.003, 0.0)),
+    (375, 146, (-0.0015, -0.0025, 0.0)),
+    (324, 95, (-0.0015, -0.0025, 0.0)),
+    (425, 205, (0.0, -0.0015, -0.001)),
+)
+
+
+def neutral_mouth(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Lower and narrow the photo's smiling mouth corners so the neutral face is neutral."""
+    handles, disp = [], []
+    for left, right, d in _NEUTRAL_MOUTH:
+        handles += [left, right]
+        disp += [d, (-d[0], d[1], d[2])]
+    handles += [13, 14, 0, 17]
+    disp += [(0.0, -0.0005, 0.0)] * 4
+    return _deform(verts, tris, np.array(handles), np.array(disp, float), verts[13], 0.045)
