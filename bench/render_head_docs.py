@@ -18,7 +18,7 @@ def rotation_y(deg: float) -> np.ndarray:
 
 
 def render(verts, faces, yaw_deg=0.0, size=320, center=None, radius=None, colors=None) -> np.ndarray:
-    """Orthographic view of the mesh from a camera on +z rotated by yaw (degrees) about y."""
+    """Orthographic view from a camera on +z turned by yaw (degrees) about y; smooth (Phong-normal) Lambert shading."""
     center = verts.mean(0) if center is None else center
     radius = np.abs(verts - center).max() if radius is None else radius
     v = (verts - center) @ rotation_y(-yaw_deg).T
@@ -26,9 +26,12 @@ def render(verts, faces, yaw_deg=0.0, size=320, center=None, radius=None, colors
     px = np.stack([v[:, 0] * scale + size / 2, -v[:, 1] * scale + size / 2, v[:, 2]], 1)
     tri = px[faces]
     n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    vn = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(vn, faces[:, k], n)
+    vn /= np.linalg.norm(vn, axis=1, keepdims=True) + 1e-12
     n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
     light = np.array([0.35, 0.4, 0.85]) / np.linalg.norm([0.35, 0.4, 0.85])
-    shade = 0.15 + 0.85 * np.clip(n @ light, 0, 1)
     zbuf = np.full((size, size), -np.inf)
     img = np.full((size, size, 3), 255.0)
     base = np.ones((len(faces), 3)) * 0.82 if colors is None else colors
@@ -51,7 +54,10 @@ def render(verts, faces, yaw_deg=0.0, size=320, center=None, radius=None, colors
         sub = zbuf[ymin : ymax + 1, xmin : xmax + 1]
         hit = inside & (z > sub)
         sub[hit] = z[hit]
-        img[ymin : ymax + 1, xmin : xmax + 1][hit] = 255 * shade[f] * base[f]
+        nrm = w0[hit, None] * vn[faces[f, 0]] + w1[hit, None] * vn[faces[f, 1]] + w2[hit, None] * vn[faces[f, 2]]
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True) + 1e-12
+        shade = 0.15 + 0.85 * np.clip(nrm @ light, 0, 1)
+        img[ymin : ymax + 1, xmin : xmax + 1][hit] = 255 * shade[:, None] * base[f]
     return img.astype(np.uint8)
 
 

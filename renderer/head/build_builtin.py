@@ -34,13 +34,14 @@ def build() -> dict[str, np.ndarray]:
     skin = rig.skin_vertices(g)
     regions = {
         "face": g.regions["face"],
-        "scalp": np.setdiff1d(skin[g.verts[skin, 1] >= g.verts[152, 1]], np.concatenate([g.regions["face"], g.regions["mouth_inside"], g.regions["eye_sockets"]])),
+        "scalp": np.setdiff1d(skin[g.verts[skin, 1] >= g.verts[152, 1]], np.concatenate([g.regions["face"], g.regions["mouth_inside"], g.regions["eye_sockets"], g.regions["ears"]])),
         "neck": skin[g.verts[skin, 1] < g.verts[152, 1]],
         "eyes": g.regions["eyes"],
         "eye_left": g.regions["eye_left"],
         "eye_right": g.regions["eye_right"],
         "mouth_inside": g.regions["mouth_inside"],
         "eye_sockets": g.regions["eye_sockets"],
+        "ears": g.regions["ears"],
     }
     verts = g.verts - origin
     return {

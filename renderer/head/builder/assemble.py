@@ -153,5 +153,25 @@ def full_geometry(face: np.ndarray, face_tris: np.ndarray) -> Geometry:
         eyes[side] = center
         g.loops[side] = g.loops[key]
     g.regions["eyes"] = np.concatenate([g.regions["eye_left"], g.regions["eye_right"]])
+    verts, tris = _add_ears(g, verts, tris)
     g.verts, g.tris, g.eye_centers, g.mouth_rings = verts, tris, eyes, rings
     return g
+
+
+def _add_ears(g: Geometry, verts: np.ndarray, tris: np.ndarray):
+    """Two ears against the sides of the head, behind the jaw hinge, between brow and nose base."""
+    from . import parts
+
+    y = (verts[168, 1] + verts[2, 1]) / 2 - 0.004
+    z = verts[234, 2] - 0.030
+    skin = np.concatenate([g.regions["face"], g.regions["scalp_and_neck"]])
+    near = skin[(np.abs(verts[skin, 1] - y) < 0.012) & (np.abs(verts[skin, 2] - z) < 0.012)]
+    ears = []
+    for sign in (1.0, -1.0):
+        side_x = np.max(verts[near, 0] * sign)
+        ev, et = parts.ear(sign, np.array([sign * (side_x + 0.002), y, z]))
+        ears.append(np.arange(len(verts), len(verts) + len(ev)))
+        tris = np.concatenate([tris, et + len(verts)])
+        verts = np.concatenate([verts, ev])
+    g.regions["ears"] = np.concatenate(ears)
+    return verts, tris

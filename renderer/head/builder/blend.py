@@ -40,7 +40,7 @@ def _solve(g: Geometry, handles: dict[int, np.ndarray], radius: float, pinned=()
     disp = np.array([handles[i] for i in idx])
     dist = np.linalg.norm(v[:, None] - v[idx][None], axis=-1).min(1)
     far = np.nonzero(dist > radius)[0]
-    zero = np.setdiff1d(np.concatenate([far, np.asarray(pinned, np.int64), g.regions["eyes"]]), idx)
+    zero = np.setdiff1d(np.concatenate([far, np.asarray(pinned, np.int64), g.regions["eyes"], g.regions["ears"]]), idx)
     lap = meshops.laplacian(n, g.tris)
     bi = (lap @ lap).tocsr()
     out = meshops.harmonic(sp.csr_matrix(bi), np.concatenate([idx, zero]), np.concatenate([disp, np.zeros((len(zero), 3))]))

@@ -139,3 +139,45 @@ def neutral_mouth(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
     handles += [13, 14, 0, 17]
     disp += [(0.0, -0.0005, 0.0)] * 4
     return _deform(verts, tris, np.array(handles), np.array(disp, float), verts[13], 0.045)
+
+
+def _unit_sphere(n_lat: int, n_lon: int):
+    """Unit UV sphere about +z (poles on z), outward counter-clockwise triangles."""
+    th = np.linspace(0, np.pi, n_lat + 1)[1:-1]
+    ph = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    t, p = np.meshgrid(th, ph, indexing="ij")
+    pts = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
+    verts = np.concatenate([[[0, 0, 1.0]], pts, [[0, 0, -1.0]]])
+    idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731
+    tris = [(0, idx(0, j), idx(0, j + 1)) for j in range(n_lon)]
+    for i in range(n_lat - 2):
+        for j in range(n_lon):
+            tris += [(idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1))]
+    last = len(verts) - 1
+    tris += [(last, idx(n_lat - 2, j + 1), idx(n_lat - 2, j)) for j in range(n_lon)]
+    return verts, np.array(tris, np.int64)
+
+
+def ear(side_sign: float, center: np.ndarray, height=0.060, width=0.032, thickness=0.011):
+    """A simple ear: a flattened, cupped ellipsoid leaning back and standing off the head.
+
+    ``center`` is where the ear meets the side of the head; side_sign is +1 for the
+    avatar's left (+x) ear.
+    """
+    u, tris = _unit_sphere(12, 18)
+    # local frame: x out of the head, y up, z forward
+    x, y, z = u[:, 2], u[:, 0], u[:, 1]
+    r2 = y**2 + z**2
+    x = x - 0.55 * np.exp(-r2 / 0.35) * (x > -0.2)  # the cup (concha) on the outer side
+    local = np.stack([x * thickness / 2, y * height / 2, z * width / 2], 1)
+    back = np.radians(15.0)  # lean back
+    rx = np.array([[1, 0, 0], [0, np.cos(back), np.sin(back)], [0, -np.sin(back), np.cos(back)]])
+    flare = np.radians(22.0)  # rear edge stands off the head
+    ry = np.array([[np.cos(flare), 0, -np.sin(flare)], [0, 1, 0], [np.sin(flare), 0, np.cos(flare)]])
+    local = local @ rx.T @ ry.T
+    local[:, 0] *= side_sign
+    verts = center + local
+    n = meshops.face_normals(verts, tris)
+    if np.mean(((verts[tris].mean(1) - verts.mean(0)) * n).sum(1)) < 0:
+        tris = tris[:, [0, 2, 1]]
+    return verts, tris

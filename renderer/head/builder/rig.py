@@ -63,7 +63,7 @@ def jaw_weights(g: Geometry, jaw_joint: np.ndarray) -> np.ndarray:
     upper_face = np.nonzero(v[:, 1] > v[61, 1] + 0.016)[0]
     behind = np.nonzero(v[:, 2] < jaw_joint[2] - 0.012)[0]
     neck = np.nonzero(v[:, 1] < v[152, 1] - 0.035)[0]
-    zero = np.setdiff1d(np.concatenate([upper_face, behind, neck, np.array(UPPER_LIP), g.regions["eyes"]]), one)
+    zero = np.setdiff1d(np.concatenate([upper_face, behind, neck, np.array(UPPER_LIP), g.regions["eyes"], g.regions["ears"]]), one)
     zero = np.setdiff1d(zero, half)
     fixed = np.concatenate([one, half, zero])
     values = np.concatenate([np.ones(len(one)), np.full(len(half), 0.5), np.zeros(len(zero))])
