@@ -69,11 +69,18 @@ def test_size_and_orientation(head):
 def test_faces_point_outward(head):
     v, f = head.v_template.numpy(), head.faces.numpy()
     regions = head.vertex_regions()
-    inner = np.concatenate([regions[k].numpy() for k in ("mouth_inside", "eyes", "eye_sockets")])
+    inner = np.concatenate([regions[k].numpy() for k in ("mouth_inside", "eyes", "eye_sockets", "ears")])
     skin = ~np.isin(f, inner).any(1)
     n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     out = v[f].mean(1) - head.center.numpy()
     assert ((n * out).sum(1)[skin] > 0).mean() > 0.97
+    for part, share in (("eye_left", 0.99), ("eye_right", 0.99), ("ears", 0.8)):
+        ids = regions[part].numpy()
+        sel = np.isin(f, ids).all(1)
+        centroid = v[ids].mean(0) if part != "ears" else None
+        if centroid is None:  # two ears: each face against its own ear's centre
+            centroid = np.where((v[f[sel]].mean(1)[:, :1] > 0), v[ids][v[ids, 0] > 0].mean(0), v[ids][v[ids, 0] < 0].mean(0))
+        assert ((n[sel] * (v[f[sel]].mean(1) - centroid)).sum(1) > 0).mean() > share, part
     edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), 1)
     _, counts = np.unique(edges, axis=0, return_counts=True)
     assert counts.max() == 2  # a manifold surface
