@@ -15,7 +15,7 @@ import numpy as np
 
 from flamecast.plugins import BUILTIN_EXPRESSION_NAMES
 
-from .builder import assemble, blend, face, rig
+from .builder import assemble, blend, face, meshops, rig
 from .builtin import ASSET
 
 
@@ -23,6 +23,7 @@ def build() -> dict[str, np.ndarray]:
     """Every array of the asset, in metres, FLAME axes, origin at the head centre."""
     tris = face.tesselation_triangles()
     points, perm = face.metric_face(face.facemesh_points(), tris)
+    points, tris = meshops.subdivide(points, tris)
     g = assemble.full_geometry(points, tris)
     origin = np.asarray(g.params.center)
     targets = rig.joint_targets(g)

@@ -86,7 +86,7 @@ def _signed_area(poly: np.ndarray) -> float:
     return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
-def join_face_and_skull(face: np.ndarray, face_tris: np.ndarray, n_az=64, n_rings=44) -> Geometry:
+def join_face_and_skull(face: np.ndarray, face_tris: np.ndarray, n_az=48, n_rings=34) -> Geometry:
     loops = eye_loops(face_tris)
     params = skull_params(face, loops)
     c = np.asarray(params.center)

@@ -135,3 +135,23 @@ def zipper(loop_a: list[int], loop_b: list[int], verts: np.ndarray) -> np.ndarra
             tris.append((a0, b1, b0))
             j += 1
     return np.array(tris, dtype=np.int64)
+
+
+def subdivide(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """One 1-to-4 split; new edge points lie on cubic Hermite curves through the end points
+    (tangents from the vertex normals), so the surface gets rounder, and old vertices stay."""
+    normals = vertex_normals(verts, tris)
+    edges = edges_of(tris)
+    a, b = verts[edges[:, 0]], verts[edges[:, 1]]
+    na, nb = normals[edges[:, 0]], normals[edges[:, 1]]
+    d = b - a
+    ta = d - (d * na).sum(1, keepdims=True) * na
+    tb = d - (d * nb).sum(1, keepdims=True) * nb
+    mids = (a + b) / 2 + (ta - tb) / 8
+    index = {(int(i), int(j)): len(verts) + k for k, (i, j) in enumerate(edges)}
+    mid = lambda i, j: index[(min(i, j), max(i, j))]  # noqa: E731
+    out = []
+    for i, j, k in tris:
+        ij, jk, ki = mid(i, j), mid(j, k), mid(k, i)
+        out += [(i, ij, ki), (ij, j, jk), (ki, jk, k), (ij, jk, ki)]
+    return np.concatenate([verts, mids]), np.array(out, np.int64)

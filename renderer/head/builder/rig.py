@@ -77,7 +77,7 @@ def skinning_weights(g: Geometry, jaw_joint: np.ndarray) -> np.ndarray:
     s = g.params
     chin_y = v[152, 1]
     root = 1.0 - smoothstep((v[:, 1] - s.y_bottom) / (chin_y - 0.02 - s.y_bottom))
-    root[: 468] = 0.0
+    root[g.regions["face"]] = 0.0
     jaw = jaw_weights(g, jaw_joint) * (1 - root)
     w[:, 0] = root
     w[:, 2] = jaw
