@@ -172,12 +172,12 @@ class SkinnedHead(HeadModel):
         return HeadOutput(vertices=verts, joints=joints, landmarks=landmarks)
 
     def _shaped(self, shape, expression, eyelids) -> torch.Tensor:
-        v = self.v_template[None]
-        v = v + torch.einsum("ncs,bs->bnc", self.shapedirs, shape)
-        v = v + torch.einsum("nce,be->bnc", self.exprdirs, expression)
+        n = self.v_template.shape[0]
+        # (B, S) @ (S, N*3): plain GEMMs over the flattened blendshape matrices
+        offsets = shape @ self.shapedirs.reshape(n * 3, -1).T + expression @ self.exprdirs.reshape(n * 3, -1).T
         if self.eyelid_dirs is not None:
-            v = v + torch.einsum("knc,bk->bnc", self.eyelid_dirs, eyelids)
-        return v
+            offsets = offsets + eyelids @ self.eyelid_dirs.reshape(2, n * 3)
+        return self.v_template[None] + offsets.reshape(-1, n, 3)
 
     def _landmarks(self, verts: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         return barycentric_points(verts, self.faces, self.lmk_faces_idx, self.lmk_bary)

@@ -90,7 +90,7 @@ def skin(
     """
     batch, n_verts = v_shaped.shape[:2]
     n_joints = weights.shape[1]
-    joints = torch.einsum("jn,bnc->bjc", j_regressor, v_shaped)
+    joints = j_regressor @ v_shaped
     rot = rodrigues(pose.reshape(batch, n_joints, 3))
     v_posed = v_shaped
     if posedirs is not None:
@@ -98,8 +98,9 @@ def skin(
         feature = (rot[:, 1:] - eye).reshape(batch, -1)
         v_posed = v_shaped + (feature @ posedirs).reshape(batch, n_verts, 3)
     posed_joints, transforms = rigid_transforms(rot, joints, parents)
-    blended = torch.einsum("nj,bjrc->bnrc", weights, transforms)
-    verts = (blended[..., :3, :3] @ v_posed[..., None])[..., 0] + blended[..., :3, 3]
+    # (N, J) @ (B, J, 12): one GEMM blends the top 3 rows of every joint transform per vertex
+    blended = (weights @ transforms[:, :, :3, :].reshape(batch, n_joints, 12)).reshape(batch, n_verts, 3, 4)
+    verts = (blended[..., :3] * v_posed[:, :, None, :]).sum(-1) + blended[..., 3]
     return verts, posed_joints
 
 
@@ -107,5 +108,6 @@ def barycentric_points(
     vertices: torch.Tensor, faces: torch.Tensor, face_idx: torch.Tensor, bary: torch.Tensor
 ) -> torch.Tensor:
     """Points (B, L, 3) given by a face index (L,) and barycentric coordinates (L, 3) each."""
-    tri = vertices[:, faces[face_idx]]  # (B, L, 3 corners, 3)
+    corners = faces[face_idx]  # (L, 3)
+    tri = vertices[:, corners.reshape(-1)].reshape(vertices.shape[0], -1, 3, 3)  # (B, L, corner, xyz)
     return (tri * bary[None, :, :, None]).sum(2)
