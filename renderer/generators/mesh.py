@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator
 
@@ -39,6 +39,8 @@ class MeshOptions(GeneratorOptions):
     mirror: bool = Field(True, description="fill the hidden side of the face from its mirror image")
     background: tuple[int, int, int] = Field((24, 26, 30), description="background colour, RGB 0-255")
     batch: int = Field(8, ge=1, le=64, description="frames rendered together at most")
+    framing: Literal["head", "full"] = Field(
+        "head", description="'head': the head and the top of the neck fill the views; 'full': the whole model")
 
     @field_validator("views")
     @classmethod
@@ -108,12 +110,13 @@ class MeshSession(GeneratorSession):
 
         self.head, self.fit, self.options = head, fit, options
         device = head.center.device
-        self.cameras = make_cameras(options.views, center=head.center.cpu(), radius=head.radius,
-                                    size=options.size, device=device)
+        center, radius = framing(head, options.framing)
+        self.cameras = make_cameras(options.views, center=center, radius=radius, size=options.size, device=device)
         self.view_ids: tuple[str, ...] = self.cameras.view_ids
-        self.texture = texture.to(device)
-        self.background = torch.tensor(options.background, dtype=torch.float32, device=device) / 255.0
+        self.texture = texture.to(device).permute(2, 0, 1)[None].contiguous()  # (1, 3, T, T)
+        self.background = torch.tensor(options.background, dtype=torch.uint8, device=device)
         self.shape = fit.shape.to(device)
+        self.face_uvs = head.uvs[head.faces]  # (F, 3 corners, 2)
 
     def step(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
         out: list[RenderedFrame] = []
@@ -125,7 +128,7 @@ class MeshSession(GeneratorSession):
         """(B, V, H, W, 3) uint8 tensor for batched parameters (numpy or torch)."""
         import torch
 
-        from flamecast.renderer.raster import render_views
+        from flamecast.renderer.raster import project, rasterize
 
         device = self.shape.device
 
@@ -136,8 +139,9 @@ class MeshSession(GeneratorSession):
         with torch.inference_mode():
             out = self.head(pose=pose, expression=t(expression), eyelids=t(eyelids), translation=t(translation),
                             shape=self.shape.expand(pose.shape[0], -1))
-            return render_views(out.vertices, self.head.faces, self.cameras, mode="texture", uvs=self.head.uvs,
-                                texture=self.texture, background=self.background, uint8=True)
+            screen = project(out.vertices, self.cameras)
+            frags = rasterize(screen, self.head.faces, self.cameras.size, cull_backfaces=True)
+            return sample_texture(frags, self.face_uvs, self.texture, self.background)
 
     def _render(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
         import numpy as np
@@ -155,3 +159,42 @@ class MeshSession(GeneratorSession):
 
     def close(self) -> None:
         self.texture = None
+
+
+NECK_SHOWN_M = 0.05
+
+
+def framing(head, mode: str):
+    """Centre and radius the cameras frame: the whole model, or the head down to a little
+    below the chin."""
+    if mode == "full":
+        return head.center.cpu(), head.radius
+    verts = head.v_template.cpu()
+    face = head.vertex_regions().get("face")
+    chin = float(verts[face, 1].min()) if face is not None else float(verts[:, 1].min())
+    kept = verts[verts[:, 1] >= chin - NECK_SHOWN_M]
+    lo, hi = kept.min(0).values, kept.max(0).values
+    center = (lo + hi) / 2
+    return center, float((kept - center).norm(dim=-1).max())
+
+
+def sample_texture(frags, face_uvs, texture, background):
+    """Textured uint8 images (..., H, W, 3) from fragments.
+
+    The same bilinear lookup as ``raster.texture_image`` (u right, v up, border clamping), but
+    evaluated on the covered pixels only and written straight into a uint8 frame: about a
+    third of the pixels of a head view are covered, and this is the per-frame hot path.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    lead, (h, w) = frags.face_idx.shape[:-2], frags.face_idx.shape[-2:]
+    fidx = frags.face_idx.reshape(-1)
+    covered = (fidx >= 0).nonzero().squeeze(1)
+    bary = frags.bary.reshape(-1, 3)[covered].to(face_uvs.dtype)
+    uv = torch.einsum("pk,pkc->pc", bary, face_uvs[fidx[covered]])
+    grid = torch.stack([uv[:, 0] * 2.0 - 1.0, 1.0 - uv[:, 1] * 2.0], -1)[None, None]
+    colors = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = background.expand(fidx.shape[0], 3).clone()
+    out[covered] = (colors[0, :, 0].T.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    return out.reshape(*lead, h, w, 3)

@@ -3,8 +3,9 @@
 For every texel of the atlas (a rasterization of the head in UV space) we know its face and
 barycentrics, hence its point on the fitted head. That point is projected into the portrait
 (``fitting.PortraitFit``), and it takes the portrait's colour where it is visible: in front of
-the portrait's depth map and turned toward the camera (weights fall off smoothly toward
-grazing angles).
+the portrait's depth map, turned toward the camera (weights fall off smoothly toward grazing
+angles) and inside the face FaceMesh found (softly: beyond the face's outline the portrait
+shows hair or background, and the fitted skull need not match the person's hair).
 
 The hidden side gets a plausible fill, smoothly blended:
 
@@ -13,8 +14,7 @@ The hidden side gets a plausible fill, smoothly blended:
 2. extension: colours spread a little into what remains hidden (normalised convolution), so
    seams between seen and unseen do not show as edges.
 3. tone: everything else gets a skin tone (the median of the well-seen face) or, on the scalp,
-   a hair tone (the median of the seen scalp, else a patch above the forehead); the inside of
-   the mouth is dark.
+   a hair tone (the median of a patch above the forehead); the inside of the mouth is dark.
 """
 
 from __future__ import annotations
@@ -46,11 +46,40 @@ class UVAtlas:
         return self.face_idx >= 0
 
 
-def uv_atlas(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> UVAtlas:
-    """Rasterize the UV layout (u right, v up) into a ``size`` x ``size`` atlas."""
-    screen = torch.stack([uvs[:, 0] * size, (1.0 - uvs[:, 1]) * size, torch.ones_like(uvs[:, 0])], -1)
+def uv_atlas(uvs: torch.Tensor, faces: torch.Tensor, size: int, vertices: torch.Tensor | None = None,
+             center: torch.Tensor | None = None) -> UVAtlas:
+    """Rasterize the UV layout (u right, v up) into a ``size`` x ``size`` atlas.
+
+    Where parts of the layout overlap (a projection-style layout puts the inside of the mouth
+    and the eyeballs under the lips and lids), the surface farthest from ``center`` owns the
+    texel: it is the one a camera sees. Without ``vertices``, the lower face index wins.
+    """
+    kept = torch.arange(faces.shape[0], device=faces.device)
+    if vertices is not None:
+        kept = kept[~seam_faces(uvs, faces, vertices)]
+    faces = faces[kept]
+    depth = torch.ones_like(uvs[:, 0])
+    if vertices is not None:
+        r = (vertices - (center if center is not None else vertices.mean(0))).norm(dim=-1)
+        depth = 20.0 * float(r.max()) - r  # positive, nearly constant: barycentrics stay affine
+    screen = torch.stack([uvs[:, 0] * size, (1.0 - uvs[:, 1]) * size, depth], -1)
     frags = rasterize_torch(screen[None].float(), faces, size, cull_backfaces=False)
-    return UVAtlas(frags.face_idx[0], frags.bary[0])
+    return UVAtlas(kept[frags.face_idx[0].clamp(min=0)].where(frags.face_idx[0] >= 0, -1), frags.bary[0])
+
+
+SEAM_STRETCH = 10.0
+
+
+def seam_faces(uvs: torch.Tensor, faces: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """(F,) bool: faces stretched across the UV layout (more than SEAM_STRETCH times the
+    median UV area per surface area). With per-vertex UVs, the faces around a layout's seam or
+    pole span the whole atlas; they get no texels and a flat colour when rendered."""
+    t_uv, t_3d = uvs[faces], vertices[faces]
+    e1, e2 = t_uv[:, 1] - t_uv[:, 0], t_uv[:, 2] - t_uv[:, 0]
+    area_uv = 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()
+    area_3d = 0.5 * torch.linalg.cross(t_3d[:, 1] - t_3d[:, 0], t_3d[:, 2] - t_3d[:, 0]).norm(dim=-1)
+    ratio = area_uv / area_3d.clamp_min(1e-12)
+    return ratio > SEAM_STRETCH * ratio.median()
 
 
 def mirror_vertices(template: torch.Tensor) -> torch.Tensor:
@@ -69,7 +98,7 @@ def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool
     image = portrait.image
     device = head.center.device
     faces = head.faces
-    atlas = uv_atlas(head.uvs, faces, size)
+    atlas = uv_atlas(head.uvs, faces, size, head.v_template, head.center)
     with torch.no_grad():
         out = head(pose=fit.pose[None], shape=fit.shape[None], expression=fit.expression[None])
     verts = out.vertices[0]
@@ -77,7 +106,8 @@ def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool
     proj = fit.to_image(verts)  # (N, 3) pixels + depth
     depth_map = _depth_map(proj, faces, img.shape[0], img.shape[1], fit.scale)
     facing = vertex_normals(verts[None], faces)[0][:, 2]  # toward the portrait camera (+z)
-    texel = _TexelSampler(atlas, faces, proj, facing, depth_map, img, fit.scale)
+    trust = _face_mask(img.shape[:2], portrait.landmarks, fit.face_px).to(device)
+    texel = _TexelSampler(atlas, faces, proj, facing, depth_map, img, fit.scale, trust)
     color, weight = texel.sample(torch.arange(verts.shape[0], device=device))
     if mirror:
         mirror_idx = mirror_vertices(head.v_template if hasattr(head, "v_template") else verts)
@@ -103,9 +133,9 @@ def _depth_map(proj: torch.Tensor, faces: torch.Tensor, h: int, w: int, scale: f
 class _TexelSampler:
     """Colour and confidence of each texel's point, or of the point of another vertex set."""
 
-    def __init__(self, atlas, faces, proj, facing, depth_map, img, scale) -> None:
+    def __init__(self, atlas, faces, proj, facing, depth_map, img, scale, trust) -> None:
         self.atlas, self.faces, self.proj, self.facing = atlas, faces, proj, facing
-        self.depth_map, self.img = depth_map, img
+        self.depth_map, self.img, self.trust = depth_map, img, trust
         self.tolerance = DEPTH_TOLERANCE_M * scale
         self.h, self.w = img.shape[:2]
 
@@ -122,10 +152,26 @@ class _TexelSampler:
                               padding_mode="border", align_corners=False)[0].permute(1, 2, 0)
         seen = F.grid_sample(self.depth_map[None, None], grid, mode="nearest", padding_mode="border",
                              align_corners=False)[0, 0]
-        inside = (grid.abs() <= 1).all(-1)[0]
-        visible = inside & (p[..., 2] <= seen + self.tolerance) & self.atlas.mask
-        weight = visible.float() * _smoothstep(FACING_LO, FACING_HI, facing)
+        trust = F.grid_sample(self.trust[None, None], grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)[0, 0]
+        visible = (p[..., 2] <= seen + self.tolerance) & self.atlas.mask
+        weight = visible.float() * _smoothstep(FACING_LO, FACING_HI, facing) * trust
         return color, weight
+
+
+def _face_mask(size: tuple[int, int], landmarks: np.ndarray, face_px: float) -> torch.Tensor:
+    """(H, W) float: 1 well inside the face's outline (convex hull of the landmarks, pulled in
+    by 4%), falling smoothly to 0 across its edge."""
+    import cv2
+
+    h, w = size
+    pts = np.asarray(landmarks)[:, :2].astype(np.float64)
+    centre = pts.mean(0)
+    hull = cv2.convexHull(((pts - centre) * 0.96 + centre).astype(np.float32)).reshape(-1, 2)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(hull * 16).astype(np.int32), 255, lineType=cv2.LINE_AA, shift=4)
+    soft = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.1 * face_px))
+    return torch.from_numpy(soft)
 
 
 def _smoothstep(lo: float, hi: float, x: torch.Tensor) -> torch.Tensor:
@@ -143,12 +189,7 @@ def _tone_fill(head, atlas, faces, color, weight, img, landmarks) -> torch.Tenso
     skin = _median(color[face_sel]) if int(face_sel.sum()) > 50 else _median(color[good]) if int(good.sum()) > 50 else None
     if skin is None:
         skin = torch.tensor([0.75, 0.6, 0.5], device=color.device)
-    scalp = region_of.get("scalp")
-    hair = None
-    if scalp is not None and int((good & scalp).sum()) > 50:
-        hair = _median(color[good & scalp])
-    if hair is None:
-        hair = _patch_above_forehead(img, landmarks)
+    hair = _patch_above_forehead(img, landmarks)
     fill = skin.expand(*atlas.mask.shape, 3).clone()
     for name, tone in (("scalp", hair), ("mouth_inside", color.new_tensor(MOUTH_INSIDE)),
                        ("eyes", color.new_tensor(EYE_WHITE))):
