@@ -76,7 +76,9 @@ def main() -> None:
     head = BuiltinHead()
     faces = head.faces.numpy()
     regions = head.vertex_regions()
-    colors = face_colors(len(head.v_template), faces, regions)
+    with torch.no_grad():
+        eye_joints = head(pose=torch.zeros(1, 15)).joints[0, 3:].numpy()
+    colors = face_colors(head.v_template.numpy(), faces, regions, eye_joints)
     center, radius = head.center.numpy(), head.radius * 0.93
 
     def expr(**kw):
@@ -110,11 +112,16 @@ def main() -> None:
         Image.fromarray(render(v, faces, yaw, args.size * 2, center, radius, colors)).save(out / f"head_neutral_{name}.png")
 
 
-def face_colors(n_verts: int, faces: np.ndarray, regions: dict) -> np.ndarray:
-    """Skin grey; eyes a little lighter, the mouth inside darker."""
-    vcol = np.full((n_verts, 3), 0.82)
-    if "eyes" in regions:
-        vcol[regions["eyes"].numpy()] = 0.95
+def face_colors(verts: np.ndarray, faces: np.ndarray, regions: dict, eye_joints=None) -> np.ndarray:
+    """Skin grey; eyes white with a dark iris on the cornea bulge, the mouth inside red-brown."""
+    vcol = np.full((len(verts), 3), 0.82)
+    for k, key in enumerate(("eye_left", "eye_right")):
+        if key not in regions or eye_joints is None:
+            continue
+        ids = regions[key].numpy()
+        dist = np.linalg.norm(verts[ids] - eye_joints[k], axis=1)
+        vcol[ids] = 0.97
+        vcol[ids[dist > np.median(dist) * 1.02]] = (0.35, 0.28, 0.22)
     if "mouth_inside" in regions:
         vcol[regions["mouth_inside"].numpy()] = (0.55, 0.3, 0.3)
     return vcol[faces].mean(1)

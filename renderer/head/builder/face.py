@@ -107,11 +107,16 @@ def eye_loops(tris: np.ndarray) -> dict[str, list[int]]:
     return {"oval": oval, "mouth": mouth, "eye_a": eyes[0], "eye_b": eyes[1]}
 
 
-def metric_face(px: np.ndarray, tris: np.ndarray, depth_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+PITCH_DEG = -8.0  # the photo's face leans back a little; bring the chin forward
+
+
+def metric_face(px: np.ndarray, tris: np.ndarray, pitch_deg: float = PITCH_DEG) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric face in metres, FLAME axes; returns points and the mirror permutation."""
     p = to_flame_frame(px)
-    p[:, 2] *= depth_scale
     p, perm = symmetrize(p)
+    a = np.radians(pitch_deg)
+    rot_x = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    p = p @ rot_x.T
     loops = eye_loops(tris)
     c1 = p[loops["eye_a"]].mean(0)
     c2 = p[loops["eye_b"]].mean(0)
