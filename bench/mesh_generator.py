@@ -10,15 +10,18 @@ figure and a markdown row for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `flamecast generator` does
 
-from flamecast.plugins import FlameFrame, GeneratorSessionSpec
-from flamecast.renderer.generators.mesh import MeshGenerator, MeshOptions
-from flamecast.renderer.raster import DEFAULT_VIEWS
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flamecast.plugins import FlameFrame  # noqa: E402, GeneratorSessionSpec
+from flamecast.renderer.generators.mesh import MeshGenerator, MeshOptions  # noqa: E402
+from flamecast.renderer.raster import DEFAULT_VIEWS  # noqa: E402
 
 N_EXPR = 16
 
@@ -46,6 +49,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()[0]
     views = tuple(v.id for v in DEFAULT_VIEWS[: args.views])
     gen = MeshGenerator({"device": "cpu"})
     opts = MeshOptions(views=views, size=args.size, batch=args.batch)
@@ -67,6 +71,8 @@ def main() -> None:
     print(f"head load {t_load:.2f} s; session open (decode, FaceMesh, fit, bake) {t_open:.2f} s")
     print(f"{len(views)} views x {args.size}^2, batch {args.batch}, torch threads {torch.get_num_threads()}: "
           f"{fps:.1f} frames/s ({1000 / fps:.1f} ms/frame)")
+    load = os.getloadavg()[0]
+    print(f"load average before the run: {load0:.1f}, after: {load:.1f} (other processes share the CPU)")
     print(f"| mesh generator, {len(views)} views {args.size}², batch {args.batch}, {torch.get_num_threads()} threads "
           f"| {fps:.1f} frames/s ({1000 / fps:.1f} ms/frame); open {t_open:.2f} s | {platform.processor() or platform.machine()} |")
 

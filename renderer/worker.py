@@ -71,6 +71,7 @@ class WorkerSettings:
         max_sessions: open sessions at most; further opens get an error status.
         video_hwm: send high-water mark of the video PUB socket, in messages.
         stats_interval_s: how often the statistics are logged (0 = never).
+        threads: torch intra-op threads for the process (0 = leave torch's default).
     """
 
     input: str = DEFAULT_INPUT
@@ -83,6 +84,7 @@ class WorkerSettings:
     max_sessions: int = 32
     video_hwm: int = VIDEO_SNDHWM
     stats_interval_s: float = 30.0
+    threads: int = 0
 
 
 @dataclass
@@ -443,6 +445,10 @@ class GeneratorWorker:
     # --- lifecycle thread -------------------------------------------------------------
 
     def _preload(self) -> None:
+        if self.settings.threads:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
         for name in self.settings.backends:
             self._jobs.put(("load", name))
 

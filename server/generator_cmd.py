@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-sessions", type=int, default=32, metavar="N", help="open sessions at most (default 32)")
     p.add_argument("--video-hwm", type=int, default=VIDEO_SNDHWM, metavar="N",
                    help=f"send high-water mark of the video socket in messages (default {VIDEO_SNDHWM})")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
     return p
 
@@ -44,12 +46,15 @@ def settings_from_args(args: argparse.Namespace):
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.stats_interval < 0:
         raise UsageError("--stats-interval must not be negative")
+    if args.threads < 0:
+        raise UsageError("--threads must not be negative")
     backends = tuple(dict.fromkeys(args.backend))
     return WorkerSettings(
         input=args.input, output=args.output, backends=backends,
         default_backend=backends[0] if backends else "mesh", device=args.device,
         ready_file=Path(args.ready_file) if args.ready_file else None, queue_depth=args.queue,
         max_sessions=args.max_sessions, video_hwm=args.video_hwm, stats_interval_s=args.stats_interval,
+        threads=args.threads,
     )
 
 
@@ -69,6 +74,10 @@ def _check_device(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Idle OpenMP threads sleep instead of spinning: on a CPU shared with the server and the
+    # drivers, spinning threads made every small torch op up to 10x slower. Must be set
+    # before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import zmq
 
     from flamecast.plugins.manager import make_plugin_host

@@ -113,7 +113,9 @@ class MeshSession(GeneratorSession):
         center, radius = framing(head, options.framing)
         self.cameras = make_cameras(options.views, center=center, radius=radius, size=options.size, device=device)
         self.view_ids: tuple[str, ...] = self.cameras.view_ids
-        self.texture = texture.to(device).permute(2, 0, 1)[None].contiguous()  # (1, 3, T, T)
+        self.texture = texture.image.to(device).permute(2, 0, 1)[None].contiguous()  # (1, 3, T, T)
+        self.flat = texture.flat.to(device)
+        self.flat_color = (texture.flat_color.to(device) * 255.0 + 0.5).to(torch.uint8)
         self.background = torch.tensor(options.background, dtype=torch.uint8, device=device)
         self.shape = fit.shape.to(device)
         self.face_uvs = head.uvs[head.faces]  # (F, 3 corners, 2)
@@ -141,7 +143,7 @@ class MeshSession(GeneratorSession):
                             shape=self.shape.expand(pose.shape[0], -1))
             screen = project(out.vertices, self.cameras)
             frags = rasterize(screen, self.head.faces, self.cameras.size, cull_backfaces=True)
-            return sample_texture(frags, self.face_uvs, self.texture, self.background)
+            return sample_texture(frags, self.face_uvs, self.texture, self.background, self.flat, self.flat_color)
 
     def _render(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
         import numpy as np
@@ -178,12 +180,13 @@ def framing(head, mode: str):
     return center, float((kept - center).norm(dim=-1).max())
 
 
-def sample_texture(frags, face_uvs, texture, background):
+def sample_texture(frags, face_uvs, texture, background, flat=None, flat_color=None):
     """Textured uint8 images (..., H, W, 3) from fragments.
 
     The same bilinear lookup as ``raster.texture_image`` (u right, v up, border clamping), but
     evaluated on the covered pixels only and written straight into a uint8 frame: about a
     third of the pixels of a head view are covered, and this is the per-frame hot path.
+    Faces marked in ``flat`` (F,) bool take ``flat_color`` (F, 3) uint8 instead.
     """
     import torch
     import torch.nn.functional as F
@@ -192,9 +195,14 @@ def sample_texture(frags, face_uvs, texture, background):
     fidx = frags.face_idx.reshape(-1)
     covered = (fidx >= 0).nonzero().squeeze(1)
     bary = frags.bary.reshape(-1, 3)[covered].to(face_uvs.dtype)
-    uv = torch.einsum("pk,pkc->pc", bary, face_uvs[fidx[covered]])
+    face = fidx[covered]
+    uv = torch.einsum("pk,pkc->pc", bary, face_uvs[face])
     grid = torch.stack([uv[:, 0] * 2.0 - 1.0, 1.0 - uv[:, 1] * 2.0], -1)[None, None]
     colors = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=False)
     out = background.expand(fidx.shape[0], 3).clone()
-    out[covered] = (colors[0, :, 0].T.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    colors = (colors[0, :, 0].T.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    if flat is not None:
+        sel = flat[face].nonzero().squeeze(1)
+        colors[sel] = flat_color[face[sel]]
+    out[covered] = colors
     return out.reshape(*lead, h, w, 3)

@@ -92,9 +92,27 @@ def mirror_vertices(template: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool = True) -> torch.Tensor:
-    """The head's texture from the portrait (``renderer.portrait.Portrait``): (size, size, 3)
-    float in [0, 1]."""
+@dataclass
+class BakedTexture:
+    """The avatar's colours.
+
+    Attributes:
+        image: (T, T, 3) float in [0, 1], the UV texture atlas.
+        skin, hair: (3,) the tones estimated from the portrait.
+        flat: (F,) bool, faces drawn in one flat colour instead of the texture: faces across
+            the UV layout's seam (they have no texels) and the inside of the mouth.
+        flat_color: (F, 3) float, the flat colour of those faces.
+    """
+
+    image: torch.Tensor
+    skin: torch.Tensor
+    hair: torch.Tensor
+    flat: torch.Tensor
+    flat_color: torch.Tensor
+
+
+def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool = True) -> BakedTexture:
+    """The head's colours from the portrait (``renderer.portrait.Portrait``)."""
     image = portrait.image
     device = head.center.device
     faces = head.faces
@@ -102,7 +120,7 @@ def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool
     with torch.no_grad():
         out = head(pose=fit.pose[None], shape=fit.shape[None], expression=fit.expression[None])
     verts = out.vertices[0]
-    img = torch.as_tensor(np.asarray(image), device=device).float() / 255.0
+    img = torch.from_numpy(np.array(image, dtype=np.float32)).to(device) / 255.0
     proj = fit.to_image(verts)  # (N, 3) pixels + depth
     depth_map = _depth_map(proj, faces, img.shape[0], img.shape[1], fit.scale)
     facing = vertex_normals(verts[None], faces)[0][:, 2]  # toward the portrait camera (+z)
@@ -117,8 +135,29 @@ def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool
         color = torch.where(total[..., None] > 0, (color * weight[..., None] + m_color * extra[..., None])
                             / total.clamp_min(1e-6)[..., None], color)
         weight = total
-    fill = _tone_fill(head, atlas, faces, color, weight, img, portrait.landmarks)
-    return _blend(color, weight, fill, atlas.mask).clamp(0.0, 1.0)
+    fill, skin, hair = _tone_fill(head, atlas, faces, color, weight, img, portrait.landmarks)
+    image = _blend(color, weight, fill, atlas.mask).clamp(0.0, 1.0)
+    flat, flat_color = _flat_faces(head, skin, hair)
+    return BakedTexture(image, skin, hair, flat, flat_color)
+
+
+def _flat_faces(head, skin: torch.Tensor, hair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    faces = head.faces
+    regions = head.vertex_regions() if hasattr(head, "vertex_regions") else {}
+    n = head.uvs.shape[0]
+
+    def member(name: str) -> torch.Tensor:
+        m = torch.zeros(n, dtype=torch.bool, device=faces.device)
+        if name in regions:
+            m[regions[name].to(faces.device)] = True
+        return m[faces].float().mean(-1) > 0.5
+
+    color = skin.expand(faces.shape[0], 3).clone()
+    color[member("scalp")] = hair
+    mouth = member("mouth_inside")
+    color[mouth] = skin.new_tensor(MOUTH_INSIDE)
+    flat = seam_faces(head.uvs, faces, head.v_template) | mouth
+    return flat, color
 
 
 def _depth_map(proj: torch.Tensor, faces: torch.Tensor, h: int, w: int, scale: float) -> torch.Tensor:
@@ -196,7 +235,7 @@ def _tone_fill(head, atlas, faces, color, weight, img, landmarks) -> torch.Tenso
         sel = region_of.get(name)
         if sel is not None:
             fill[sel] = tone
-    return _soften(fill, 0.01 * atlas.mask.shape[0])
+    return _soften(fill, 0.01 * atlas.mask.shape[0]), skin, hair
 
 
 def _texel_regions(atlas, faces, regions: dict[str, torch.Tensor], n_verts: int) -> dict[str, torch.Tensor]:
