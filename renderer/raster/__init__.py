@@ -20,13 +20,14 @@ from .cameras import (
     project,
     view_from_id,
 )
-from .rasterize import Fragments, rasterize_torch
+from .torch_backend import Fragments, rasterize_torch
 from .render import BACKENDS, rasterize, render_views
 from .shading import (
     interpolate,
     lambert,
     normals_image,
     texture_image,
+    to_uint8,
     vertex_colors_image,
     vertex_normals,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "rasterize_torch",
     "render_views",
     "texture_image",
+    "to_uint8",
     "vertex_colors_image",
     "vertex_normals",
     "view_from_id",

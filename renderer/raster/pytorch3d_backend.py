@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .rasterize import Fragments
+from .torch_backend import Fragments
 
 
 def available() -> bool:

@@ -5,15 +5,8 @@ from __future__ import annotations
 import torch
 
 from .cameras import Cameras, project
-from .rasterize import Fragments, rasterize_torch
-from .shading import (
-    lambert,
-    normals_image,
-    texture_image,
-    to_uint8,
-    vertex_colors_image,
-    vertex_normals,
-)
+from .torch_backend import Fragments, rasterize_torch
+from .shading import lambert, normals_image, texture_image, vertex_colors_image
 
 BACKENDS = ("torch", "pytorch3d")
 MODES = ("lambert", "normals", "texture", "colors")
@@ -66,18 +59,15 @@ def render_views(
     screen = project(vertices, cams)
     frags = rasterize(screen, faces, cams.size, backend=backend, cull_backfaces=cull_backfaces)
     faces = faces.to(vertices.device)
-    if mode in ("lambert", "normals"):
-        normals = vertex_normals(vertices, faces)
-        if mode == "lambert":
-            img = lambert(frags, vertices, faces, cams, background=background, normals=normals)
-        else:
-            img = normals_image(frags, vertices, faces, background=background, normals=normals)
-    elif mode == "texture":
+    common = dict(background=background, uint8=uint8)
+    if mode == "lambert":
+        return lambert(frags, vertices, faces, cams, **common)
+    if mode == "normals":
+        return normals_image(frags, vertices, faces, **common)
+    if mode == "texture":
         if uvs is None or texture is None:
             raise ValueError("mode='texture' needs uvs and texture")
-        img = texture_image(frags, faces, uvs, texture, background=background, uv_faces=uv_faces)
-    else:
-        if colors is None:
-            raise ValueError("mode='colors' needs per-vertex colors")
-        img = vertex_colors_image(frags, faces, colors.to(vertices.device), background=background)
-    return to_uint8(img) if uint8 else img
+        return texture_image(frags, faces, uvs, texture, uv_faces=uv_faces, **common)
+    if colors is None:
+        raise ValueError("mode='colors' needs per-vertex colors")
+    return vertex_colors_image(frags, faces, colors.to(vertices.device), **common)

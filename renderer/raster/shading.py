@@ -1,55 +1,114 @@
 """Shading of rasterized fragments: normals, grey Lambert, textures and vertex colours.
 
 Every function works on Fragments with any leading dims (e.g. (B, V)), in torch, on the
-fragments' device, and returns float images (..., H, W, C) in [0, 1] unless noted; pass the
-result through ``to_uint8`` for 8-bit frames. Per-vertex inputs may have leading dims that are
-a prefix of the fragments' leading dims (e.g. vertices (B, N, 3) for fragments (B, V, H, W)),
-or none at all (shared by every image).
+fragments' device, and returns images (..., H, W, C): float in [0, 1], or uint8 with
+``uint8=True``. Per-vertex inputs may have leading dims that are a prefix of the fragments'
+leading dims (e.g. vertices (B, N, 3) for fragments (B, V, H, W)), or none at all (shared by
+every image). Work is done on covered pixels only; the background is a constant colour.
 
 Texture coordinates: ``u`` grows left to right and ``v`` bottom to top across the texture
-image (the OBJ / OpenGL convention FLAME's template uses); texel centres are at half-texel
-offsets and sampling is bilinear with border clamping.
+image (the OBJ / OpenGL convention FLAME's template uses); sampling is bilinear, texel centres
+at half-texel offsets, clamped at the border.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras
-from .rasterize import Fragments
+from .torch_backend import Fragments
 
 #: Direction toward the Lambert light in camera space (x right, y down, z forward): from the
 #: camera, a little above and to the left of it.
 DEFAULT_LIGHT = (-0.3, -0.4, -1.0)
 
 
-def _lead(frags: Fragments) -> tuple[int, ...]:
-    return tuple(frags.face_idx.shape[:-2])
+@dataclass
+class _Covered:
+    """The covered pixels of a batch of fragments, flattened to (I*H*W,) order."""
+
+    lead: tuple[int, ...]
+    h: int
+    w: int
+    idx: torch.Tensor  # (P,) flat pixel index
+    image: torch.Tensor  # (P,) image index in the flattened batch
+    face: torch.Tensor  # (P,) face index
+    bary: torch.Tensor  # (P, 3)
+
+    @property
+    def n_images(self) -> int:
+        return math.prod(self.lead)
 
 
-def _per_image(values: torch.Tensor, lead: tuple[int, ...], inner: int) -> torch.Tensor:
-    """Broadcast ``values`` (prefix-of-lead..., *inner dims) to (prod(lead), *inner dims)."""
-    own = values.shape[: values.dim() - inner]
-    if tuple(own) != lead[: len(own)]:
-        raise ValueError(f"leading dims {tuple(own)} do not prefix the images' dims {lead}")
-    shape = (*own, *(1,) * (len(lead) - len(own)), *values.shape[values.dim() - inner :])
-    full = values.reshape(shape).expand(*lead, *values.shape[values.dim() - inner :])
-    return full.reshape(-1, *values.shape[values.dim() - inner :])
+def _covered(frags: Fragments) -> _Covered:
+    lead = tuple(frags.face_idx.shape[:-2])
+    h, w = frags.face_idx.shape[-2:]
+    flat = frags.face_idx.reshape(-1)
+    idx = (flat >= 0).nonzero().squeeze(1)
+    return _Covered(
+        lead=lead,
+        h=h,
+        w=w,
+        idx=idx,
+        image=torch.div(idx, h * w, rounding_mode="floor"),
+        face=flat[idx],
+        bary=frags.bary.reshape(-1, 3)[idx],
+    )
+
+
+def _owner(cov: _Covered, values: torch.Tensor, inner: int) -> tuple[torch.Tensor, int]:
+    """Which batch entry of ``values`` (prefix-of-lead..., *inner dims) each covered pixel
+    uses, and how many entries there are."""
+    own = tuple(values.shape[: values.dim() - inner])
+    if own != cov.lead[: len(own)]:
+        raise ValueError(f"leading dims {own} do not prefix the images' dims {cov.lead}")
+    per_entry = math.prod(cov.lead[len(own) :])
+    return torch.div(cov.image, per_entry, rounding_mode="floor"), math.prod(own)
+
+
+def _interp(cov: _Covered, faces: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    """Per-vertex attributes (prefix..., N, C) interpolated at the covered pixels: (P, C)."""
+    entry, n_entries = _owner(cov, attrs, 2)
+    n_vert, chans = attrs.shape[-2:]
+    faces = faces.to(device=attrs.device, dtype=torch.long)
+    n_faces = faces.shape[0]
+    table = attrs.reshape(n_entries, n_vert, chans).index_select(1, faces.reshape(-1))
+    table = table.reshape(n_entries * n_faces, 3, chans)
+    corner = table.index_select(0, entry * n_faces + cov.face)  # (P, 3, C)
+    bary = cov.bary.to(corner.dtype)
+    out = corner[:, 0] * bary[:, 0:1]
+    out.addcmul_(corner[:, 1], bary[:, 1:2]).addcmul_(corner[:, 2], bary[:, 2:3])
+    return out
+
+
+def _compose(cov: _Covered, values: torch.Tensor, background, uint8: bool) -> torch.Tensor:
+    """Images (..., H, W, C) with ``values`` (P, C) at the covered pixels."""
+    chans = values.shape[-1]
+    total = cov.n_images * cov.h * cov.w
+    bg = torch.as_tensor(background, dtype=torch.float32, device=values.device).expand(chans)
+    if uint8:
+        values = values.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
+        bg = bg.mul(255.0).add(0.5).clamp(0.0, 255.0).to(torch.uint8)
+    out = bg.to(values.dtype).expand(total, chans).contiguous()
+    out.index_copy_(0, cov.idx, values)
+    return out.view(*cov.lead, cov.h, cov.w, chans)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Unit area-weighted vertex normals (..., N, 3) of a mesh wound counter-clockwise."""
     faces = faces.to(device=verts.device, dtype=torch.long)
-    tri = verts[..., faces, :]  # (..., F, 3, 3)
-    fn = torch.linalg.cross(tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :])
-    normals = torch.zeros_like(verts)
-    for k in range(3):
-        normals.index_add_(-2, faces[:, k], fn)
-    return F.normalize(normals, dim=-1, eps=1e-12)
+    lead, n_vert = verts.shape[:-2], verts.shape[-2]
+    flat = verts.reshape(-1, n_vert, 3)
+    tri = flat.index_select(1, faces.reshape(-1)).view(flat.shape[0], -1, 3, 3)
+    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0])
+    normals = torch.zeros_like(flat)
+    normals.index_add_(1, faces.reshape(-1), fn.repeat_interleave(3, dim=1))
+    return F.normalize(normals, dim=-1, eps=1e-12).view(*lead, n_vert, 3)
 
 
 def interpolate(frags: Fragments, faces: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
@@ -57,24 +116,8 @@ def interpolate(frags: Fragments, faces: torch.Tensor, attrs: torch.Tensor) -> t
 
     ``faces`` (F, 3) indexes ``attrs`` (pass UV faces for per-corner UVs). Background = 0.
     """
-    lead = _lead(frags)
-    h, w = frags.face_idx.shape[-2:]
-    per_img = _per_image(attrs, lead, 2)  # (I, N, C)
-    n_img, n_vert, chans = per_img.shape
-    faces = faces.to(device=per_img.device, dtype=torch.long)
-    fidx = frags.face_idx.reshape(n_img, h * w)
-    corner = faces[fidx.clamp(min=0)]  # (I, HW, 3)
-    offset = (torch.arange(n_img, device=corner.device) * n_vert)[:, None, None]
-    vals = per_img.reshape(-1, chans)[(corner + offset).reshape(-1)].reshape(n_img, h * w, 3, chans)
-    bary = frags.bary.reshape(n_img, h * w, 3, 1).to(vals.dtype)
-    out = (vals * bary).sum(dim=2)
-    out = out * (fidx >= 0)[..., None].to(out.dtype)
-    return out.reshape(*lead, h, w, chans)
-
-
-def _with_background(img: torch.Tensor, frags: Fragments, background) -> torch.Tensor:
-    bg = torch.as_tensor(background, dtype=img.dtype, device=img.device).expand(img.shape[-1])
-    return torch.where(frags.mask[..., None], img, bg)
+    cov = _covered(frags)
+    return _compose(cov, _interp(cov, faces, attrs), 0.0, uint8=False)
 
 
 def normals_image(
@@ -84,17 +127,20 @@ def normals_image(
     cameras: Cameras | None = None,
     background=0.0,
     normals: torch.Tensor | None = None,
+    uint8: bool = False,
 ) -> torch.Tensor:
     """Per-pixel interpolated vertex normals as RGB, ``(n + 1) / 2``.
 
     World-space normals by default; given ``cameras`` (fragments (..., V, H, W)), normals are
     turned into each camera's space (x right, y down, z forward).
     """
+    cov = _covered(frags)
     n = vertex_normals(verts, faces) if normals is None else normals
-    img = F.normalize(interpolate(frags, faces, n), dim=-1, eps=1e-12)
+    px = F.normalize(_interp(cov, faces, n), dim=-1, eps=1e-12)
     if cameras is not None:
-        img = torch.einsum("vij,...vhwj->...vhwi", cameras.R.to(img), img)
-    return _with_background((img + 1.0) * 0.5, frags, background)
+        rot = cameras.R.to(px).index_select(0, cov.image.remainder(len(cameras)))
+        px = torch.bmm(rot, px[:, :, None])[:, :, 0]
+    return _compose(cov, px.add_(1.0).mul_(0.5), background, uint8)
 
 
 def lambert(
@@ -107,28 +153,32 @@ def lambert(
     light: Sequence[float] = DEFAULT_LIGHT,
     background=0.0,
     normals: torch.Tensor | None = None,
+    uint8: bool = False,
 ) -> torch.Tensor:
     """Grey Lambert shading: ``ambient + albedo * max(0, n . l)``, one light fixed relative to
     each camera (``light`` points toward it in camera space), the same grey in RGB.
 
     Fragments are (..., V, H, W) for the V cameras. Returns (..., V, H, W, 3).
     """
+    cov = _covered(frags)
     n = vertex_normals(verts, faces) if normals is None else normals
-    img = interpolate(frags, faces, n)
-    l_cam = F.normalize(torch.as_tensor(light, dtype=img.dtype, device=img.device), dim=0)
-    l_world = cameras.R.to(img).transpose(1, 2) @ l_cam  # (V, 3)
-    # Normalising the interpolated normal only rescales the dot product.
-    dot = torch.einsum("...vhwc,vc->...vhw", img, l_world)
-    dot = dot * torch.rsqrt((img * img).sum(-1).clamp_min(1e-20))
-    shade = (ambient + albedo * dot.clamp_min(0.0)).clamp(0.0, 1.0)
-    return _with_background(shade[..., None].expand(*shade.shape, 3), frags, background)
+    px = _interp(cov, faces, n)  # (P, 3), not unit length
+    l_cam = F.normalize(torch.as_tensor(light, dtype=px.dtype, device=px.device), dim=0)
+    l_world = cameras.R.to(px).transpose(1, 2) @ l_cam  # (V, 3)
+    lp = l_world.index_select(0, cov.image.remainder(len(cameras)))
+    x, y, z = px.unbind(1)
+    dot = (x * lp[:, 0]).addcmul_(y, lp[:, 1]).addcmul_(z, lp[:, 2])
+    norm2 = (x * x).addcmul_(y, y).addcmul_(z, z).clamp_(min=1e-20)
+    shade = dot.mul_(norm2.rsqrt_()).clamp_(min=0.0).mul_(albedo).add_(ambient).clamp_(0.0, 1.0)
+    return _compose(cov, shade[:, None].expand(-1, 3), background, uint8)
 
 
 def vertex_colors_image(
-    frags: Fragments, faces: torch.Tensor, colors: torch.Tensor, background=0.0
+    frags: Fragments, faces: torch.Tensor, colors: torch.Tensor, background=0.0, uint8=False
 ) -> torch.Tensor:
-    """Per-vertex colours (..., N, C) interpolated over the faces."""
-    return _with_background(interpolate(frags, faces, colors), frags, background)
+    """Per-vertex colours (..., N, C) in [0, 1] interpolated over the faces."""
+    cov = _covered(frags)
+    return _compose(cov, _interp(cov, faces, colors.to(frags.bary)), background, uint8)
 
 
 def texture_image(
@@ -138,6 +188,7 @@ def texture_image(
     texture: torch.Tensor,
     background=0.0,
     uv_faces: torch.Tensor | None = None,
+    uint8: bool = False,
 ) -> torch.Tensor:
     """Bilinear texture lookup.
 
@@ -146,21 +197,30 @@ def texture_image(
         texture: (..., Ht, Wt, C) float in [0, 1] or uint8; its leading dims must prefix the
             fragments' (e.g. one texture per frame for (B, V) images) or be absent.
     """
-    lead = _lead(frags)
-    h, w = frags.face_idx.shape[-2:]
-    tex = texture.float() / 255.0 if texture.dtype == torch.uint8 else texture
-    tex = tex.to(frags.bary.device)
-    uv = interpolate(frags, faces if uv_faces is None else uv_faces, uvs.to(tex))
-    grid = torch.stack([uv[..., 0] * 2.0 - 1.0, 1.0 - uv[..., 1] * 2.0], dim=-1)
-    t_lead = tuple(tex.shape[:-3])
-    n_tex = math.prod(t_lead)
+    cov = _covered(frags)
+    tex = texture.to(frags.bary.device)
+    tex = tex.float().div_(255.0) if tex.dtype == torch.uint8 else tex.float()
+    uv = _interp(cov, faces if uv_faces is None else uv_faces, uvs.to(tex))
+    grid = torch.stack([uv[:, 0] * 2.0 - 1.0, 1.0 - uv[:, 1] * 2.0], dim=-1)
+    entry, n_tex = _owner(cov, tex, 3)
     src = tex.reshape(n_tex, *tex.shape[-3:]).permute(0, 3, 1, 2)
-    grid = grid.reshape(n_tex, -1, w, 2)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out = out.permute(0, 2, 3, 1).reshape(*lead, h, w, tex.shape[-1])
-    return _with_background(out, frags, background)
+    if n_tex == 1:
+        values = _sample(src, grid)
+    else:
+        counts = torch.bincount(entry, minlength=n_tex).tolist()  # pixels come sorted by image
+        parts = torch.split(grid, counts)
+        values = torch.cat([_sample(src[i : i + 1], g) for i, g in enumerate(parts)])
+    return _compose(cov, values, background, uint8)
+
+
+def _sample(src: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples (P, C) of one texture (1, C, Ht, Wt) at grid points (P, 2)."""
+    out = F.grid_sample(
+        src, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out[0, :, 0].t()
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """Float image in [0, 1] -> uint8."""
-    return (img.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    return img.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)

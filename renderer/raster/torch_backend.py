@@ -1,0 +1,278 @@
+"""The built-in rasterizer: pure PyTorch, CPU and CUDA, batched over frames and views.
+
+Input is screen-space geometry (pixel x, pixel y, camera depth; see ``cameras.project``).
+Three plane equations per triangle, ``P_i(x, y) = l_i / z_i`` (screen-space barycentric over
+vertex depth), are linear in pixel coordinates: their signs give the inside test, their sum is
+``1 / depth`` and ``P_i / sum`` are the perspective-correct barycentrics. The steps:
+
+1. set-up per triangle (float64): drop triangles behind the near plane, degenerate,
+   off-screen or (when asked) back-facing; compute the planes and the pixel bounding box.
+2. scan: boxes are padded up to one of a few sizes (``BOX_SIZES``; larger boxes are cut into
+   pieces), so all triangles of one size share a grid of pixel centres and the scan is a pure
+   broadcast (no per-pixel gathers).
+3. depth test: one ``scatter_reduce(amax)`` per size of int64 keys that pack the float64 bit
+   pattern of ``1 / depth`` (positive floats order like their bit patterns) with the triangle
+   index in the 29 low bits, always zero in a float32 value widened to float64. The largest
+   key is the nearest triangle; equal depths resolve to the later triangle. Centres outside a
+   triangle get key 0.
+4. decode: the winning triangle per pixel, its barycentrics and depth from its planes.
+
+A pixel belongs to a triangle when its centre lies inside or on an edge. Triangles are not
+clipped: one with a vertex at or behind ``near`` is dropped whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_TRI_BITS = 29
+_TRI_MASK = (1 << _TRI_BITS) - 1
+
+@dataclass
+class Fragments:
+    """What a rasterizer gives per pixel, for images of shape (..., H, W).
+
+    face_idx: (..., H, W) long, the index into ``faces`` of the visible face; -1 = background.
+    bary: (..., H, W, 3) perspective-correct barycentrics of that face (0 on background).
+    depth: (..., H, W) camera depth in the vertices' units (0 on background).
+    """
+
+    face_idx: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(..., H, W) bool, True where a face is visible."""
+        return self.face_idx >= 0
+
+
+#: Candidate centres per scanned piece. A box of w x h pixels goes to the smallest class that
+#: holds it whole; larger boxes are cut into pieces of whole rows of the largest class.
+SCAN_SIZES = (8, 16, 32, 64)
+#: Triangles are grown by this many pixels (about) so that float32 rounding never leaves a
+#: crack between two triangles that share an edge.
+EDGE_EPS = 1e-4
+
+
+@dataclass
+class _Triangles:
+    """The surviving triangles (T of them), sorted by scan size class."""
+
+    face: torch.Tensor  # (T,) face index
+    base: torch.Tensor  # (T,) flat pixel index of the box's first pixel
+    width: torch.Tensor  # (T,) box size in pixels (long)
+    height: torch.Tensor
+    scan: torch.Tensor  # (9, T) float32 [d/dx (3), d/dy (3), value (3)] at the box's first centre
+    decode: torch.Tensor  # (T, 12) float32 [d/dx, d/dy, value] of P_0..P_2, box corner x, y, pad
+    counts: list[int]  # triangles per class of SCAN_SIZES
+
+
+def _area2(x0, y0, x1, y1, x2, y2) -> torch.Tensor:
+    """Twice the signed area in pixel coordinates (negative: counter-clockwise with y up,
+    i.e. facing the camera for a mesh wound counter-clockwise seen from outside)."""
+    return (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+
+
+def _box(x0, x1, x2, h: int, w: int):
+    """Inclusive range of pixel centres between the smallest and largest of x0, x1, x2,
+    clamped to [0, w - 1] (empty when first > last)."""
+    lo = torch.minimum(torch.minimum(x0, x1), x2).sub_(0.5).ceil_().clamp_(0, w)
+    hi = torch.maximum(torch.maximum(x0, x1), x2).sub_(0.5).floor_().clamp_(-1, w - 1)
+    return lo, hi
+
+
+def _planes(x, y, z, area2, qx, qy) -> torch.Tensor:
+    """Coefficients of ``P_i = l_i / z_i`` relative to the point (qx, qy): (9, T) ordered
+    [d/dx (P_0, P_1, P_2), d/dy (...), value (...)]; x, y, z index the corners."""
+    da, db, c = [], [], []
+    for i, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):
+        s = (area2 * z[i]).reciprocal_()
+        xa, xb, ya, yb = x[a] - qx, x[b] - qx, y[a] - qy, y[b] - qy
+        da.append((ya - yb).mul_(s))
+        db.append((xb - xa).mul_(s))
+        c.append((xa * yb).sub_(xb * ya).mul_(s))
+    return torch.stack(da + db + c)
+
+
+def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
+    n_img, n_faces = verts.shape[0], faces.shape[0]
+    rows = verts.index_select(1, faces.reshape(-1)).view(n_img * n_faces, 9)  # x0 y0 z0 x1 ...
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = rows.t().contiguous()
+    area2 = _area2(x0, y0, x1, y1, x2, y2)
+    xlo, xhi = _box(x0, x1, x2, h, w)
+    ylo, yhi = _box(y0, y1, y2, h, w)
+    keep = (xhi >= xlo) & (yhi >= ylo) & (area2.abs() > 1e-9)
+    keep &= torch.minimum(torch.minimum(z0, z1), z2) > near
+    if cull:
+        keep &= area2 < 0
+    idx = keep.nonzero().squeeze(1)
+    width, height = (xhi - xlo + 1)[idx].long(), (yhi - ylo + 1)[idx].long()
+    sizes = torch.tensor(SCAN_SIZES, device=idx.device)
+    size = torch.searchsorted(sizes, width * height).clamp_(max=len(SCAN_SIZES) - 1)
+    order = torch.argsort(size, stable=True)
+    counts = torch.bincount(size, minlength=len(SCAN_SIZES)).tolist()
+    idx, width, height = idx[order], width[order], height[order]
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = rows.index_select(0, idx).t().contiguous()
+    xlo, ylo = xlo[idx], ylo[idx]
+    scan = _planes((x0, x1, x2), (y0, y1, y2), (z0, z1, z2), area2[idx], xlo + 0.5, ylo + 0.5)
+    da, db, c = scan[0:3], scan[3:6], scan[6:9]
+    decode = torch.stack([*scan[[0, 3, 6, 1, 4, 7, 2, 5, 8]], xlo, ylo, xlo], dim=1)
+    c += (da.abs() + db.abs()).mul_(EDGE_EPS)  # after decode: barycentrics stay exact
+    image = torch.div(idx, n_faces, rounding_mode="floor")
+    xlo_i, ylo_i = xlo.long(), ylo.long()
+    return _Triangles(
+        face=idx - image * n_faces,
+        base=(image * h + ylo_i) * w + xlo_i,
+        width=width,
+        height=height,
+        scan=scan,
+        decode=decode,
+        counts=counts,
+    )
+
+
+def _split(tris: _Triangles, a: int, b: int, w: int):
+    """Cut the boxes of triangles a..b into pieces of at most SCAN_SIZES[-1] centres (whole
+    rows; strips of at most that many columns when wider): (tri, base, width, last_row, coef)."""
+    k_max = SCAN_SIZES[-1]
+    width, height = tris.width[a:b], tris.height[a:b]
+    rows = k_max // width.clamp(max=k_max)
+    nx = (width + k_max - 1) // k_max
+    count = nx * ((height + rows - 1) // rows)
+    tri = torch.repeat_interleave(torch.arange(a, b, device=width.device), count)
+    local = tri - a
+    first = torch.cumsum(count, 0) - count
+    j = torch.arange(tri.numel(), device=tri.device) - first[local]
+    nx, rows = nx[local], rows[local]
+    jy = torch.div(j, nx, rounding_mode="floor")
+    ox, oy = (j - jy * nx) * k_max, jy * rows
+    coef = tris.scan.index_select(1, tri)
+    coef[6:9] += coef[0:3] * ox.to(coef) + coef[3:6] * oy.to(coef)
+    piece_w = (width[local] - ox).clamp_(max=k_max)
+    last = (height[local] - oy).clamp_(max=rows) - 1
+    return tri, tris.base[tri] + oy * w + ox, piece_w.to(coef), last.to(coef), coef
+
+
+def _scan(tris: _Triangles, buf: torch.Tensor, w: int, limit: int) -> None:
+    """Depth test the pixel centres of every triangle's box into ``buf`` (flat (I*H*W,))."""
+    start = 0
+    for cls, (k, n) in enumerate(zip(SCAN_SIZES, tris.counts)):
+        if n == 0:
+            continue
+        a, b = start, start + n
+        start = b
+        if cls == len(SCAN_SIZES) - 1:
+            fields = _split(tris, a, b, w)
+        else:
+            tri = torch.arange(a, b, device=buf.device)
+            width, height = tris.width[a:b], tris.height[a:b]
+            fields = (tri, tris.base[a:b], width.to(tris.scan), (height - 1).to(tris.scan),
+                      tris.scan[:, a:b])
+        step = max(1, limit // k)
+        for c in range(0, fields[0].numel(), step):
+            part = [t[..., c : c + step] for t in fields]
+            _scan_pieces(*part, k, buf, w)
+
+
+def _scan_pieces(tri, base, width, last_row, coef, k: int, buf: torch.Tensor, w: int) -> None:
+    """One broadcast scan of n pieces of k candidate centres each: the first k centres of a
+    piece, row by row, of a box ``width`` wide (rows past ``last_row`` repeat the last row).
+
+    tri, base, width, last_row are (n,); coef is (9, n)."""
+    kf = torch.arange(k, device=buf.device, dtype=coef.dtype)
+    wf = width[:, None]
+    dy = torch.div(kf, wf).floor_()
+    dx = (dy * wf).neg_().add_(kf)
+    dy = torch.minimum(dy, last_row[:, None])
+    planes = []
+    for i in range(3):
+        p = dx * coef[i, :, None]
+        p.addcmul_(dy, coef[3 + i, :, None]).add_(coef[6 + i, :, None])
+        planes.append(p)
+    p0, p1, p2 = planes
+    # A centre is inside when no plane is negative: no sign bit in the OR of the bit patterns.
+    outside = (p0.view(torch.int32) | p1.view(torch.int32) | p2.view(torch.int32)) < 0
+    inv_depth = p0.add_(p1).add_(p2).masked_fill_(outside, 0.0)
+    key = inv_depth.double().view(torch.int64) | tri[:, None]  # outside: key = tri < 2**29
+    pix = dy.mul_(w).add_(dx).long().add_(base[:, None])
+    buf.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
+
+
+def _decode(tris: _Triangles, keys: torch.Tensor):
+    """Fragments data from the winning keys (I, H, W), computed on covered pixels only."""
+    n_img, h, w = keys.shape
+    flat = keys.view(-1)
+    covered = (flat > _TRI_MASK).nonzero().squeeze(1)  # smaller keys: centres outside all
+    won = flat[covered]
+    tri = won & _TRI_MASK
+    co = tris.decode[tri]  # (P, 12)
+    pix = covered.remainder(h * w)
+    row = torch.div(pix, w, rounding_mode="floor")
+    col = (pix - row * w).to(co.dtype).sub_(co[:, 9])
+    row = row.to(co.dtype).sub_(co[:, 10])
+    p = [(co[:, i] * col).add_(co[:, i + 1] * row).add_(co[:, i + 2]) for i in (0, 3, 6)]
+    depth = (p[0] + p[1]).add_(p[2]).reciprocal_()
+    bary_c = torch.stack(p, dim=1).mul_(depth[:, None])
+    total = n_img * h * w
+    bary = torch.zeros((total, 3), dtype=co.dtype, device=keys.device).index_copy_(0, covered, bary_c)
+    depth = torch.zeros(total, dtype=co.dtype, device=keys.device).index_copy_(0, covered, depth)
+    face_idx = torch.full((total,), -1, dtype=torch.long, device=keys.device)
+    face_idx.index_copy_(0, covered, tris.face[tri])
+    return face_idx.view(n_img, h, w), bary.view(n_img, h, w, 3), depth.view(n_img, h, w)
+
+
+def _empty(n_img: int, h: int, w: int, device, dtype) -> Fragments:
+    return Fragments(
+        face_idx=torch.full((n_img, h, w), -1, dtype=torch.long, device=device),
+        bary=torch.zeros((n_img, h, w, 3), dtype=dtype, device=device),
+        depth=torch.zeros((n_img, h, w), dtype=dtype, device=device),
+    )
+
+
+def rasterize_torch(
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    image_size: int | tuple[int, int],
+    *,
+    cull_backfaces: bool = False,
+    near: float = 1e-4,
+    max_candidates: int = 1 << 21,
+) -> Fragments:
+    """Rasterize screen-space triangles with the built-in PyTorch rasterizer.
+
+    Args:
+        verts: (..., N, 3) pixel x, pixel y, camera depth (e.g. ``project`` output; any leading
+            dims such as (B, V) or (B*V,)).
+        faces: (F, 3) long vertex indices, counter-clockwise seen from outside.
+        image_size: H (square) or (H, W).
+        cull_backfaces: skip faces turned away from the camera (halves the work for closed
+            meshes; needs consistent counter-clockwise winding).
+        near: triangles with a vertex at a depth <= near are dropped.
+        max_candidates: bound on pixel centres tested at once (memory).
+    Returns:
+        Fragments with shapes (..., H, W); float32 barycentrics and depth.
+    """
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    lead = verts.shape[:-2]
+    flat = verts.reshape(-1, *verts.shape[-2:]).float()
+    flat = torch.nan_to_num(flat, nan=-1.0, posinf=-1.0, neginf=-1.0)  # non-finite: dropped
+    n_img = flat.shape[0]
+    faces = faces.to(device=flat.device, dtype=torch.long)
+    tris = _setup(flat, faces, h, w, cull_backfaces, near) if n_img and faces.numel() else None
+    if tris is None or tris.face.numel() == 0:
+        out = _empty(n_img, h, w, flat.device, flat.dtype)
+    else:
+        if tris.face.numel() > _TRI_MASK:
+            raise ValueError(f"too many visible triangles in one call (> {_TRI_MASK})")
+        buf = torch.zeros((n_img, h, w), dtype=torch.int64, device=flat.device)
+        _scan(tris, buf.view(-1), w, max_candidates)
+        out = Fragments(*_decode(tris, buf))
+    return Fragments(
+        face_idx=out.face_idx.reshape(*lead, h, w),
+        bary=out.bary.reshape(*lead, h, w, 3),
+        depth=out.depth.reshape(*lead, h, w),
+    )
