@@ -35,10 +35,10 @@ def test_missing_pytorch3d_is_a_clear_error(monkeypatch):
 
     real_import = builtins.__import__
 
-    def no_pytorch3d(name, *args, **kwargs):
-        if name.startswith("pytorch3d"):
+    def no_pytorch3d(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name.split(".")[0] == "pytorch3d":
             raise ImportError(name)
-        return real_import(name, *args, **kwargs)
+        return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", no_pytorch3d)
     with pytest.raises(RuntimeError, match="backend='torch'"):
