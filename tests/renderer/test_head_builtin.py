@@ -50,6 +50,12 @@ def test_layout(head):
     assert ASSET.stat().st_size < 2_000_000
 
 
+def test_asset_is_package_data():
+    from importlib.resources import files
+
+    assert files("flamecast.renderer.head.assets").joinpath("builtin_head.npz").is_file()
+
+
 def test_landmarks_are_the_facemesh_vertices(head):
     out = _run(head)
     assert torch.allclose(out.landmarks[0], out.vertices[0, :468], atol=1e-6)

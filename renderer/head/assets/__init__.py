@@ -1,0 +1,1 @@
+"""Baked data of the built-in head (builtin_head.npz), shipped as package data."""
