@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from flamecast.plugins import POSE_SIZE, HeadSpace
@@ -86,11 +87,18 @@ class HeadModel(torch.nn.Module, abc.ABC):
         return {}
 
 
+def _tensor(value, like: torch.Tensor) -> torch.Tensor:
+    """A tensor on like's device and dtype; numpy inputs (read-only ones too) are copied."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.array(value))
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _coefficients(value, batch: int, size: int, name: str, like: torch.Tensor) -> torch.Tensor:
     """(batch, size) tensor; None -> zeros, fewer columns -> zero-padded, more -> error."""
     if value is None:
         return like.new_zeros(batch, size)
-    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    value = _tensor(value, like)
     if value.dim() == 1:
         value = value.unsqueeze(0).expand(batch, -1)
     if value.shape[0] != batch:
@@ -154,7 +162,7 @@ class SkinnedHead(HeadModel):
 
     def forward(self, *, pose, expression=None, shape=None, eyelids=None, translation=None) -> HeadOutput:
         like = self.v_template
-        pose = torch.as_tensor(pose, dtype=like.dtype, device=like.device)
+        pose = _tensor(pose, like)
         if pose.dim() == 1:
             pose = pose.unsqueeze(0)
         if pose.shape[-1] != POSE_SIZE:

@@ -232,8 +232,8 @@ def test_gradients_flow_to_every_input(head):
 
 def test_frames_drive_the_head(head):
     frame = FlameFrame(pose=np.zeros(15), expression=np.zeros(3))  # fewer channels: zero-padded
-    out = head(pose=torch.as_tensor(frame.pose)[None], expression=torch.as_tensor(frame.expression)[None])
-    assert out.vertices.shape[0] == 1
+    out = head(pose=frame.pose[None], expression=frame.expression[None])  # read-only numpy arrays
+    assert out.vertices.shape[0] == 1 and out.vertices.dtype == torch.float32
     with pytest.raises(ValueError, match="at most"):
         head(pose=torch.zeros(1, 15), expression=torch.zeros(1, head.n_expression + 1))
 
