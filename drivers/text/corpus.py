@@ -8,6 +8,8 @@ a positive pitch.
 
 Every clip is drawn from a seeded generator with natural variation: amplitude, tempo, onset,
 cross-axis leakage, slow drift and per-frame tracker noise like that of a face tracker.
+Oscillations start the same way (a nod goes down first, a shake to the avatar's left, a wag
+raises the left ear), so a caption's clips share a phase that the models can learn.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ AXIS = {"pitch": 0, "yaw": 1, "roll": 2}
 
 # name: (axis, amplitude rad, frequency Hz, centre offset as a fraction of the amplitude)
 OSCILLATION = {"nod": ("pitch", 0.16, 1.3, 0.3), "shake": ("yaw", 0.26, 1.6, 0.0),
-               "wag": ("roll", 0.16, 0.9, 0.0), "bob": ("pitch", 0.07, 2.1, 0.3)}
+               "wag": ("roll", 0.16, 0.9, 0.0), "bob": ("pitch", 0.09, 2.1, 0.3)}
 # name: (axis, signed target angle rad)
 DIRECTION = {"tilt_left": ("roll", -0.26), "tilt_right": ("roll", 0.26), "turn_left": ("yaw", 0.45),
              "turn_right": ("yaw", -0.45), "look_up": ("pitch", -0.3), "look_down": ("pitch", 0.3)}
@@ -95,14 +97,13 @@ def _envelope(t: np.ndarray, start: float, end: float, ramp: float) -> np.ndarra
 def oscillation(name: str, t: np.ndarray, spec: Spec, rng: np.random.Generator) -> np.ndarray:
     axis, amp, freq, offset = OSCILLATION[name]
     amp *= spec.amplitude * rng.uniform(0.8, 1.2)
-    freq *= spec.tempo * rng.uniform(0.85, 1.15)
-    start = rng.uniform(0.0, 0.3)
+    freq *= spec.tempo * rng.uniform(0.93, 1.07)  # tempo varies little: a clip keeps its phase
+    start = rng.uniform(0.0, 0.1)
     end = t[-1] - rng.uniform(0.1, 0.3)
     if spec.count is not None:
         end = min(end, start + spec.count / freq + 0.15)
     env = _envelope(t, start, end, 0.15)
-    sign = 1.0 if name in ("nod", "bob") else rng.choice([-1.0, 1.0])
-    wave = sign * np.sin(2 * np.pi * freq * (t - start)) + offset
+    wave = np.sin(2 * np.pi * freq * (t - start)) + offset
     head = np.zeros((t.size, 3))
     head[:, AXIS[axis]] = amp * wave * env
     for other in set(range(3)) - {AXIS[axis]}:  # a little leakage into the other axes
@@ -157,8 +158,8 @@ def motion_clip(spec: Spec, t: np.ndarray, rng: np.random.Generator) -> tuple[np
         head = direction(m, t, spec, rng)
     elif m == "talk":
         jaw[:, 0] = talking_jaw(t, spec, rng)
-        head[:, 0] = 0.03 * np.sin(2 * np.pi * rng.uniform(0.5, 1.2) * t + rng.uniform(0, 6))
-        head[:, 1] = 0.03 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t + rng.uniform(0, 6))
+        head[:, 0] = 0.02 * np.sin(2 * np.pi * rng.uniform(0.5, 1.2) * t + rng.uniform(0, 6))
+        head[:, 1] = 0.02 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t + rng.uniform(0, 6))
     if m is None and spec.emotion == "laughing":
         jaw[:, 0] = talking_jaw(t, Spec(tempo=1.3, amplitude=1.2), rng, rate=5.0)
         head[:, 0] = 0.04 * np.abs(np.sin(2 * np.pi * 2.5 * t))

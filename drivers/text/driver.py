@@ -107,6 +107,14 @@ class Layer:
         return not self.loop and t - self.start >= self.seconds + self.ease
 
 
+def check_head(pipeline, head) -> None:
+    """ValueError when the weights' expression space is not the session head's."""
+    names, n = pipeline.expression_names, pipeline.emotion.cfg.features
+    if n != head.n_expression or (names is not None and tuple(names) != tuple(head.expression_names or ())):
+        raise ValueError(f"the text weights make {n} expression values ({'named' if names else 'FLAME'} channels); "
+                         f"head {head.name!r} has {head.n_expression}: use weights trained for this head")
+
+
 def _ramp(x: float) -> float:
     x = min(max(x, 0.0), 1.0)
     return x * x * (3 - 2 * x)
@@ -155,7 +163,7 @@ class TextDriver(Driver):
         self.rate = options.fps
         self.idle = IdleDriver(IdleDriver.parse_options({"fps": options.fps, "seed": options.seed}), context)
         self.motion, self.emotion = Track(), Track()
-        self._t = 0.0
+        self._t = 0.0  # time of the next frame
         self._seed = options.seed
         self._pipeline = None
         self._lock = asyncio.Lock()
@@ -168,11 +176,7 @@ class TextDriver(Driver):
 
             o = self.options
             self._pipeline = await asyncio.to_thread(shared_pipeline, o.weights, o.encoder, o.clip_path)
-            names = self._pipeline.expression_names
-            head = self.context.head
-            if names is not None and tuple(names) != tuple(head.expression_names or ()):
-                raise ValueError(f"the text weights speak the expression channels {names[:3]}...; "
-                                 f"head {head.name!r} has {head.n_expression} other channels")
+            check_head(self._pipeline, self.context.head)
         return self._pipeline
 
     async def _generate(self, text: str, *, motion: bool, emotion: bool, seconds: float | None) -> "Generated":
@@ -238,7 +242,8 @@ class TextDriver(Driver):
 
     def compose(self, i: int) -> FlameFrame:
         """Frame ``i``: idle plus the playing motion and emotion layers at t = i / rate."""
-        t = self._t = i / self.rate
+        t = i / self.rate
+        self._t = (i + 1) / self.rate  # clips started from now on begin with the next frame
         base = self.idle.frame_at(i)
         pose = base.pose.copy()
         expr = base.expression.copy()

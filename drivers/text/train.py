@@ -44,6 +44,7 @@ class TrainSettings:
     checkpoint_every: int = 500
     bank_size: int = 1500
     progress: bool = True
+    stop_at: int | None = None  # end this run early at this step (the schedule still spans ``steps``)
     model: dict = field(default_factory=dict)  # DMConfig overrides (tests use tiny ones)
 
 
@@ -136,14 +137,15 @@ class Trainer:
 
         bar = tqdm(total=self.s.steps, initial=self.step, desc="train text", disable=not self.s.progress)
         start = time.monotonic() - self.elapsed
-        while self.step < self.s.steps:
+        end = min(self.s.steps, self.s.stop_at or self.s.steps)
+        while self.step < end:
             row = self.train_step()
             self.history.append(row)
             bar.update(1)
             if self.step % 20 == 0:
                 bar.set_postfix(motion=f"{row['motion']:.4f}", emotion=f"{row['emotion']:.4f}")
             self.elapsed = time.monotonic() - start
-            if self.step % self.s.checkpoint_every == 0 or self.step == self.s.steps:
+            if self.step % self.s.checkpoint_every == 0 or self.step == end:
                 self.save_checkpoint()
         bar.close()
         return self.history
@@ -155,7 +157,7 @@ class Trainer:
             "step": self.step, "elapsed": self.elapsed, "history": self.history,
             "models": {k: m.state_dict() for k, m in self.models.items()},
             "opts": {k: o.state_dict() for k, o in self.opts.items()},
-            "rng": self.rng.bit_generator.state, "gen": self.gen.get_state(),
+            "rng": self.rng.bit_generator.state, "gen": self.gen.get_state(), "torch": torch.get_rng_state(),
         }
         path = self.s.out / CHECKPOINT
         torch.save(state, path.with_suffix(".tmp"))
@@ -169,6 +171,7 @@ class Trainer:
             self.opts[k].load_state_dict(state["opts"][k])
         self.rng.bit_generator.state = state["rng"]
         self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch"])
 
 
 def train(s: TrainSettings, encoder=None) -> dict:
@@ -188,12 +191,13 @@ def train(s: TrainSettings, encoder=None) -> dict:
 
 def finish(s: TrainSettings, trainer: Trainer, data: Data, encoder) -> dict:
     history = trainer.history
+    w = max(1, min(50, len(history) // 4))
     summary = {
         "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "clips": len(data.clips),
         "captions": len(data.captions), "seed": s.seed, "batch": s.batch, "lr": s.lr,
         "data": "celebv" if s.celebv else "procedural",
-        "first_loss": {k: float(np.mean([h[k] for h in history[:50]])) for k in ("motion", "emotion")} if history else {},
-        "last_loss": {k: float(np.mean([h[k] for h in history[-50:]])) for k in ("motion", "emotion")} if history else {},
+        "first_loss": {k: float(np.mean([h[k] for h in history[:w]])) for k in ("motion", "emotion")} if history else {},
+        "last_loss": {k: float(np.mean([h[k] for h in history[-w:]])) for k in ("motion", "emotion")} if history else {},
     }
     meta = {"encoder": encoder.name, "text_dim": encoder.dim, "training": summary,
             "expression_names": list(corpus.BUILTIN_EXPRESSION_NAMES) if data.emotion.features[0].shape[1] == 16 else None}

@@ -1,0 +1,63 @@
+"""``flamecast train text``: train the text driver's MotionDM and EmotionDM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .cli import UsageError
+
+DEFAULT_OUT = "text-weights"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train a driver's models (text: MotionDM + EmotionDM)",
+        description="Train the text driver's diffusion models on the procedural corpus (default) or on "
+        "CelebV-Text-style data (--celebv DIR). Seeded, with checkpoints; --resume continues a run. "
+        "Writes config.json, motion/emotion .safetensors, bank.safetensors, loss.json and loss.png to --out.",
+    )
+    p.add_argument("what", choices=["text"], help="what to train")
+    p.add_argument("--steps", type=int, default=6000, help="optimiser steps (default 6000)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default ./{DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initial weights and the batches")
+    p.add_argument("--clips", type=int, default=6000, help="procedural clips to generate (default 6000)")
+    p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--smoothing", type=int, default=3, help="smoothing window on the data in frames (1 = none)")
+    p.add_argument("--celebv", metavar="DIR", help="train on CelebV-Text-style data (docs/text-driver.md)")
+    p.add_argument("--encoder", choices=["minilm", "clip"], default="minilm", help="text encoder (default minilm)")
+    p.add_argument("--clip-path", metavar="DIR", help="local CLIP ViT-B/32 folder (with --encoder clip)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: fastest on a shared CPU)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps <= 0 or args.clips <= 0 or args.batch <= 0:
+        raise UsageError("--steps, --clips and --batch must be positive")
+    if args.smoothing < 1:
+        raise UsageError("--smoothing must be at least 1 (1 = no smoothing)")
+    import torch
+
+    from flamecast.drivers.text.encoder import EncoderError
+    from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, train
+
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out)
+    if args.resume and not (out / CHECKPOINT).is_file():
+        raise UsageError(f"--resume: no checkpoint at {out / CHECKPOINT}; start without --resume")
+    if args.celebv and not Path(args.celebv).is_dir():
+        raise UsageError(f"--celebv {args.celebv}: no such folder")
+    settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
+                             batch=args.batch, lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
+                             smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
+    try:
+        summary = train(settings)
+    except (EncoderError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(summary, indent=1))
+    print(f"weights in {out}/ (use them with --option weights={out})")
+    return 0

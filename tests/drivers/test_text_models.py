@@ -1,0 +1,86 @@
+"""MotionDM/EmotionDM: rotations, the diffusion model, training (the loss falls), checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flamecast.drivers.text import rotation
+from flamecast.drivers.text.features import motion_features, motion_from_features, smooth
+from flamecast.drivers.text.model import DMConfig, TextDM, ddim_timesteps, load_models
+from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, train
+
+from .text_fakes import HashEncoder
+
+TINY = {"latent": 32, "ff": 64, "heads": 2}
+
+
+def test_6d_round_trip():
+    rng = np.random.default_rng(0)
+    aa = rng.uniform(-1.2, 1.2, (50, 3))
+    back = rotation.sixd_to_axis_angle(rotation.axis_angle_to_6d(aa))
+    assert np.allclose(back, aa, atol=1e-5)
+    assert np.allclose(rotation.axis_angle_to_6d(np.zeros(3)), rotation.IDENTITY_6D)
+
+
+def test_motion_features_round_trip():
+    rng = np.random.default_rng(1)
+    head, jaw = rng.uniform(-0.5, 0.5, (20, 3)), rng.uniform(0, 0.3, (20, 3))
+    f = motion_features(head, jaw)
+    assert f.shape == (20, 12)
+    h2, j2 = motion_from_features(f)
+    assert np.allclose(h2, head, atol=1e-5) and np.allclose(j2, jaw, atol=1e-5)
+
+
+def test_smoothing_window_3_averages_neighbours():
+    x = np.array([[0.0], [3.0], [0.0], [0.0]])
+    assert np.allclose(smooth(x, 3)[:, 0], [1.0, 1.0, 1.0, 0.0])
+    assert smooth(x, 1) is x
+
+
+def test_ddim_timesteps_descend_to_zero():
+    ts = ddim_timesteps(1000, 20)
+    assert len(ts) == 20 and ts[0] == 999 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
+
+
+def test_sample_shape_and_guidance_batch():
+    torch.manual_seed(0)
+    model = TextDM(DMConfig(kind="motion", features=12, text_dim=8, mean=[0] * 12, std=[1] * 12, **TINY)).eval()
+    out = model.sample(torch.randn(3, 8), 17, steps=5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 17, 12) and torch.isfinite(out).all()
+
+
+def _settings(tmp_path, steps, **kw):
+    return TrainSettings(out=tmp_path, steps=steps, clips=96, batch=16, lr=3e-3, progress=False, checkpoint_every=10,
+                         bank_size=50, model=TINY, seed=0, **kw)
+
+
+def test_training_loss_falls_and_artefacts_load(tmp_path):
+    torch.set_num_threads(1)
+    summary = train(_settings(tmp_path, 100), encoder=HashEncoder())
+    assert summary["steps"] == 100
+    for kind in ("motion", "emotion"):
+        assert summary["last_loss"][kind] < 0.7 * summary["first_loss"][kind], summary
+    for name in ("config.json", "motion.safetensors", "emotion.safetensors", "bank.safetensors", "loss.png"):
+        assert (tmp_path / name).is_file(), name
+    models, config = load_models(tmp_path)
+    assert models["motion"].cfg.features == 12 and models["emotion"].cfg.features == 16
+    assert models["motion"].cfg.latent == 32 and config["encoder"] == "hash"
+    assert config["models"]["motion"]["smoothing"] == 3 and config["models"]["motion"]["diffusion_steps"] == 1000
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    enc = HashEncoder()
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    train(_settings(straight, 20), encoder=enc)
+    train(_settings(resumed, 20, stop_at=10), encoder=enc)
+    assert (resumed / CHECKPOINT).is_file()
+    summary = train(_settings(resumed, 20, resume=True), encoder=enc)
+    assert summary["steps"] == 20
+    a, _ = load_models(straight)
+    b, _ = load_models(resumed)
+    for kind in ("motion", "emotion"):
+        for (name, p), q in zip(a[kind].state_dict().items(), b[kind].state_dict().values()):
+            assert torch.allclose(p, q, atol=1e-6), (kind, name)
