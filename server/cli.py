@@ -21,6 +21,8 @@ COMMANDS = (
     "record_cmd",
     "weights_cmd",
     "bench_cmd",
+    "train_cmd",
+    "eval_cmd",
 )
 
 
