@@ -225,11 +225,11 @@ class GeneratorWorker:
             self.stop()
             for t in self._threads:
                 t.join(10.0)
+            log.info("generator worker stopping; %s", self._stats_line())
             self._close_all()
             for s in (sub, pub, pull):
                 s.close(linger=0)
             self._ctx.term()
-            log.info("generator worker stopped; %s", self._stats_line())
 
     # --- sockets ----------------------------------------------------------------------
 

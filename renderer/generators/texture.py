@@ -67,19 +67,22 @@ def uv_atlas(uvs: torch.Tensor, faces: torch.Tensor, size: int, vertices: torch.
     return UVAtlas(kept[frags.face_idx[0].clamp(min=0)].where(frags.face_idx[0] >= 0, -1), frags.bary[0])
 
 
-SEAM_STRETCH = 10.0
+SEAM_STRETCH = 5.0
 
 
 def seam_faces(uvs: torch.Tensor, faces: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """(F,) bool: faces stretched across the UV layout (more than SEAM_STRETCH times the
-    median UV area per surface area). With per-vertex UVs, the faces around a layout's seam or
-    pole span the whole atlas; they get no texels and a flat colour when rendered."""
+    """(F,) bool: faces across the UV layout's seam or pole. With per-vertex UVs they span
+    (part of) the atlas, folded or stretched: more than SEAM_STRETCH times the median UV area
+    per surface area, or folded over (UV winding against the majority) behind the head's
+    centre. They get no texels and a flat colour when rendered."""
     t_uv, t_3d = uvs[faces], vertices[faces]
     e1, e2 = t_uv[:, 1] - t_uv[:, 0], t_uv[:, 2] - t_uv[:, 0]
-    area_uv = 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()
+    signed = 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
     area_3d = 0.5 * torch.linalg.cross(t_3d[:, 1] - t_3d[:, 0], t_3d[:, 2] - t_3d[:, 0]).norm(dim=-1)
-    ratio = area_uv / area_3d.clamp_min(1e-12)
-    return ratio > SEAM_STRETCH * ratio.median()
+    ratio = signed.abs() / area_3d.clamp_min(1e-12)
+    folded = torch.sign(signed) != torch.sign(torch.sign(signed).sum())  # against most faces
+    behind = t_3d.mean(1)[:, 2] < vertices[:, 2].mean()
+    return (ratio > SEAM_STRETCH * ratio.median()) | (folded & behind)
 
 
 def mirror_vertices(template: torch.Tensor) -> torch.Tensor:
@@ -136,28 +139,39 @@ def bake_texture(head, fit: PortraitFit, portrait, size: int = 512, mirror: bool
                             / total.clamp_min(1e-6)[..., None], color)
         weight = total
     fill, skin, hair = _tone_fill(head, atlas, faces, color, weight, img, portrait.landmarks)
-    image = _blend(color, weight, fill, atlas.mask).clamp(0.0, 1.0)
-    flat, flat_color = _flat_faces(head, skin, hair)
+    image = _pad_outside(_blend(color, weight, fill, atlas.mask), atlas.mask, hair).clamp(0.0, 1.0)
+    flat, flat_color = _flat_faces(head, image)
     return BakedTexture(image, skin, hair, flat, flat_color)
 
 
-def _flat_faces(head, skin: torch.Tensor, hair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad_outside(image: torch.Tensor, mask: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+    """Texels outside every face take the colour of the nearest covered ones (bilinear lookups
+    near a chart's edge read them); far from any, ``default``."""
+    m = mask.float()[..., None]
+    sigma = 0.02 * image.shape[0]
+    den = _soften(m, sigma)
+    spread = _soften(image * m, sigma) / den.clamp_min(1e-4)
+    near = (den / 0.05).clamp(0.0, 1.0)
+    outside = near * spread + (1.0 - near) * default
+    return torch.where(mask[..., None], image, outside)
+
+
+def _flat_faces(head, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seam faces take the mean texture colour at their corners' UVs; the mouth cavity is dark."""
     faces = head.faces
+    t = image.shape[0]
+    uv = head.uvs
+    cols = (uv[:, 0] * t - 0.5).round().long().clamp(0, t - 1)
+    rows = ((1.0 - uv[:, 1]) * t - 0.5).round().long().clamp(0, t - 1)
+    color = image[rows, cols][faces].mean(1)  # (F, 3)
     regions = head.vertex_regions() if hasattr(head, "vertex_regions") else {}
-    n = head.uvs.shape[0]
-
-    def member(name: str) -> torch.Tensor:
-        m = torch.zeros(n, dtype=torch.bool, device=faces.device)
-        if name in regions:
-            m[regions[name].to(faces.device)] = True
-        return m[faces].float().mean(-1) > 0.5
-
-    color = skin.expand(faces.shape[0], 3).clone()
-    color[member("scalp")] = hair
-    mouth = member("mouth_inside")
-    color[mouth] = skin.new_tensor(MOUTH_INSIDE)
-    flat = seam_faces(head.uvs, faces, head.v_template) | mouth
-    return flat, color
+    mouth = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
+    if "mouth_inside" in regions:
+        member = torch.zeros(uv.shape[0], dtype=torch.bool, device=faces.device)
+        member[regions["mouth_inside"].to(faces.device)] = True
+        mouth = member[faces].float().mean(-1) > 0.5
+    color[mouth] = image.new_tensor(MOUTH_INSIDE)
+    return seam_faces(uv, faces, head.v_template) | mouth, color
 
 
 def _depth_map(proj: torch.Tensor, faces: torch.Tensor, h: int, w: int, scale: float) -> torch.Tensor:
@@ -219,7 +233,8 @@ def _smoothstep(lo: float, hi: float, x: torch.Tensor) -> torch.Tensor:
 
 
 def _tone_fill(head, atlas, faces, color, weight, img, landmarks) -> torch.Tensor:
-    """Per-texel fill colour: hair tone on the scalp, dark in the mouth, skin elsewhere."""
+    """Per-texel fill colour: skin on the face, neck and ears, dark in the mouth, white eyes,
+    hair everywhere else (the scalp, and any part of the head no region names)."""
     regions = head.vertex_regions() if hasattr(head, "vertex_regions") else {}
     n_verts = head.uvs.shape[0]
     region_of = _texel_regions(atlas, faces, regions, n_verts)
@@ -229,9 +244,9 @@ def _tone_fill(head, atlas, faces, color, weight, img, landmarks) -> torch.Tenso
     if skin is None:
         skin = torch.tensor([0.75, 0.6, 0.5], device=color.device)
     hair = _patch_above_forehead(img, landmarks)
-    fill = skin.expand(*atlas.mask.shape, 3).clone()
-    for name, tone in (("scalp", hair), ("mouth_inside", color.new_tensor(MOUTH_INSIDE)),
-                       ("eyes", color.new_tensor(EYE_WHITE))):
+    fill = (hair if "scalp" in region_of else skin).expand(*atlas.mask.shape, 3).clone()
+    for name, tone in (("face", skin), ("neck", skin), ("ears", skin), ("eye_sockets", skin),
+                       ("mouth_inside", color.new_tensor(MOUTH_INSIDE)), ("eyes", color.new_tensor(EYE_WHITE))):
         sel = region_of.get(name)
         if sel is not None:
             fill[sel] = tone
