@@ -111,7 +111,8 @@ def test_fit_to_the_default_portrait_is_tight(head):
 def test_uv_atlas_has_no_seam_faces_and_the_face_owns_the_middle(head):
     atlas = uv_atlas(head.uvs, head.faces, 128, head.v_template, head.center)
     seams = seam_faces(head.uvs, head.faces, head.v_template)
-    assert 0 < int(seams.sum()) < 0.02 * head.faces.shape[0]
+    assert 0 < int(seams.sum()) < 0.1 * head.faces.shape[0]
+    assert (head.v_template[head.faces[seams]].mean(1)[:, 2] < head.center[2] + 0.01).all()  # all behind
     owners = atlas.face_idx[atlas.mask]
     assert not seams[owners].any()
     face = torch.zeros(head.uvs.shape[0], dtype=torch.bool)
