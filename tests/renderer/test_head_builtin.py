@@ -56,6 +56,13 @@ def test_asset_is_package_data():
     assert files("flamecast.renderer.head.assets").joinpath("builtin_head.npz").is_file()
 
 
+def test_uvs_put_the_face_in_the_middle_upright(head):
+    uv = head.uvs
+    assert (uv[10] - 0.5).abs().max() < 0.2 and (uv[152] - 0.5).abs().max() < 0.25
+    assert uv[10, 1] > uv[152, 1]  # v grows upward: forehead above chin
+    assert uv[454, 0] > uv[234, 0]  # u grows toward the avatar's left (+x)
+
+
 def test_landmarks_are_the_facemesh_vertices(head):
     out = _run(head)
     assert torch.allclose(out.landmarks[0], out.vertices[0, :468], atol=1e-6)

@@ -102,10 +102,11 @@ def landmark_embedding(tris: np.ndarray, n_landmarks: int = 468) -> tuple[np.nda
 
 def azimuthal_uvs(verts: np.ndarray, center: np.ndarray) -> np.ndarray:
     """Azimuthal equidistant projection about +z from the head centre: the face sits in the
-    middle of the texture, the back of the head at the rim (a single point at -z is singular)."""
+    middle of the texture, the back of the head at the rim (a single point at -z is singular).
+    u grows toward +x, v grows upward (v = 0 is the bottom row of the texture, as in OBJ/FLAME)."""
     d = verts - center
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     theta = np.arccos(np.clip(d[:, 2], -1, 1))
     rho = np.linalg.norm(d[:, :2], axis=1) + 1e-12
     r = theta / np.pi * 0.5
-    return np.stack([0.5 + r * d[:, 0] / rho, 0.5 - r * d[:, 1] / rho], 1)
+    return np.stack([0.5 + r * d[:, 0] / rho, 0.5 + r * d[:, 1] / rho], 1)

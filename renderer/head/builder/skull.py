@@ -103,6 +103,7 @@ def grid(s: SkullParams, n_az: int = 64, n_rings: int = 44) -> tuple[np.ndarray,
     dirs = direction(np.broadcast_to(az, els.shape), els).reshape(-1, 3)
     t = cast(c, dirs, s)
     pts = c + dirs * t[:, None]
+    pts[-n_az:, 1] = s.y_bottom  # a flat cut at the end of the neck
     top = c + np.array([0, 1.0, 0]) * cast(c, np.array([[0, 1.0, 0]]), s)[:, None]
     verts = np.concatenate([top, pts])
     angles = np.concatenate([[[0.0, np.pi / 2]], np.stack([np.broadcast_to(az, els.shape).ravel(), els.ravel()], 1)])
