@@ -95,11 +95,13 @@ class FlamecastClient:
     async def send_input(self, session_id: str, **message: Any) -> dict[str, Any]:
         return await self._request("POST", f"/api/sessions/{session_id}/input", json=message)
 
-    async def connect(self, session_id: str, *, tracks: list[str] | None = None, codec: str | None = None) -> Connection:
-        """Open a WebRTC connection receiving ``tracks`` (default: every view)."""
+    async def connect(self, session_id: str, *, tracks: list[str] | None = None, codec: str | None = None,
+                      send: list | None = None) -> Connection:
+        """Open a WebRTC connection receiving ``tracks`` (default: every view) and sending the
+        aiortc tracks in ``send`` (microphone / camera input for drivers that need them)."""
         if tracks is None:
             tracks = (await self.session(session_id))["views"]
-        conn = Connection(tracks)
+        conn = Connection(tracks, send=send)
         try:
             offer = await conn.make_offer()
             body = {"sdp": offer.sdp, "type": offer.type, "tracks": tracks}
@@ -151,7 +153,7 @@ class LatencyMatcher:
 class Connection:
     """One peer connection receiving some of a session's tracks (and its data channel)."""
 
-    def __init__(self, tracks: list[str]) -> None:
+    def __init__(self, tracks: list[str], send: list | None = None) -> None:
         self.names = list(tracks)
         self.pc = RTCPeerConnection()
         self.tracks: dict[str, Any] = {}
@@ -161,6 +163,8 @@ class Connection:
         self.channel = self.pc.createDataChannel("flamecast")
         self.channel.on("message", self._on_message)
         self._transceivers = [self.pc.addTransceiver("video", direction="recvonly") for _ in self.names]
+        for track in send or ():
+            self.pc.addTransceiver(track, direction="sendonly")
         self.answer: dict[str, Any] = {}
 
     async def __aenter__(self) -> Connection:

@@ -84,7 +84,9 @@ class FrameSource(MediaStreamTrack):
 
     def _to_av(self, frame: VideoFrame) -> av.VideoFrame:
         rgb = mosaic(frame.views) if self.index is None else frame.views[self.index]
-        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        # Converted once here, in the encoders' format: viewers share this frame (MediaRelay),
+        # and an encoder that had to convert it would do so from several threads at once.
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
         pts = max(pts_for(frame.capture_ns, self._epoch_ns), self._last_pts + 1)
         self._last_pts = out.pts = pts
         out.time_base = TIME_BASE

@@ -33,6 +33,7 @@ CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
 LIVENESS_INTERVAL = 1.0
 MAX_CHANNEL_BUFFER = 256 * 1024
 MAX_SDP_BYTES = 64 * 1024
+CLOSE_TIMEOUT = 5.0
 
 
 class OfferError(ValueError):
@@ -211,7 +212,10 @@ class Viewer:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await self.pc.close()
+        try:
+            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+        except TimeoutError:  # aiortc waits for RTP that never started on a half-made connection
+            log.warning("peer connection of session %s did not close within %g s", self.session.id, CLOSE_TIMEOUT)
 
 
 def audio_chunk(session_id: str, seq: int, frame: Any) -> AudioChunk:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import numpy as np
 import pytest
 
-from flamecast.server.client import drain
+from flamecast.plugins import Driver, FlameFrame, hookimpl
+from flamecast.server.client import FlamecastClient, drain
+from flamecast.server.state import SESSIONS
 
-from .conftest import SIZE, VIEWS, face_png
+from .conftest import SIZE, VIEWS, face_png, plugin_host, running_app, settings_for
 
 
 async def test_every_view_track_streams_changing_frames(api):
@@ -47,3 +50,127 @@ async def test_latency_is_measured_at_the_client(api):
     stats = (await api.session(info["id"]))["stats"]
     assert stats["client_latency_ms"]["samples"] >= 25
     assert stats["latency_ms"]["p50"] is not None
+
+
+class InputProbe(Driver):
+    """Test-only driver that needs audio and video: counts what reaches its queues."""
+
+    name = "inputprobe"
+    needs_audio = True
+    needs_video = True
+    seen: dict[str, dict[str, int]] = {}
+
+    async def frames(self):
+        counts = self.seen.setdefault(self.context.session_id, {"audio": 0, "video": 0, "shape": None})
+        while True:
+            while not self.context.video_in.empty():
+                image, capture_ns = self.context.video_in.get_nowait()
+                counts["video"] += 1
+                counts["shape"] = image.shape
+            while not self.context.audio_in.empty():
+                chunk = self.context.audio_in.get_nowait()
+                assert chunk.samples.dtype == np.int16 and chunk.samples.ndim == 2
+                counts["audio"] += 1
+            yield FlameFrame(expression=np.zeros(self.context.head.n_expression, np.float32))
+
+
+class ProbePlugin:
+    @hookimpl
+    def flamecast_register_drivers(self, register):
+        register(InputProbe)
+
+
+async def test_browser_mic_and_camera_reach_a_driver_that_needs_them(worker):
+    from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+    async with running_app(settings_for(worker), host=plugin_host(("probe", ProbePlugin()))) as http:
+        async with FlamecastClient(str(http.make_url("/"))) as client:
+            probe = await client.create_session(driver="inputprobe")
+            idle = await client.create_session(driver="idle")
+            senders = [AudioStreamTrack(), VideoStreamTrack()]
+            async with await client.connect(probe["id"], tracks=["front"], send=senders) as conn:
+                await drain(conn, "front", 5)
+                async with asyncio.timeout(20):
+                    while InputProbe.seen.get(probe["id"], {}).get("video", 0) < 10 or InputProbe.seen[probe["id"]]["audio"] < 10:
+                        await drain(conn, "front", 1)
+            assert InputProbe.seen[probe["id"]]["shape"] == (480, 640, 3)
+            # a driver that does not need input gets none: its session's queues stay empty
+            async with await client.connect(idle["id"], tracks=["front"], send=[VideoStreamTrack()]) as conn:
+                await drain(conn, "front", 20)
+            session = http.app[SESSIONS].get(idle["id"])
+            assert session.video_in.empty() and session.audio_in.empty()
+
+
+async def test_two_sessions_with_different_portraits_never_mix(api):
+    red = await api.create_session(portrait=face_png(tint=(1.0, 0.45, 0.45)))
+    blue = await api.create_session(portrait=face_png(tint=(0.45, 0.45, 1.0)))
+    async with await api.connect(red["id"], tracks=["front"]) as a, await api.connect(blue["id"], tracks=["front"]) as b:
+        frames_a, frames_b = await asyncio.gather(drain(a, "front", 60), drain(b, "front", 60))
+    def tone(frame):
+        img = frame.to_ndarray(format="rgb24").astype(int)
+        return img[:, :, 0].mean() - img[:, :, 2].mean()  # red minus blue, bar included in both
+    tones_a = [tone(f) for f in frames_a[5:]]
+    tones_b = [tone(f) for f in frames_b[5:]]
+    assert min(tones_a) > 10, "a frame of the red session is not red"
+    assert max(tones_b) < -10, "a frame of the blue session is not blue"
+
+
+async def test_many_viewers_share_one_source(api, http):
+    info = await api.create_session()
+    conns = [await api.connect(info["id"], tracks=["front"]) for _ in range(3)]
+    try:
+        await asyncio.gather(*(drain(c, "front", 30) for c in conns))
+        session = http.app[SESSIONS].get(info["id"])
+        assert len(session.viewers) == 3
+    finally:
+        for c in conns:
+            await c.close()
+    async with asyncio.timeout(10):
+        while session.viewers:
+            await asyncio.sleep(0.05)
+
+
+async def test_vanished_client_session_is_reaped_and_others_go_on(worker, tmp_path):
+    settings = settings_for(worker, viewer_timeout=2.0, idle_timeout=1.0)
+    async with running_app(settings) as http:
+        url = str(http.make_url("/"))
+        async with FlamecastClient(url) as client:
+            other = await client.create_session()
+            async with await client.connect(other["id"], tracks=["front"]) as keep:
+                await drain(keep, "front", 10)
+                ready = tmp_path / "ready"
+                proc = await asyncio.create_subprocess_exec(sys.executable, "-c", VANISHING_CLIENT, url, str(ready))
+                try:
+                    async with asyncio.timeout(60):
+                        while not ready.exists():
+                            await asyncio.sleep(0.1)
+                    gone = ready.read_text()
+                    proc.kill()  # no goodbye: no DTLS close, no DELETE
+                    await proc.wait()
+                    async with asyncio.timeout(30):
+                        while gone in http.app[SESSIONS].sessions:
+                            await drain(keep, "front", 1)  # the other session streams on meanwhile
+                finally:
+                    if proc.returncode is None:
+                        proc.kill()
+                assert http.app[SESSIONS].ended["client-gone"] == 1
+                await drain(keep, "front", 25)
+                assert (await client.session(other["id"]))["state"] == "running"
+
+
+VANISHING_CLIENT = """
+import asyncio, sys
+from pathlib import Path
+from flamecast.server.client import FlamecastClient, drain
+
+async def main(url, ready):
+    client = FlamecastClient(url)
+    info = await client.create_session()
+    conn = await client.connect(info["id"], tracks=["front"])
+    await drain(conn, "front", 10)
+    Path(ready).write_text(info["id"])
+    while True:
+        await conn.recv("front")
+
+asyncio.run(main(*sys.argv[1:]))
+"""
