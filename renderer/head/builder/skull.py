@@ -27,6 +27,7 @@ class SkullParams:
     neck_top: float = 0.0
     y_bottom: float = -0.175
     blend: float = 0.025
+    dome_exponent: float = 2.5
 
 
 def _ellipsoid(p, c, axes):
@@ -46,7 +47,12 @@ def head_sdf(p: np.ndarray, s: SkullParams) -> np.ndarray:
     top = p[..., 1] >= c[1]
     axes = np.where(top[..., None], np.asarray(s.skull_axes_top), np.asarray(s.skull_axes_bottom))
     q = (p - c) / axes
-    skull = (np.linalg.norm(q, axis=-1) - 1.0) * 0.08
+    # a rounder-shouldered dome on top: a superellipse in height (exponent 2 at and below the
+    # equator, so the two halves meet smoothly)
+    e = np.where(top, s.dome_exponent, 2.0)
+    horiz = np.sqrt(q[..., 0] ** 2 + q[..., 2] ** 2)
+    radial = (horiz**e + np.abs(q[..., 1]) ** e) ** (1.0 / e)
+    skull = (radial - 1.0) * 0.08
     jaw = _ellipsoid(p, s.jaw_center, s.jaw_axes)
     nx, nz = s.neck_center_xz
     ax, az = s.neck_axes_xz
