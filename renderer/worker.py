@@ -211,6 +211,7 @@ class GeneratorWorker:
 
     def run(self) -> None:
         """Bind, serve until ``stop()``, then close everything."""
+        self._plugin_host()  # before any thread needs it
         sub, pub, pull = self._bind()
         self._threads = [
             threading.Thread(target=self._lifecycle_loop, name="flamecast-worker-lifecycle", daemon=True),
@@ -482,6 +483,9 @@ class GeneratorWorker:
             cls = self._plugin_host().generators.get(name)
             log.info("loading generator %r on %s", name, self.settings.device)
             gen = cls({"device": self.settings.device})
+            warm_up = getattr(gen, "warm_up", None)
+            if callable(warm_up):  # optional: load models now rather than on the first open
+                warm_up()
             self._generators[name] = gen
         return gen
 

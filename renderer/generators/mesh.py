@@ -80,6 +80,15 @@ class MeshGenerator(Generator):
             self._head = load_head("builtin").to(self.device).eval()
         return self._head
 
+    def warm_up(self) -> None:
+        """Load the head and FaceMesh now, so that the first session opens as fast as later ones."""
+        import numpy as np
+
+        from flamecast.renderer.portrait import detect_faces
+
+        self.head_model
+        detect_faces(np.zeros((64, 64, 3), np.uint8))
+
     def open_session(self, spec: GeneratorSessionSpec) -> MeshSession:
         from flamecast.renderer.portrait import load_portrait
 

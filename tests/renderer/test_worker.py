@@ -331,6 +331,29 @@ def test_slow_session_drops_oldest_and_buffer_stays_bounded(client, worker):
     client.wait_for(lambda e: e.type == wire.VIDEO and e.topic == sid and e.seq == 199)
 
 
+def test_quiet_session_costs_nothing_and_a_slow_one_does_not_starve_others(worker, client):
+    quiet, slow, fast = "sess-quiet", "sess-slow", "sess-fast"
+    assert client.open(quiet, size=16).meta["state"] == "ready"
+    assert client.open(slow, generator="slow", size=16).meta["state"] == "ready"
+    assert client.open(fast, size=16).meta["state"] == "ready"
+    video_frames(client, quiet, 1, lambda seq: client.send(flame(quiet, seq)))  # then it goes quiet
+    out_before = worker.stats()["sessions"][quiet]["frames_out"]
+    client.received.clear()
+
+    def flood(seq):  # the slow session gets 4 frames per fast frame, all the time
+        for k in range(4):
+            client.send(flame(slow, 4 * seq + k))
+        client.send(flame(fast, seq))
+
+    got = video_frames(client, fast, 10, flood)
+    # round-robin: the fast session waits at most one slow step (50 ms) per turn
+    assert len(got) >= 10
+    snap = worker.stats()["sessions"]
+    assert snap[slow]["dropped"] > 0 and snap[fast]["dropped"] <= snap[fast]["frames_in"] // 2
+    assert snap[quiet]["frames_out"] == out_before  # nothing rendered while quiet
+    assert not any(e.topic == quiet for e in client.received)
+
+
 def test_ready_file_and_cli_signal(tmp_path):
     ready = tmp_path / "worker.json"
     env = {**os.environ, "FLAMECAST_PLUGINS_ALLOW": "none"}
