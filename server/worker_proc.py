@@ -18,6 +18,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+# `python -m flamecast.server.cli` would load cli.py twice (as __main__ and as a module), so
+# its UsageError would not be caught; this runs the installed entry point's function.
+FLAMECAST = (sys.executable, "-c", "import sys; from flamecast.server.cli import main; sys.exit(main())")
 READY_POLL = 0.1
 
 
@@ -48,7 +51,7 @@ class WorkerProcess:
         return self.proc.pid if self.proc else None
 
     def command(self, ready: Path) -> list[str]:
-        return [sys.executable, "-m", "flamecast.server.cli", "generator", "--input", "tcp://127.0.0.1:0",
+        return [*FLAMECAST, "generator", "--input", "tcp://127.0.0.1:0",
                 "--output", "tcp://127.0.0.1:0", "--backend", self.backend, "--device", self.device,
                 "--ready-file", str(ready), *self.extra_args]
 

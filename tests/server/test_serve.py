@@ -1,0 +1,170 @@
+"""`flamecast serve` as a user runs it: a real process with its worker child."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flamecast.server.cli import UsageError, build_parser
+from flamecast.server.serve_cmd import build_settings
+from flamecast.server.worker_proc import FLAMECAST, alive
+
+START_TIMEOUT = 120.0
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
+    config = tmp_path / "flamecast.toml"
+    config.write_text('max_sessions = 8\nidle_timeout = 5.5\ngenerator = "swatch"\n')
+    settings = build_settings(_args("--config", str(config), "--max-sessions", "2"))
+    assert (settings.max_sessions, settings.idle_timeout, settings.generator, settings.port) == (2, 5.5, "swatch", 8080)
+    assert settings.token is None, "loopback needs no token"
+
+
+@pytest.mark.parametrize("text,needle", [("max_sesions = 3", "unknown setting"), ("port = 'x'", "port"),
+                                         ("port = [", "not valid TOML"), ("max_sessions = 0", "at least 1")])
+def test_bad_config_is_a_usage_error(tmp_path, text, needle):
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=needle):
+        build_settings(_args("--config", str(config)))
+
+
+def test_off_loopback_gets_a_token_unless_given():
+    assert build_settings(_args("--host", "0.0.0.0")).token
+    assert build_settings(_args("--host", "0.0.0.0", "--token", "abc")).token == "abc"
+
+
+class Served:
+    """A running `flamecast serve`: its URL, token and worker pid, read from its output."""
+
+    def __init__(self, *argv: str) -> None:
+        cmd = [*FLAMECAST, "serve", "--port", "0", *argv]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.url = self.token = None
+        self.worker_pid = None
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.url is None:
+            line = self.proc.stdout.readline()
+            assert line or self.proc.poll() is None, "serve exited:\n" + "".join(self.lines)
+            assert time.monotonic() < deadline, "serve did not start:\n" + "".join(self.lines)
+            self.lines.append(line)
+            if m := re.search(r"generator worker \S+ \(pid (\d+)\)", line):
+                self.worker_pid = int(m.group(1))
+            if m := re.search(r"API token: (\S+)", line):
+                self.token = m.group(1)
+            if m := re.search(r"serving on (http://\S+?/)", line):
+                self.url = m.group(1).replace("0.0.0.0", "127.0.0.1")
+
+    def get(self, path: str, token: str | None = None):
+        req = urllib.request.Request(self.url + path.lstrip("/"))
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow
+def test_serve_off_loopback_needs_the_token_and_sigterm_leaves_nothing_behind():
+    served = Served("--host", "0.0.0.0", "--max-sessions", "2")
+    try:
+        assert served.worker_pid and alive(served.worker_pid)
+        assert not served.url.endswith(":0/"), "the real port is printed"
+        assert served.get("/healthz")[0] == 200
+        assert served.get("/api/plugins")[0] == 401
+        status, body = served.get("/api/plugins", token=served.token)
+        assert status == 200 and "idle" in body.decode()
+        assert json.loads(served.get("/healthz")[1])["max_sessions"] == 2
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(30) == 0
+        assert _wait_gone(served.worker_pid), "the worker outlived the server"
+    finally:
+        served.kill()
+        if served.worker_pid and alive(served.worker_pid):
+            os.kill(served.worker_pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_server_takes_its_worker_down():
+    served = Served()
+    try:
+        assert served.token is None and served.url.startswith("http://127.0.0.1:")
+        assert served.get("/api/plugins")[0] == 200
+        served.proc.kill()  # no chance to clean up: the worker must still go
+        served.proc.wait()
+        assert _wait_gone(served.worker_pid), "orphaned worker"
+    finally:
+        served.kill()
+        if served.worker_pid and alive(served.worker_pid):
+            os.kill(served.worker_pid, signal.SIGKILL)
+
+
+def test_busy_port_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run([*FLAMECAST, "serve", "--port", str(port),
+                               "--worker-input", "tcp://127.0.0.1:9", "--worker-output", "tcp://127.0.0.1:9"],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cannot listen" in proc.stderr and "--port" in proc.stderr
+
+
+def test_record_writes_an_mp4(worker, tmp_path):
+    import asyncio
+
+    from flamecast.server.record_cmd import RecordCommand, record
+
+    from .conftest import running_app, settings_for
+
+    async def go():
+        async with running_app(settings_for(worker)) as http:
+            cmd = RecordCommand(tmp_path / "out.mp4", str(http.make_url("/")), 2.0, "mosaic", None, None, {}, None)
+            counts = await record(cmd)
+            assert not http.app[__import__("flamecast.server.state", fromlist=["x"]).SESSIONS].sessions
+            return counts
+
+    counts = asyncio.run(go())
+    assert counts["mosaic"] >= 30
+    import av
+
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    assert (stream.width, stream.height) == (128, 64)
+    assert len(frames) == counts["mosaic"]
+    assert Path(tmp_path / "out.mp4").stat().st_size > 1000
