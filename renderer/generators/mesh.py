@@ -203,15 +203,15 @@ def sample_texture(frags, face_uvs, texture, background, flat=None, flat_color=N
     lead, (h, w) = frags.face_idx.shape[:-2], frags.face_idx.shape[-2:]
     fidx = frags.face_idx.reshape(-1)
     covered = (fidx >= 0).nonzero().squeeze(1)
-    bary = frags.bary.reshape(-1, 3)[covered].to(face_uvs.dtype)
-    face = fidx[covered]
-    uv = torch.einsum("pk,pkc->pc", bary, face_uvs[face])
-    grid = torch.stack([uv[:, 0] * 2.0 - 1.0, 1.0 - uv[:, 1] * 2.0], -1)[None, None]
+    face = fidx.index_select(0, covered)  # index_select/index_copy_: faster than [] indexing here
+    bary = frags.bary.reshape(-1, 3).index_select(0, covered).to(face_uvs.dtype)
+    uv = torch.bmm(bary.unsqueeze(1), face_uvs.index_select(0, face)).squeeze(1)
+    grid = (uv * uv.new_tensor([2.0, -2.0]) + uv.new_tensor([-1.0, 1.0]))[None, None]  # v up -> y down
     colors = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out = background.expand(fidx.shape[0], 3).clone()
-    colors = (colors[0, :, 0].T.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    colors = colors[0, :, 0].T.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
     if flat is not None:
-        sel = flat[face].nonzero().squeeze(1)
-        colors[sel] = flat_color[face[sel]]
-    out[covered] = colors
+        sel = flat.index_select(0, face).nonzero().squeeze(1)
+        colors.index_copy_(0, sel, flat_color.index_select(0, face.index_select(0, sel)))
+    out = background.expand(fidx.shape[0], 3).clone()
+    out.index_copy_(0, covered, colors)
     return out.reshape(*lead, h, w, 3)
