@@ -32,17 +32,34 @@ _TRI_BITS = 29
 _TRI_MASK = (1 << _TRI_BITS) - 1
 
 @dataclass
+class CoveredPixels:
+    """The covered pixels of Fragments in sparse form.
+
+    index: (P,) ascending flat pixel indices in (..., H, W) order.
+    face: (P,) face index of each.
+    bary: (3, P) barycentrics, one row per corner.
+    """
+
+    index: torch.Tensor
+    face: torch.Tensor
+    bary: torch.Tensor
+
+
+@dataclass
 class Fragments:
     """What a rasterizer gives per pixel, for images of shape (..., H, W).
 
     face_idx: (..., H, W) long, the index into ``faces`` of the visible face; -1 = background.
     bary: (..., H, W, 3) perspective-correct barycentrics of that face (0 on background).
     depth: (..., H, W) camera depth in the vertices' units (0 on background).
+    covered: optional sparse copy of the covered pixels, which the built-in rasterizer has at
+        hand anyway; shading uses it to skip a search.
     """
 
     face_idx: torch.Tensor
     bary: torch.Tensor
     depth: torch.Tensor
+    covered: CoveredPixels | None = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -67,61 +84,60 @@ class _Triangles:
     width: torch.Tensor  # (T,) box size in pixels (long)
     height: torch.Tensor
     scan: torch.Tensor  # (9, T) float32 [d/dx (3), d/dy (3), value (3)] at the box's first centre
-    decode: torch.Tensor  # (T, 12) float32 [d/dx, d/dy, value] of P_0..P_2, box corner x, y, pad
+    decode: torch.Tensor  # (11, T) float32 [d/dx, d/dy, value] of P_0..P_2, box corner x, y
     counts: list[int]  # triangles per class of SCAN_SIZES
 
 
-def _area2(x0, y0, x1, y1, x2, y2) -> torch.Tensor:
-    """Twice the signed area in pixel coordinates (negative: counter-clockwise with y up,
-    i.e. facing the camera for a mesh wound counter-clockwise seen from outside)."""
-    return (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-
-
-def _box(x0, x1, x2, h: int, w: int):
-    """Inclusive range of pixel centres between the smallest and largest of x0, x1, x2,
-    clamped to [0, w - 1] (empty when first > last)."""
-    lo = torch.minimum(torch.minimum(x0, x1), x2).sub_(0.5).ceil_().clamp_(0, w)
-    hi = torch.maximum(torch.maximum(x0, x1), x2).sub_(0.5).floor_().clamp_(-1, w - 1)
+def _box(c: torch.Tensor, size: int):
+    """Inclusive range of pixel centres between the smallest and largest corner coordinate
+    ``c`` (3, M), clamped to [0, size - 1] (empty when first > last)."""
+    lo = c.amin(0).sub_(0.5).ceil_().clamp_(0, size)
+    hi = c.amax(0).sub_(0.5).floor_().clamp_(-1, size - 1)
     return lo, hi
 
 
 def _planes(x, y, z, area2, qx, qy) -> torch.Tensor:
-    """Coefficients of ``P_i = l_i / z_i`` relative to the point (qx, qy): (9, T) ordered
-    [d/dx (P_0, P_1, P_2), d/dy (...), value (...)]; x, y, z index the corners."""
-    da, db, c = [], [], []
-    for i, (a, b) in enumerate(((1, 2), (2, 0), (0, 1))):
-        s = (area2 * z[i]).reciprocal_()
-        xa, xb, ya, yb = x[a] - qx, x[b] - qx, y[a] - qy, y[b] - qy
-        da.append((ya - yb).mul_(s))
-        db.append((xb - xa).mul_(s))
-        c.append((xa * yb).sub_(xb * ya).mul_(s))
-    return torch.stack(da + db + c)
+    """Coefficients of ``P_i = l_i / z_i`` relative to the points (qx, qy): (9, T) ordered
+    [d/dx (P_0, P_1, P_2), d/dy (...), value (...)]; x, y, z are (3 corners, T)."""
+    x, y = x - qx, y - qy
+    xa, xb = torch.cat([x[1:], x[:1]]), torch.cat([x[2:], x[:2]])  # corners i+1 and i+2
+    ya, yb = torch.cat([y[1:], y[:1]]), torch.cat([y[2:], y[:2]])
+    s = (z * area2).reciprocal_()
+    value = (xa * yb).sub_(xb * ya)
+    planes = torch.cat([ya - yb, xb - xa, value]).view(3, 3, -1).mul_(s)
+    return planes.view(9, -1)
 
 
 def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
     n_img, n_faces = verts.shape[0], faces.shape[0]
-    rows = verts.index_select(1, faces.reshape(-1)).view(n_img * n_faces, 9)  # x0 y0 z0 x1 ...
-    x0, y0, z0, x1, y1, z1, x2, y2, z2 = rows.t().contiguous()
-    area2 = _area2(x0, y0, x1, y1, x2, y2)
-    xlo, xhi = _box(x0, x1, x2, h, w)
-    ylo, yhi = _box(y0, y1, y2, h, w)
-    keep = (xhi >= xlo) & (yhi >= ylo) & (area2.abs() > 1e-9)
-    keep &= torch.minimum(torch.minimum(z0, z1), z2) > near
-    if cull:
+    # (coordinate, corner, triangle) with triangle m = image * F + face: plain vectors.
+    vt = verts.permute(2, 0, 1).reshape(3 * n_img, -1)  # (3 * I, N)
+    corners = vt.index_select(1, faces.t().reshape(-1)).view(3, n_img, 3, n_faces)
+    corners = corners.transpose(1, 2).reshape(9, n_img * n_faces)
+    x, y, z = corners.view(3, 3, -1)
+    area2 = (x[1] - x[0]).mul_(y[2] - y[0]).sub_((x[2] - x[0]).mul_(y[1] - y[0]))
+    xlo, xhi = _box(x, w)
+    ylo, yhi = _box(y, h)
+    keep = (xhi >= xlo) & (yhi >= ylo) & (area2.abs() > 1e-9) & (z.amin(0) > near)
+    if cull:  # counter-clockwise seen from outside -> negative area in y-down pixels
         keep &= area2 < 0
     idx = keep.nonzero().squeeze(1)
-    width, height = (xhi - xlo + 1)[idx].long(), (yhi - ylo + 1)[idx].long()
-    sizes = torch.tensor(SCAN_SIZES, device=idx.device)
-    size = torch.searchsorted(sizes, width * height).clamp_(max=len(SCAN_SIZES) - 1)
-    order = torch.argsort(size, stable=True)
-    counts = torch.bincount(size, minlength=len(SCAN_SIZES)).tolist()
+    width = xhi.sub_(xlo).add_(1).long()[idx]
+    height = yhi.sub_(ylo).add_(1).long()[idx]
+    area = width * height
+    classes, lower = [], 0
+    for k in SCAN_SIZES[:-1]:
+        classes.append(((area > lower) & (area <= k)).nonzero().squeeze(1))
+        lower = k
+    classes.append((area > lower).nonzero().squeeze(1))
+    counts = [c.numel() for c in classes]
+    order = torch.cat(classes)
     idx, width, height = idx[order], width[order], height[order]
-    x0, y0, z0, x1, y1, z1, x2, y2, z2 = rows.index_select(0, idx).t().contiguous()
+    x, y, z = corners.index_select(1, idx).view(3, 3, -1)
     xlo, ylo = xlo[idx], ylo[idx]
-    scan = _planes((x0, x1, x2), (y0, y1, y2), (z0, z1, z2), area2[idx], xlo + 0.5, ylo + 0.5)
-    da, db, c = scan[0:3], scan[3:6], scan[6:9]
-    decode = torch.stack([*scan[[0, 3, 6, 1, 4, 7, 2, 5, 8]], xlo, ylo, xlo], dim=1)
-    c += (da.abs() + db.abs()).mul_(EDGE_EPS)  # after decode: barycentrics stay exact
+    scan = _planes(x, y, z, area2[idx], xlo + 0.5, ylo + 0.5)
+    decode = torch.cat([scan[[0, 3, 6, 1, 4, 7, 2, 5, 8]], xlo[None], ylo[None]])
+    scan[6:9] += (scan[0:3].abs() + scan[3:6].abs()).mul_(EDGE_EPS)  # decode stays exact
     image = torch.div(idx, n_faces, rounding_mode="floor")
     xlo_i, ylo_i = xlo.long(), ylo.long()
     return _Triangles(
@@ -207,22 +223,28 @@ def _decode(tris: _Triangles, keys: torch.Tensor):
     n_img, h, w = keys.shape
     flat = keys.view(-1)
     covered = (flat > _TRI_MASK).nonzero().squeeze(1)  # smaller keys: centres outside all
-    won = flat[covered]
-    tri = won & _TRI_MASK
-    co = tris.decode[tri]  # (P, 12)
+    tri = flat[covered] & _TRI_MASK
+    co = tris.decode.index_select(1, tri)  # (11, P)
     pix = covered.remainder(h * w)
     row = torch.div(pix, w, rounding_mode="floor")
-    col = (pix - row * w).to(co.dtype).sub_(co[:, 9])
-    row = row.to(co.dtype).sub_(co[:, 10])
-    p = [(co[:, i] * col).add_(co[:, i + 1] * row).add_(co[:, i + 2]) for i in (0, 3, 6)]
-    depth = (p[0] + p[1]).add_(p[2]).reciprocal_()
-    bary_c = torch.stack(p, dim=1).mul_(depth[:, None])
+    col = (pix - row * w).to(co.dtype).sub_(co[9])
+    row = row.to(co.dtype).sub_(co[10])
+    p = torch.addcmul(co[2:9:3], co[0:9:3], col).addcmul_(co[1:9:3], row)  # (3, P)
+    depth = p.sum(0).reciprocal_()
+    bary_c = p.mul_(depth)
+    face_c = tris.face[tri]
     total = n_img * h * w
-    bary = torch.zeros((total, 3), dtype=co.dtype, device=keys.device).index_copy_(0, covered, bary_c)
+    bary = torch.zeros((total, 3), dtype=co.dtype, device=keys.device)
+    bary.index_copy_(0, covered, bary_c.t())
     depth = torch.zeros(total, dtype=co.dtype, device=keys.device).index_copy_(0, covered, depth)
     face_idx = torch.full((total,), -1, dtype=torch.long, device=keys.device)
-    face_idx.index_copy_(0, covered, tris.face[tri])
-    return face_idx.view(n_img, h, w), bary.view(n_img, h, w, 3), depth.view(n_img, h, w)
+    face_idx.index_copy_(0, covered, face_c)
+    return Fragments(
+        face_idx.view(n_img, h, w),
+        bary.view(n_img, h, w, 3),
+        depth.view(n_img, h, w),
+        CoveredPixels(covered, face_c, bary_c),
+    )
 
 
 def _empty(n_img: int, h: int, w: int, device, dtype) -> Fragments:
@@ -270,9 +292,10 @@ def rasterize_torch(
             raise ValueError(f"too many visible triangles in one call (> {_TRI_MASK})")
         buf = torch.zeros((n_img, h, w), dtype=torch.int64, device=flat.device)
         _scan(tris, buf.view(-1), w, max_candidates)
-        out = Fragments(*_decode(tris, buf))
+        out = _decode(tris, buf)
     return Fragments(
         face_idx=out.face_idx.reshape(*lead, h, w),
         bary=out.bary.reshape(*lead, h, w, 3),
         depth=out.depth.reshape(*lead, h, w),
+        covered=out.covered,
     )
