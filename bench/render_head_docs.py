@@ -106,10 +106,31 @@ def main() -> None:
         Image.fromarray(row[0]).save(out / f"head_{label.replace(' ', '_')}_front.png")
     sheet = np.concatenate(tiles, 0)
     Image.fromarray(sheet).save(out / "head_renders.png")
+    expression_sheet(head, faces, colors, center, out / "head_expressions.png", args.size)
     for name, yaw in views:
         with torch.no_grad():
             v = head(pose=torch.zeros(1, 15)).vertices[0].numpy()
         Image.fromarray(render(v, faces, yaw, args.size * 2, center, radius, colors)).save(out / f"head_neutral_{name}.png")
+
+
+def expression_sheet(head, faces, colors, center, path, size) -> None:
+    """Every named expression channel at 1.0, front views 4 to a row, labelled."""
+    import torch
+    from PIL import ImageDraw
+
+    names = head.expression_names
+    tiles = []
+    zoom = center + np.array([0.0, 0.035, 0.0])
+    for k, name in enumerate(names):
+        e = torch.zeros(1, head.n_expression)
+        e[0, k] = 1.0
+        with torch.no_grad():
+            v = head(pose=torch.zeros(1, 15), expression=e).vertices[0].numpy()
+        tile = Image.fromarray(render(v, faces, 0.0, size, zoom, head.radius * 0.5, colors))
+        ImageDraw.Draw(tile).text((8, 8), name, fill=(0, 0, 0))
+        tiles.append(np.asarray(tile))
+    rows = [np.concatenate(tiles[i : i + 4], 1) for i in range(0, len(tiles), 4)]
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 
 def face_colors(verts: np.ndarray, faces: np.ndarray, regions: dict, eye_joints=None) -> np.ndarray:

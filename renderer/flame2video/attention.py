@@ -21,6 +21,27 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
 
+def _qkv(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query, key and value of a self-attention: one matmul when the projections are fused."""
+    if getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
+        return attn.to_qkv(x).chunk(3, dim=-1)
+    return attn.to_q(x), attn.to_k(x), attn.to_v(x)
+
+
+def fuse_self_attention_projections(module: nn.Module) -> int:
+    """Fuse to_q/to_k/to_v into one linear layer (``Attention.fuse_projections``) for every
+    attention under ``module`` whose processor is one of ours; the separate weights stay (the
+    reference K/V cache projects with them). Returns how many were fused."""
+    n = 0
+    for mod in module.modules():
+        if isinstance(mod, Attention) and isinstance(mod.processor, (ReferenceJoinProcessor, ShortSequenceAttnProcessor)):
+            if not mod.is_cross_attention:
+                mod.fuse_projections()
+                mod.to_qkv.requires_grad_(False)
+                n += 1
+    return n
+
+
 def self_attention_names(unet: nn.Module) -> list[str]:
     """Names of the spatial self-attention modules (``...attentions.N.transformer_blocks.M.attn1``)."""
     return [
@@ -51,9 +72,7 @@ class ReferenceJoinProcessor:
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
+        query, key, value = _qkv(attn, hidden_states)
         if self.kv is not None:
             ref_k, ref_v = self.kv
             key = torch.cat([key, ref_k.expand(batch, -1, -1)], dim=1)
@@ -65,6 +84,45 @@ class ReferenceJoinProcessor:
         out = out.transpose(1, 2).reshape(batch, length, heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
+
+
+class ShortSequenceAttnProcessor:
+    """Self-attention over a short axis (frames or views: a few to a few dozen tokens) written
+    as two batched matrix products and a softmax.
+
+    The motion and view modules attend over sequences of W frames or V views for every latent
+    pixel: hundreds of thousands of sequences of length 4-16. Flash-style SDPA kernels tile
+    64-128 queries and waste most of their work on such sequences; explicit scores are tiny
+    (L x L per head) and the products stay memory-bound. Same function as AttnProcessor2_0.
+    """
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        if encoder_hidden_states is None:
+            query, key, value = _qkv(attn, hidden_states)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        heads = attn.heads
+        head_dim = query.shape[-1] // heads
+        q = query.view(batch, length, heads, head_dim).transpose(1, 2)
+        k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+        v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (head_dim ** -0.5)
+        probs = scores.float().softmax(dim=-1).to(v.dtype)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+def use_short_sequence_attention(module: nn.Module) -> int:
+    """Give every attention layer under ``module`` the ShortSequenceAttnProcessor; returns how many."""
+    n = 0
+    for mod in module.modules():
+        if isinstance(mod, Attention):
+            mod.set_processor(ShortSequenceAttnProcessor())
+            n += 1
+    return n
 
 
 @dataclass

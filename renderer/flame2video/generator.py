@@ -95,7 +95,7 @@ class FlameConditioner:
 
         self.device = device
         self.head = load_head("builtin").to(device)
-        self.cameras = make_cameras(views, self.head.center, self.head.radius, size, device=device)
+        self.cameras = make_cameras(views, self.head.center.detach().cpu(), float(self.head.radius), size, device=device)
         self.view_ids = tuple(self.cameras.view_ids) if hasattr(self.cameras, "view_ids") else None
 
     def __call__(self, frames: Sequence[FlameFrame]):

@@ -21,6 +21,8 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from torch import nn
 
+from .attention import use_short_sequence_attention
+
 
 def motion_module_names(model: nn.Module) -> list[str]:
     """``down_blocks.i.motion_modules.j``, ``mid_block.motion_modules.0``, ``up_blocks.i.motion_modules.j``."""
@@ -41,6 +43,7 @@ class MultiViewUNet(nn.Module):
         self.view_module = view_module
         self._views = 1
         self._frames = 1
+        self._skip_views = False  # profiling only: run without the view module
         self._condition: torch.Tensor | None = None
         views = dict(view_module.named_modules())
         self._pairs = []
@@ -51,6 +54,9 @@ class MultiViewUNet(nn.Module):
             motion.register_forward_hook(self._view_hook(views[name]))
             self._pairs.append(name)
         unet.conv_in.register_forward_hook(self._condition_hook)
+        for name in self._pairs:  # attention over frames and over views: short sequences
+            use_short_sequence_attention(unet.get_submodule(name))
+            use_short_sequence_attention(views[name])
 
     @classmethod
     def build(cls, unet2d: UNet2DConditionModel, motion: MotionAdapter, view: MotionAdapter) -> MultiViewUNet:
@@ -59,7 +65,7 @@ class MultiViewUNet(nn.Module):
     def _view_hook(self, view: nn.Module):
         def hook(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
             v, f = self._views, self._frames
-            if v == 1:
+            if v == 1 or self._skip_views:
                 return output
             nvf, c, h, w = output.shape
             n = nvf // (v * f)
