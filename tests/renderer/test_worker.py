@@ -7,14 +7,12 @@ per portrait and frame; ``test_mesh_*`` run the real ``mesh`` generator.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
