@@ -165,3 +165,33 @@ async def test_options_parse_from_strings():
     assert opts.seconds == 6.0 and opts.loop is True
     with pytest.raises(OptionsError, match="seconds"):
         TextDriver.parse_options({"seconds": "11"}, from_strings=True)
+
+
+# --- end to end with the shipped weights and the packaged MiniLM encoder ---------------------
+
+def test_driver_command_writes_a_clip_offline(tmp_path, monkeypatch):
+    """`flamecast driver text --option prompt=... --seconds 4 --out clip.npz` with no network."""
+    import socket
+
+    from flamecast.server.cli import main
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the text driver tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    out = tmp_path / "clip.npz"
+    assert main(["driver", "text", "--option", "prompt=turns the head to the left", "--seconds", "4", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert data["pose"].shape == (100, 15) and list(data["expression_names"]) == list(BUILTIN_EXPRESSION_NAMES)
+    yaw_track = data["pose"][:, 4] + data["pose"][:, 1]  # neck + global yaw
+    assert yaw_track[40:70].mean() > 0.15  # turned to the avatar's own left
+
+
+async def test_shipped_models_flag_nonsense_as_weak():
+    h = DriverHarness(TextDriver, {})
+    reply = await h.control("prompt", "der Zug fährt um acht Uhr ab")
+    assert reply["weak_match"] is True
+    reply = await h.control("prompt", "nods slowly and smiles")
+    assert reply["weak_match"] is False and reply["emotion_changed"] is True
+    h.check(await h.collect(30))
+    await h.close()
