@@ -83,6 +83,20 @@ def worker():
     w.stop()
 
 
+@pytest.fixture(scope="module")
+def mesh_worker():
+    """A worker serving the real ``mesh`` generator (skips where it is not installed)."""
+    host = make_plugin_host()
+    if "mesh" not in host.generators:
+        pytest.skip("the mesh generator is not installed")
+    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("mesh",),
+                              default_backend="mesh", stats_interval_s=0)
+    w = GeneratorWorker(settings, host=host)
+    w.start()
+    yield w
+    w.stop()
+
+
 def settings_for(worker, **overrides) -> Settings:
     base = Settings(port=0, worker_input=worker.endpoints["input"], worker_output=worker.endpoints["output"],
                     generator="swatch", size=SIZE, open_timeout=20.0)

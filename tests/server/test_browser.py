@@ -13,7 +13,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--use-fake-ui-for-media-stream"]
-SCREENSHOT = os.environ.get("FLAMECAST_SCREENSHOT")  # set to write docs/images/browser.png
+SCREENSHOT = os.environ.get("FLAMECAST_SCREENSHOT")  # set to write docs/images/browser_client.png
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,20 +21,21 @@ pytestmark = [
 ]
 
 
-async def test_page_starts_a_session_and_the_video_plays(worker, tmp_path):
+async def test_page_starts_a_session_and_the_video_plays(mesh_worker, tmp_path):
     from playwright.async_api import async_playwright
 
-    async with running_app(settings_for(worker)) as http, async_playwright() as pw:
+    settings = settings_for(mesh_worker, generator="mesh", size=256, open_timeout=120)
+    async with running_app(settings) as http, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 700})
+            page = await browser.new_page(viewport={"width": 1280, "height": 860})
             messages = []
             page.on("console", lambda m: messages.append(m.text))
             await page.goto(str(http.make_url("/")))
             await page.wait_for_selector("#driver option[value=idle]", state="attached", timeout=15000)
             await page.click("#start")
             video = page.locator("video").first
-            await video.wait_for(timeout=30000)
+            await video.wait_for(timeout=120000)
             await page.wait_for_function(
                 "() => { const v = document.querySelector('video'); return v && v.currentTime > 0.5; }",
                 timeout=30000)
@@ -45,6 +46,7 @@ async def test_page_starts_a_session_and_the_video_plays(worker, tmp_path):
             assert size[0] > 0 and size[1] > 0
             await page.wait_for_function("() => /latency p50 \\d+/.test(document.getElementById('overlay').textContent)",
                                          timeout=20000)
+            await page.evaluate("() => { document.activeElement.blur(); document.getElementById('controls').scrollTop = 0; }")
             shot = await page.screenshot(path=SCREENSHOT or str(tmp_path / "page.png"))
             assert len(shot) > 10_000
             sessions = http.app[__import__("flamecast.server.state", fromlist=["SESSIONS"]).SESSIONS].sessions

@@ -1,0 +1,95 @@
+"""Glass-to-glass latency on loopback: driver capture time -> frame decoded at an aiortc client.
+
+Starts what `flamecast serve` starts (a generator worker process and the server, in this
+process), creates a session with the idle driver, receives its video with the Python client
+and reports p50/p95 of (decode time - driver capture time) per frame, plus frame rates.
+
+    python bench/latency.py --generator mesh --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+
+import numpy as np
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", default="mesh")
+    p.add_argument("--seconds", type=float, default=30.0, help="measurement time after warm-up")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds received before measuring")
+    p.add_argument("--tracks", default="", help="comma-separated tracks (default: every view)")
+    p.add_argument("--size", type=int, default=None, help="video side in pixels (default: the generator's)")
+    p.add_argument("--codec", default=None, choices=("vp8", "h264"))
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    return p.parse_args()
+
+
+async def receive(conn, name: str, until: float) -> int:
+    n = 0
+    loop = asyncio.get_running_loop()
+    while loop.time() < until:
+        await conn.recv(name, timeout=30)
+        n += 1
+    return n
+
+
+async def main(args: argparse.Namespace) -> dict:
+    from aiohttp import web
+
+    from flamecast.server.app import create_app
+    from flamecast.server.client import FlamecastClient
+    from flamecast.server.settings import Settings
+    from flamecast.server.worker_proc import WorkerProcess
+
+    worker = WorkerProcess(args.generator)
+    endpoints = await worker.start()
+    settings = Settings(port=0, worker_input=endpoints["input"], worker_output=endpoints["output"],
+                        generator=args.generator, size=args.size, open_timeout=120)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{next(iter(runner.addresses))[1]}"
+    try:
+        async with FlamecastClient(url) as client:
+            t0 = time.perf_counter()
+            info = await client.create_session(driver="idle")
+            open_s = time.perf_counter() - t0
+            tracks = args.tracks.split(",") if args.tracks else info["views"]
+            async with await client.connect(info["id"], tracks=tracks, codec=args.codec) as conn:
+                loop = asyncio.get_running_loop()
+                await asyncio.gather(*(receive(conn, t, loop.time() + args.warmup) for t in tracks))
+                for m in conn.matchers.values():
+                    m.samples.clear()
+                counts = await asyncio.gather(*(receive(conn, t, loop.time() + args.seconds) for t in tracks))
+                samples = np.array(conn.latency_ms())
+                server = (await client.session(info["id"]))["stats"]
+    finally:
+        await runner.cleanup()
+        worker.stop()
+    return {
+        "generator": args.generator, "views": info["views"], "size": info["size"], "tracks": tracks,
+        "session_open_s": round(open_s, 2), "frames": dict(zip(tracks, counts)),
+        "fps_per_track": round(sum(counts) / len(tracks) / args.seconds, 1),
+        "latency_ms": {"p50": round(float(np.percentile(samples, 50)), 1),
+                       "p95": round(float(np.percentile(samples, 95)), 1), "samples": int(samples.size)},
+        "server_latency_ms": server["latency_ms"], "render_ms": server["render_ms"],
+        "dropped": server["dropped"], "machine": f"{platform.machine()} {platform.processor() or ''} "
+        f"{__import__('os').cpu_count()} cores".strip(),
+    }
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    result = asyncio.run(main(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>18}: {value}")
