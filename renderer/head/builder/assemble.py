@@ -127,7 +127,7 @@ def full_geometry(face: np.ndarray, face_tris: np.ndarray) -> Geometry:
     from . import parts
 
     g = join_face_and_skull(face, face_tris)
-    verts = parts.neutral_mouth(parts.close_mouth(g.verts, g.tris), g.tris)
+    verts = parts.neutral_mouth(parts.close_mouth(g.verts, g.tris, g.loops["mouth"]), g.tris)
     bag_verts, bag_tris, rings = parts.mouth_bag(verts, g.loops["mouth"])
     n_skin0 = len(verts)
     verts = np.concatenate([verts, bag_verts])

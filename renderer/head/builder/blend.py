@@ -103,28 +103,40 @@ def _lid_shift(g: Geometry, dy_upper: float, dy_lower: float) -> dict[int, np.nd
     return out
 
 
+# Lip landmarks from the mouth corner (layer 0) toward the middle, outer and inner lips.
+LIP_LAYERS = ((291, 308), (409, 415, 375, 324), (270, 310, 321, 318), (269, 311, 405, 402), (267, 312, 314, 317))
+LIP_FALLOFF = (1.0, 0.7, 0.45, 0.25, 0.1)
+
+
+def _sum(*dicts: dict) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
 def expression_handles(g: Geometry, perm: np.ndarray) -> dict[str, tuple[dict, float, tuple]]:
     """name -> (handles, radius, pinned vertices)."""
     eyes_loops = tuple(g.loops["eye_left"]) + tuple(g.loops["eye_right"])
     upper = UPPER_LIP_OUT + UPPER_LIP_IN + UPPER_MID
     lower = LOWER_LIP_OUT + LOWER_LIP_IN + LOWER_MID
     b = lambda spec: _both(perm, spec)  # noqa: E731
+    # a mouth-corner motion that fades along the lips toward the middle, so no lip folds over
+    graded = lambda d: b([(layer, np.asarray(d) * w) for layer, w in zip(LIP_LAYERS, LIP_FALLOFF)])  # noqa: E731
     mirror_all = lambda ids: tuple(ids) + tuple(int(perm[i]) for i in ids)  # noqa: E731
     specs = {
-        "smile": (b([(CORNER, (0.006, 0.007, -0.003)), ((409, 415), (0.003, 0.003, -0.001)),
-                     ((375, 324), (0.003, 0.002, -0.001)), (CHEEK[:2], (0.001, 0.004, 0.002)),
-                     ((270, 321, 310, 318), (0.002, 0.0015, -0.001))]), 0.045, eyes_loops),
-        "frown": (b([(CORNER, (0.0, -0.006, 0.0)), ((375, 324, 409, 415), (0.0, -0.003, 0.0))]), 0.035, eyes_loops),
+        "smile": ({**b([(CHEEK[:2], (0.001, 0.004, 0.002))]), **graded((0.006, 0.007, -0.003))}, 0.045, eyes_loops),
+        "frown": (graded((0.0, -0.006, 0.0)), 0.035, eyes_loops),
         "brow_raise": (b([(BROW, (0.0, 0.008, 0.001))]), 0.045, eyes_loops),
         "brow_furrow": (b([(BROW_INNER, (-0.005, -0.006, 0.001)), (BROW_OUTER, (0.0, -0.0015, 0.0))]), 0.035, eyes_loops),
         "eye_blink_left": (_lid_closure(g, "eye_left"), 0.025, ()),
         "eye_blink_right": (_lid_closure(g, "eye_right"), 0.025, ()),
         "eye_wide": (_lid_shift(g, 0.0035, -0.0015), 0.022, ()),
-        "mouth_pucker": (b([(CORNER, (-0.008, 0.0, 0.006)), (UPPER_LIP_OUT + LOWER_LIP_OUT, (-0.003, 0.0, 0.008)),
-                            (UPPER_LIP_IN + LOWER_LIP_IN, (-0.003, 0.0, 0.008)), (UPPER_MID + LOWER_MID, (0.0, 0.0, 0.009))]),
+        "mouth_pucker": (_sum(graded((-0.008, 0.0, 0.0)), b([(LIP_LAYERS[0], (0.0, 0.0, 0.006)),
+                              (sum(LIP_LAYERS[1:], ()), (0.0, 0.0, 0.008)), (UPPER_MID + LOWER_MID, (0.0, 0.0, 0.009))])),
                          0.04, eyes_loops),
-        "mouth_stretch": (b([(CORNER, (0.009, -0.002, -0.002)), ((375, 324, 409, 415), (0.005, -0.001, -0.001)),
-                             (LOWER_MID, (0.0, -0.002, 0.0))]), 0.045, eyes_loops),
+        "mouth_stretch": ({**graded((0.009, -0.002, -0.002)), **b([(LOWER_MID, (0.0, -0.002, 0.0))])}, 0.045, eyes_loops),
         "cheek_puff": (b([(CHEEK, (0.010, 0.0, 0.006)), (CORNER, (0.001, 0.0, 0.001))]), 0.045, eyes_loops),
         "sneer": (b([(NOSE_WING, (0.0, 0.003, 0.0)), ((267, 269, 270, 312, 311, 310), (0.0, 0.004, 0.001))]),
                   0.03, eyes_loops + mirror_all(LOWER_LIP_OUT + LOWER_LIP_IN) + LOWER_MID),

@@ -7,17 +7,33 @@ import numpy as np
 from . import meshops
 
 EYE_RADIUS = 0.0120
-UPPER_INNER_LIP = (191, 80, 81, 82, 13, 312, 311, 310, 415)
-LOWER_INNER_LIP = (95, 88, 178, 87, 14, 317, 402, 318, 324)
 
 
-def close_mouth(verts: np.ndarray, tris: np.ndarray, gap: float = 0.0004) -> np.ndarray:
-    """Bring the inner lips together (the photo's mouth is open) and carry the lips along."""
-    upper, lower = np.array(UPPER_INNER_LIP), np.array(LOWER_INNER_LIP)
+def close_mouth(verts: np.ndarray, tris: np.ndarray, loop: list[int], gap: float = 0.0004) -> np.ndarray:
+    """Bring the inner lips together (the photo's mouth is open) and carry the lips along.
+
+    The inner-lip loop is split at the mouth corners (FaceMesh 78 and 308) into an upper and a
+    lower arc with the same number of points; matching points meet at their midpoint.
+    """
+    upper, lower = lip_arcs(verts, loop)
     mid = (verts[upper] + verts[lower]) / 2
     disp_u = mid + np.array([0, gap, 0]) - verts[upper]
     disp_l = mid - np.array([0, gap, 0]) - verts[lower]
     return _deform(verts, tris, np.concatenate([upper, lower]), np.concatenate([disp_u, disp_l]), verts[13], 0.035)
+
+
+def lip_arcs(verts: np.ndarray, loop: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Upper and lower inner-lip arcs between the corners, both ordered from 78 to 308."""
+    loop = list(loop)
+    i, j = loop.index(78), loop.index(308)
+    rolled = loop[i:] + loop[:i]
+    k = rolled.index(308)
+    first, second = rolled[1:k], rolled[k + 1 :][::-1]
+    if len(first) != len(second):
+        raise ValueError("the inner-lip loop is not symmetric")
+    del j
+    a, b = np.array(first), np.array(second)
+    return (a, b) if verts[a, 1].mean() > verts[b, 1].mean() else (b, a)
 
 
 def _deform(verts, tris, handles, disp, center, radius):
@@ -92,13 +108,16 @@ def mouth_bag(verts: np.ndarray, loop: list[int], depth: float = 0.032):
     lip = verts[loop]
     center = lip.mean(0)
     upper = lip[:, 1] >= center[1]
-    steps = [(0.004, 0.003, 1.0), (0.012, 0.010, 0.95), (0.022, 0.013, 0.8), (depth, 0.010, 0.55)]
+    half = np.abs(lip[:, 0] - center[0]).max()
+    # the cavity opens least at the mouth corners, where the lips are thin
+    taper = np.clip(1.0 - (np.abs(lip[:, 0] - center[0]) / half) ** 2, 0.1, 1.0)
+    steps = [(0.004, 0.003, 0.97), (0.012, 0.010, 0.9), (0.022, 0.013, 0.75), (depth, 0.010, 0.5)]
     new, rings = [], []
     base = len(verts)
-    for back, open_, squeeze in steps:
+    for k, (back, open_, squeeze) in enumerate(steps):
         ring = lip.copy()
         ring[:, 0] = center[0] + (ring[:, 0] - center[0]) * squeeze
-        ring[:, 1] += np.where(upper, open_, -open_)
+        ring[:, 1] += np.where(upper, open_, -open_) * (taper if k < 2 else 1.0)
         ring[:, 2] = lip[:, 2] - back
         rings.append(np.arange(base, base + len(loop)))
         base += len(loop)
