@@ -192,6 +192,21 @@ def test_flame68_dynamic_contour_follows_yaw(flame_dir):
         assert torch.allclose(out.landmarks[b, 0], expected, atol=1e-6)
 
 
+def test_mediapipe_embedding(flame_dir):
+    folder, _ = flame_dir
+    faces_idx = np.array([3, 7, 11, 20, 41])
+    bary = np.random.default_rng(3).dirichlet(np.ones(3), size=5)
+    np.savez(folder / "mediapipe_landmark_embedding.npz", lmk_face_idx=faces_idx, lmk_b_coords=bary,
+             landmark_indices=np.array([1, 4, 33, 263, 152]))
+    head = load_head("flame2023", str(folder / "generic_model.pkl"))
+    assert head.name == "flame2023" and head.landmark_set == "mediapipe105"
+    assert head.landmark_indices == (1, 4, 33, 263, 152)
+    out = head(pose=torch.zeros(1, 15))
+    tri = out.vertices[0, head.faces[torch.as_tensor(faces_idx)]]
+    expected = (tri * torch.as_tensor(bary, dtype=torch.float32)[..., None]).sum(1)
+    assert torch.allclose(out.landmarks[0], expected, atol=1e-6)
+
+
 def test_eyelid_blendshapes_are_used(flame_dir):
     folder, _ = flame_dir
     np.save(folder / "l_eyelid.npy", np.ones((1, N_VERTS, 3)) * 0.01)
