@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 _TRI_BITS = 29
 _TRI_MASK = (1 << _TRI_BITS) - 1
+_SIGN_BIT = -(1 << 31)
 
 @dataclass
 class CoveredPixels:
@@ -84,7 +85,7 @@ class _Triangles:
     width: torch.Tensor  # (T,) box size in pixels (long)
     height: torch.Tensor
     scan: torch.Tensor  # (9, T) float32 [d/dx (3), d/dy (3), value (3)] at the box's first centre
-    decode: torch.Tensor  # (11, T) float32 [d/dx, d/dy, value] of P_0..P_2, box corner x, y
+    decode: torch.Tensor  # (12, T) float32 [d/dx, d/dy, value] of P_0..P_2, box x, y, face
     counts: list[int]  # triangles per class of SCAN_SIZES
 
 
@@ -136,12 +137,13 @@ def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
     x, y, z = corners.index_select(1, idx).view(3, 3, -1)
     xlo, ylo = xlo[idx], ylo[idx]
     scan = _planes(x, y, z, area2[idx], xlo + 0.5, ylo + 0.5)
-    decode = torch.cat([scan[[0, 3, 6, 1, 4, 7, 2, 5, 8]], xlo[None], ylo[None]])
+    face = idx.remainder(n_faces)
+    decode = torch.cat([scan[[0, 3, 6, 1, 4, 7, 2, 5, 8]], xlo[None], ylo[None], face[None].to(xlo)])
     scan[6:9] += (scan[0:3].abs() + scan[3:6].abs()).mul_(EDGE_EPS)  # decode stays exact
     image = torch.div(idx, n_faces, rounding_mode="floor")
     xlo_i, ylo_i = xlo.long(), ylo.long()
     return _Triangles(
-        face=idx - image * n_faces,
+        face=face,
         base=(image * h + ylo_i) * w + xlo_i,
         width=width,
         height=height,
@@ -210,29 +212,41 @@ def _scan_pieces(tri, base, width, last_row, coef, k: int, buf: torch.Tensor, w:
         p.addcmul_(dy, coef[3 + i, :, None]).add_(coef[6 + i, :, None])
         planes.append(p)
     p0, p1, p2 = planes
-    # A centre is inside when no plane is negative: no sign bit in the OR of the bit patterns.
-    outside = (p0.view(torch.int32) | p1.view(torch.int32) | p2.view(torch.int32)) < 0
-    inv_depth = p0.add_(p1).add_(p2).masked_fill_(outside, 0.0)
-    key = inv_depth.double().view(torch.int64) | tri[:, None]  # outside: key = tri < 2**29
+    # A centre is outside when a plane is negative: then the OR of the three bit patterns has
+    # the sign bit, which is copied onto 1 / depth so that its key is negative and never wins.
+    bits = (p0.view(torch.int32) | p1.view(torch.int32)).bitwise_or_(p2.view(torch.int32))
+    inv_depth = p0.add_(p1).add_(p2)
+    inv_depth.view(torch.int32).bitwise_or_(bits.bitwise_and_(_SIGN_BIT))
+    key = inv_depth.double()
+    key.view(torch.int64).bitwise_or_(tri[:, None])
     pix = dy.mul_(w).add_(dx).long().add_(base[:, None])
     buf.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
+
+
+def _row_col(flat_idx: torch.Tensor, h: int, w: int):
+    """Row and column of flat pixel indices into (I, h, w) images."""
+    if h & (h - 1) == 0 and w & (w - 1) == 0:  # powers of two: bit operations
+        shift = w.bit_length() - 1
+        return (flat_idx >> shift) & (h - 1), flat_idx & (w - 1)
+    pix = flat_idx.remainder(h * w)
+    row = torch.div(pix, w, rounding_mode="floor")
+    return row, pix - row * w
 
 
 def _decode(tris: _Triangles, keys: torch.Tensor):
     """Fragments data from the winning keys (I, H, W), computed on covered pixels only."""
     n_img, h, w = keys.shape
     flat = keys.view(-1)
-    covered = (flat > _TRI_MASK).nonzero().squeeze(1)  # smaller keys: centres outside all
-    tri = flat[covered] & _TRI_MASK
-    co = tris.decode.index_select(1, tri)  # (11, P)
-    pix = covered.remainder(h * w)
-    row = torch.div(pix, w, rounding_mode="floor")
-    col = (pix - row * w).to(co.dtype).sub_(co[9])
+    covered = (flat > 0).nonzero().squeeze(1)
+    tri = flat.index_select(0, covered).view(torch.int64) & _TRI_MASK
+    co = tris.decode.index_select(1, tri)  # (12, P)
+    row, col = _row_col(covered, h, w)
+    col = col.to(co.dtype).sub_(co[9])
     row = row.to(co.dtype).sub_(co[10])
     p = torch.addcmul(co[2:9:3], co[0:9:3], col).addcmul_(co[1:9:3], row)  # (3, P)
     depth = p.sum(0).reciprocal_()
     bary_c = p.mul_(depth)
-    face_c = tris.face[tri]
+    face_c = co[11].long()
     total = n_img * h * w
     bary = torch.zeros((total, 3), dtype=co.dtype, device=keys.device)
     bary.index_copy_(0, covered, bary_c.t())
@@ -284,13 +298,15 @@ def rasterize_torch(
     flat = torch.nan_to_num(flat, nan=-1.0, posinf=-1.0, neginf=-1.0)  # non-finite: dropped
     n_img = flat.shape[0]
     faces = faces.to(device=flat.device, dtype=torch.long)
+    if faces.shape[0] > 1 << 24:  # face ids travel as float32 in the decode table
+        raise ValueError(f"meshes with more than {1 << 24} faces are not supported")
     tris = _setup(flat, faces, h, w, cull_backfaces, near) if n_img and faces.numel() else None
     if tris is None or tris.face.numel() == 0:
         out = _empty(n_img, h, w, flat.device, flat.dtype)
     else:
         if tris.face.numel() > _TRI_MASK:
-            raise ValueError(f"too many visible triangles in one call (> {_TRI_MASK})")
-        buf = torch.zeros((n_img, h, w), dtype=torch.int64, device=flat.device)
+            raise ValueError(f"more than {_TRI_MASK} visible triangles in one call: split the batch")
+        buf = torch.zeros((n_img, h, w), dtype=torch.float64, device=flat.device)
         _scan(tris, buf.view(-1), w, max_candidates)
         out = _decode(tris, buf)
     return Fragments(
