@@ -84,10 +84,17 @@ class MeshGenerator(Generator):
         """Load the head and FaceMesh now, so that the first session opens as fast as later ones."""
         import numpy as np
 
+        import torch
+
         from flamecast.renderer.portrait import detect_faces
 
-        self.head_model
+        from .fitting import fit_portrait, to_image
+
+        head = self.head_model
         detect_faces(np.zeros((64, 64, 3), np.uint8))
+        with torch.no_grad():
+            lmk = head(pose=torch.zeros(1, 15, device=head.center.device)).landmarks[0]
+        fit_portrait(head, to_image(lmk, 1000.0, lmk.new_tensor([128.0, 128.0])).cpu().numpy(), iterations=4)
 
     def open_session(self, spec: GeneratorSessionSpec) -> MeshSession:
         from flamecast.renderer.portrait import load_portrait
