@@ -39,14 +39,12 @@ def _fake_chumpy() -> type:
 
 def _synthetic_model(rng: np.random.Generator) -> dict:
     v = rng.normal(scale=0.05, size=(N_VERTS, 3))
-    joints_true = rng.normal(scale=0.05, size=(5, 3))
     # each joint regressed from 4 vertices
     reg = np.zeros((5, N_VERTS))
     for j in range(5):
         reg[j, rng.choice(N_VERTS, 4, replace=False)] = 0.25
     weights = rng.random((N_VERTS, 5)) ** 3
     weights /= weights.sum(1, keepdims=True)
-    del joints_true
     return {
         "v_template": v,
         "shapedirs": rng.normal(scale=0.01, size=(N_VERTS, 3, 400)),

@@ -9,7 +9,6 @@ import numpy as np
 from . import meshops, skull
 from .face import eye_loops
 
-EYE_RADIUS = 0.0120
 
 
 @dataclass
@@ -47,7 +46,7 @@ def _angles(points: np.ndarray, center: np.ndarray) -> np.ndarray:
     return np.stack([az, el], 1)
 
 
-def _fit_to_oval(verts, angles, oval_pts, params, sigma=0.35):
+def _fit_to_oval(verts, oval_pts, params, sigma=0.35):
     """Scale grid radii so the grid meets the face outline (angular Gaussian blending)."""
     c = np.asarray(params.center)
     oval_ang = _angles(oval_pts, c)
@@ -92,7 +91,7 @@ def join_face_and_skull(face: np.ndarray, face_tris: np.ndarray, n_az=48, n_ring
     c = np.asarray(params.center)
     gverts, gtris, gang = skull.grid(params, n_az=n_az, n_rings=n_rings)
     oval = loops["oval"]
-    gverts = _fit_to_oval(gverts, gang, face[oval], params)
+    gverts = _fit_to_oval(gverts, face[oval], params)
     oval_ang = _angles(face[oval], c)
     gverts, gtris, gang = _remove_footprint(gverts, gtris, gang, oval_ang, margin=0.6 * 2 * np.pi / n_az)
     n_face = len(face)

@@ -205,12 +205,9 @@ def shape_dirs(g: Geometry) -> np.ndarray:
         "forehead_slope": np.stack([0 * side, 0 * side, -0.1 * np.maximum(v[:, 1] - eye_y - 0.02, 0) * front], 1),
     }
     dirs = np.stack([fields[n] for n in SHAPE_NAMES], -1)
-    for key in ("eye_left", "eye_right"):  # eyeballs move rigidly with their centre
+    for key in ("eye_left", "eye_right"):  # eyeballs move rigidly (their mean displacement)
         ids = g.regions[key]
-        center = g.eye_centers[key]
-        k = np.argmin(np.linalg.norm(v[ids] - center, axis=1))
         dirs[ids] = dirs[ids].mean(0, keepdims=True)
-        del k
     return dirs
 
 

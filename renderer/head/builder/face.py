@@ -13,8 +13,6 @@ from collections import Counter
 import numpy as np
 
 IPD_M = 0.063  # distance between the eye centres, metres
-# Landmark groups (FaceMesh indices).
-FACE_OVAL_START = 10
 
 
 def facemesh_points() -> np.ndarray:

@@ -25,13 +25,12 @@ def close_mouth(verts: np.ndarray, tris: np.ndarray, loop: list[int], gap: float
 def lip_arcs(verts: np.ndarray, loop: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Upper and lower inner-lip arcs between the corners, both ordered from 78 to 308."""
     loop = list(loop)
-    i, j = loop.index(78), loop.index(308)
+    i = loop.index(78)
     rolled = loop[i:] + loop[:i]
     k = rolled.index(308)
     first, second = rolled[1:k], rolled[k + 1 :][::-1]
     if len(first) != len(second):
         raise ValueError("the inner-lip loop is not symmetric")
-    del j
     a, b = np.array(first), np.array(second)
     return (a, b) if verts[a, 1].mean() > verts[b, 1].mean() else (b, a)
 
