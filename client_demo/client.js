@@ -53,7 +53,8 @@ class LatencyMatcher {
     if (rtpTimestamp === undefined) return null;
     if (this.offset === null) { this.vote(rtpTimestamp); return null; }
     const pts = (rtpTimestamp - this.offset) >>> 0;
-    const capture = this.sent.get(pts);
+    // one tick of rounding may separate the sent pts from the RTP timestamp
+    const capture = this.sent.get(pts) ?? this.sent.get((pts - 1) >>> 0) ?? this.sent.get((pts + 1) >>> 0);
     if (capture === undefined) return null;
     const ms = wallMs - capture / 1e6;
     this.samples.push(ms);

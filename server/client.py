@@ -122,24 +122,39 @@ class LatencyMatcher:
         self.sent: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.offset: int | None = None
         self._votes: collections.Counter[int] = collections.Counter()
+        self._early: collections.OrderedDict[int, int] = collections.OrderedDict()  # decoded before its stamp came
         self.samples: list[float] = []
 
     def on_sent(self, pts: int, capture_ns: int) -> None:
         self.sent[pts] = capture_ns
-        while len(self.sent) > FRAME_MEMORY:
-            self.sent.popitem(last=False)
+        _trim(self.sent)
+        if self.offset is not None:
+            for candidate in (pts - self.offset, pts - self.offset - 1, pts - self.offset + 1):
+                if (decoded_ns := self._early.pop(candidate, None)) is not None:
+                    self.samples.append((decoded_ns - capture_ns) / 1e6)
+                    break
 
     def on_decoded(self, pts: int, now_ns: int) -> float | None:
-        """Latency in ms of a frame decoded now, once the offset is known."""
+        """Latency in ms of a frame decoded now, once the offset is known (None until then, or
+        until the frame's stamp arrives: the data channel may lag the video)."""
         if self.offset is None:
             self._vote(pts)
             return None
-        capture = self.sent.get(pts + self.offset)
+        capture = self._lookup(pts + self.offset)
         if capture is None:
+            self._early[pts] = now_ns
+            _trim(self._early)
             return None
         ms = (now_ns - capture) / 1e6
         self.samples.append(ms)
         return ms
+
+    def _lookup(self, sent_pts: int) -> int | None:
+        # The decoder's pts can be one tick off the sent one (timebase rounding on the way).
+        for candidate in (sent_pts, sent_pts - 1, sent_pts + 1):
+            if candidate in self.sent:
+                return self.sent[candidate]
+        return None
 
     def _vote(self, pts: int) -> None:
         for sent_pts in self.sent:
@@ -148,6 +163,11 @@ class LatencyMatcher:
             (best, n), *rest = self._votes.most_common(2) + [(None, 0)]
             if n >= LOCK_VOTES and n > rest[0][1]:
                 self.offset = best
+
+
+def _trim(d: collections.OrderedDict) -> None:
+    while len(d) > FRAME_MEMORY:
+        d.popitem(last=False)
 
 
 class Connection:
