@@ -352,6 +352,20 @@ def test_quiet_session_costs_nothing_and_a_slow_one_does_not_starve_others(worke
     assert not any(e.topic == quiet for e in client.received)
 
 
+def test_full_worker_refuses_more_sessions_until_one_closes():
+    with GeneratorWorker(local_settings(max_sessions=1), host=fake_host()) as w:
+        c = Client(w.endpoints)
+        try:
+            assert c.open("first", size=16).meta["state"] == "ready"
+            status = c.open("second", size=16)
+            assert status.meta["state"] == "error" and "worker is full (1 sessions)" in status.meta["error"]
+            c.wait_for(lambda e: e.topic == "first" and e.meta.get("state") == "closed",
+                       resend=wire.session_close_message("first"))
+            assert c.open("second", size=16).meta["state"] == "ready"
+        finally:
+            c.close()
+
+
 def test_ready_file_and_cli_signal(tmp_path):
     ready = tmp_path / "worker.json"
     env = {**os.environ, "FLAMECAST_PLUGINS_ALLOW": "none"}
