@@ -1,7 +1,7 @@
 """Time the built-in rasterizer on the built-in head: ms per frame, all views together.
 
     python bench/raster.py [--device cpu|cuda] [--views 4] [--size 256] [--batch 1 8]
-                           [--threads N] [--repeat 50] [--json OUT]
+                           [--threads N] [--repeat 50] [--keep-freed-memory] [--json OUT]
 
 Two figures per batch size: rasterize alone (projection + fragments) and rasterize + grey
 Lambert (the FLAME rendering, uint8 frames). Head poses vary from frame to frame. Wall-clock
@@ -33,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="call flamecast.renderer.raster.memory.keep_freed_memory() first")
     return ap.parse_args()
 
 
@@ -141,6 +143,11 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        from flamecast.renderer.raster.memory import keep_freed_memory
+
+        if not keep_freed_memory():
+            print("keep_freed_memory(): not glibc, nothing changed")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch")
     from flamecast.renderer.raster import DEFAULT_VIEWS, make_cameras
@@ -158,6 +165,7 @@ def main() -> None:
         "views": views,
         "size": args.size,
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": args.keep_freed_memory,
         "load_average_at_start": os.getloadavg()[0],
         "results": [bench_batch(head, frames, cams, b, args) for b in batches],
     }

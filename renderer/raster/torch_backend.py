@@ -84,7 +84,8 @@ class _Triangles:
     base: torch.Tensor  # (T,) flat pixel index of the box's first pixel
     width: torch.Tensor  # (T,) box size in pixels (long)
     height: torch.Tensor
-    scan: torch.Tensor  # (9, T) float32 [d/dx (3), d/dy (3), value (3)] at the box's first centre
+    scan: torch.Tensor  # (10, T) float32 [d/dx (3), d/dy (3), value (3)] at the box's first
+    # centre, planes grown by EDGE_EPS, and the sum of the three growths
     decode: torch.Tensor  # (12, T) float32 [d/dx, d/dy, value] of P_0..P_2, box x, y, face
     counts: list[int]  # triangles per class of SCAN_SIZES
 
@@ -139,7 +140,9 @@ def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
     scan = _planes(x, y, z, area2[idx], xlo + 0.5, ylo + 0.5)
     face = idx.remainder(n_faces)
     decode = torch.cat([scan[[0, 3, 6, 1, 4, 7, 2, 5, 8]], xlo[None], ylo[None], face[None].to(xlo)])
-    scan[6:9] += (scan[0:3].abs() + scan[3:6].abs()).mul_(EDGE_EPS)  # decode stays exact
+    grow = (scan[0:3].abs() + scan[3:6].abs()).mul_(EDGE_EPS)
+    scan = torch.cat([scan, grow.sum(0, keepdim=True)])
+    scan[6:9] += grow  # the decode planes stay exact; row 9 takes the growth off 1 / depth
     image = torch.div(idx, n_faces, rounding_mode="floor")
     xlo_i, ylo_i = xlo.long(), ylo.long()
     return _Triangles(
@@ -200,7 +203,7 @@ def _scan_pieces(tri, base, width, last_row, coef, k: int, buf: torch.Tensor, w:
     """One broadcast scan of n pieces of k candidate centres each: the first k centres of a
     piece, row by row, of a box ``width`` wide (rows past ``last_row`` repeat the last row).
 
-    tri, base, width, last_row are (n,); coef is (9, n)."""
+    tri, base, width, last_row are (n,); coef is (10, n) (see ``_Triangles.scan``)."""
     kf = torch.arange(k, device=buf.device, dtype=coef.dtype)
     wf = width[:, None]
     dy = torch.div(kf, wf).floor_()
@@ -215,7 +218,7 @@ def _scan_pieces(tri, base, width, last_row, coef, k: int, buf: torch.Tensor, w:
     # A centre is outside when a plane is negative: then the OR of the three bit patterns has
     # the sign bit, which is copied onto 1 / depth so that its key is negative and never wins.
     bits = (p0.view(torch.int32) | p1.view(torch.int32)).bitwise_or_(p2.view(torch.int32))
-    inv_depth = p0.add_(p1).add_(p2)
+    inv_depth = p0.add_(p1).add_(p2).sub_(coef[9, :, None])
     inv_depth.view(torch.int32).bitwise_or_(bits.bitwise_and_(_SIGN_BIT))
     key = inv_depth.double()
     key.view(torch.int64).bitwise_or_(tri[:, None])
