@@ -5,20 +5,23 @@ Three plane equations per triangle, ``P_i(x, y) = l_i / z_i`` (screen-space bary
 vertex depth), are linear in pixel coordinates: their signs give the inside test, their sum is
 ``1 / depth`` and ``P_i / sum`` are the perspective-correct barycentrics. The steps:
 
-1. set-up per triangle (float64): drop triangles behind the near plane, degenerate,
-   off-screen or (when asked) back-facing; compute the planes and the pixel bounding box.
-2. scan: boxes are padded up to one of a few sizes (``BOX_SIZES``; larger boxes are cut into
-   pieces), so all triangles of one size share a grid of pixel centres and the scan is a pure
-   broadcast (no per-pixel gathers).
-3. depth test: one ``scatter_reduce(amax)`` per size of int64 keys that pack the float64 bit
-   pattern of ``1 / depth`` (positive floats order like their bit patterns) with the triangle
-   index in the 29 low bits, always zero in a float32 value widened to float64. The largest
-   key is the nearest triangle; equal depths resolve to the later triangle. Centres outside a
-   triangle get key 0.
-4. decode: the winning triangle per pixel, its barycentrics and depth from its planes.
+1. set-up per triangle: drop triangles behind the near plane, degenerate, off-screen or (when
+   asked) back-facing; compute the planes and the pixel bounding box; sort the triangles into
+   size classes by box area (``SCAN_SIZES``).
+2. scan: each class is one broadcast over (triangles, K candidate centres), the first K centres
+   of the box row by row; boxes larger than the largest class are cut into pieces of whole
+   rows. No per-pixel gathers.
+3. depth test: one ``scatter_reduce(amax)`` per class of keys that pack the float64 bit pattern
+   of ``1 / depth`` (positive floats order like their bit patterns) with the triangle index in
+   the 29 low bits, always zero in a float32 value widened to float64. The largest key is the
+   nearest triangle; equal depths resolve to the later triangle. A centre outside the triangle
+   gets the sign bit of its planes' OR copied onto its key, so the key is negative and loses to
+   the buffer's initial 0.
+4. decode, on covered pixels only: the winning triangle, its barycentrics and depth.
 
-A pixel belongs to a triangle when its centre lies inside or on an edge. Triangles are not
-clipped: one with a vertex at or behind ``near`` is dropped whole.
+A pixel belongs to a triangle when its centre lies inside or on an edge; triangles are grown by
+``EDGE_EPS`` pixels for that test so that float32 rounding never opens a crack between
+neighbours. Triangles are not clipped: one with a vertex at or behind ``near`` is dropped whole.
 """
 
 from __future__ import annotations
