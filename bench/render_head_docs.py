@@ -107,6 +107,7 @@ def main() -> None:
     sheet = np.concatenate(tiles, 0)
     Image.fromarray(sheet).save(out / "head_renders.png")
     expression_sheet(head, faces, colors, center, out / "head_expressions.png", args.size)
+    shape_sheet(head, faces, colors, center, radius, out / "head_shapes.png", 200)
     for name, yaw in views:
         with torch.no_grad():
             v = head(pose=torch.zeros(1, 15)).vertices[0].numpy()
@@ -130,6 +131,29 @@ def expression_sheet(head, faces, colors, center, path, size) -> None:
         ImageDraw.Draw(tile).text((8, 8), name, fill=(0, 0, 0))
         tiles.append(np.asarray(tile))
     rows = [np.concatenate(tiles[i : i + 4], 1) for i in range(0, len(tiles), 4)]
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+SIDE_VIEW_SHAPES = ("head_depth", "chin_forward", "nose_length", "nose_bridge", "brow_ridge", "lip_fullness", "forehead_slope")
+
+
+def shape_sheet(head, faces, colors, center, radius, path, size) -> None:
+    """Every shape component at -3 and +3 (profile for the ones that act in depth), labelled."""
+    import torch
+    from PIL import ImageDraw
+
+    tiles = []
+    for k, name in enumerate(head.shape_names):
+        for value in (-3.0, 3.0):
+            s = torch.zeros(1, head.n_shape)
+            s[0, k] = value
+            with torch.no_grad():
+                v = head(pose=torch.zeros(1, 15), shape=s).vertices[0].numpy()
+            yaw = 90.0 if name in SIDE_VIEW_SHAPES else 0.0
+            tile = Image.fromarray(render(v, faces, yaw, size, center, radius, colors))
+            ImageDraw.Draw(tile).text((4, 4), f"{name} {value:+.0f}", fill=(0, 0, 0))
+            tiles.append(np.asarray(tile))
+    rows = [np.concatenate(tiles[i : i + 8], 1) for i in range(0, len(tiles), 8)]
     Image.fromarray(np.concatenate(rows, 0)).save(path)
 
 

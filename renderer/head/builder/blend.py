@@ -193,14 +193,14 @@ def shape_dirs(g: Geometry) -> np.ndarray:
         "face_length": np.stack([0 * side, -0.008 * lower * front, 0 * side], 1),
         "jaw_width": np.stack([0.006 * side * _gauss(v, v[[58, 288, 172, 397]], 0.025), 0 * side, 0 * side], 1),
         "chin_forward": np.stack([0 * side, 0 * side, 0.006 * _gauss(v, v[[152, 175, 199]], 0.018)], 1),
-        "nose_length": np.stack([0 * side, -0.001 * _gauss(v, v[[4, 1]], 0.012), 0.005 * _gauss(v, v[[4, 1]], 0.014)], 1),
+        "nose_length": np.stack([0 * side, -0.001 * _gauss(v, v[[4, 1]], 0.012), 0.004 * _gauss(v, v[[4, 1]], 0.014)], 1),
         "nose_width": np.stack([0.003 * side * _gauss(v, v[[98, 327, 129, 358]], 0.01), 0 * side, 0 * side], 1),
         "nose_bridge": np.stack([0 * side, 0 * side, 0.003 * _gauss(v, v[[6, 197, 195]], 0.012)], 1),
         "eye_spacing": np.stack([0.003 * side * _gauss(v, np.stack(list(g.eye_centers.values())), 0.018), 0 * side, 0 * side], 1),
-        "cheek_fullness": 0.005 * _gauss(v, v[[425, 205, 411, 187]], 0.02)[:, None] * _outward(v, g.tris),
+        "cheek_fullness": _gauss(v, v[[425, 205, 411, 187]], 0.02)[:, None] * np.stack([0.004 * side, 0 * side, 0 * side + 0.002], 1),
         "brow_ridge": np.stack([0 * side, 0 * side, 0.003 * _gauss(v, v[[105, 334, 66, 296, 9]], 0.015)], 1),
         "lip_fullness": np.stack([0 * side, 0 * side, 0.0025 * _gauss(v, v[[0, 17, 13, 14]], 0.012)], 1),
-        "mouth_width": np.stack([0.004 * side * _gauss(v, v[[61, 291]], 0.014), 0 * side, 0 * side], 1),
+        "mouth_width": np.stack([0.0025 * side * _gauss(v, v[[61, 291]], 0.016), 0 * side, 0 * side], 1),
         "neck_thickness": _neck(v, s, chin_y),
         "forehead_slope": np.stack([0 * side, 0 * side, -0.1 * np.maximum(v[:, 1] - eye_y - 0.02, 0) * front], 1),
     }
@@ -209,10 +209,6 @@ def shape_dirs(g: Geometry) -> np.ndarray:
         ids = g.regions[key]
         dirs[ids] = dirs[ids].mean(0, keepdims=True)
     return dirs
-
-
-def _outward(v, tris):
-    return meshops.vertex_normals(v, tris)
 
 
 def _neck(v, s, chin_y):
