@@ -282,7 +282,7 @@ def rasterize_torch(
     *,
     cull_backfaces: bool = False,
     near: float = 1e-4,
-    max_candidates: int = 1 << 21,
+    max_candidates: int = 1 << 20,
 ) -> Fragments:
     """Rasterize screen-space triangles with the built-in PyTorch rasterizer.
 
