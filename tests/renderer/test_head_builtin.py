@@ -251,3 +251,13 @@ def test_builtin_on_cuda(head):
     out = gpu(pose=torch.zeros(4, 15, device="cuda"), expression=torch.ones(4, gpu.n_expression, device="cuda"))
     cpu = head(pose=torch.zeros(4, 15), expression=torch.ones(4, head.n_expression))
     assert torch.allclose(out.vertices.cpu(), cpu.vertices, atol=1e-5)
+
+
+def test_docs_list_every_channel_and_shape_component(head):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "head.md").read_text()
+    for name in head.expression_names:
+        assert f"| `{name}` |" in text, name
+    for name in head.shape_names:
+        assert name in text, name
