@@ -23,7 +23,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--generator", default="mesh")
     p.add_argument("--seconds", type=float, default=30.0, help="measurement time after warm-up")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds received before measuring")
-    p.add_argument("--tracks", default="", help="comma-separated tracks (default: every view)")
+    p.add_argument("--views", default="", help="comma-separated view ids to render (default: the generator's set)")
+    p.add_argument("--tracks", default="", help="comma-separated tracks to receive (default: every view)")
     p.add_argument("--size", type=int, default=None, help="video side in pixels (default: the generator's)")
     p.add_argument("--codec", default=None, choices=("vp8", "h264"))
     p.add_argument("--json", action="store_true", help="print one JSON line")
@@ -59,7 +60,8 @@ async def main(args: argparse.Namespace) -> dict:
     try:
         async with FlamecastClient(url) as client:
             t0 = time.perf_counter()
-            info = await client.create_session(driver="idle")
+            fields = {"views": args.views.split(",")} if args.views else {}
+            info = await client.create_session(driver="idle", **fields)
             open_s = time.perf_counter() - t0
             tracks = args.tracks.split(",") if args.tracks else info["views"]
             async with await client.connect(info["id"], tracks=tracks, codec=args.codec) as conn:
@@ -80,7 +82,8 @@ async def main(args: argparse.Namespace) -> dict:
         "latency_ms": {"p50": round(float(np.percentile(samples, 50)), 1),
                        "p95": round(float(np.percentile(samples, 95)), 1), "samples": int(samples.size)},
         "server_latency_ms": server["latency_ms"], "render_ms": server["render_ms"],
-        "dropped": server["dropped"], "machine": f"{platform.machine()} {platform.processor() or ''} "
+        "dropped": server["dropped"], "load_average": [round(x, 1) for x in __import__("os").getloadavg()],
+        "machine": f"{platform.machine()} {platform.processor() or ''} "
         f"{__import__('os').cpu_count()} cores".strip(),
     }
 
