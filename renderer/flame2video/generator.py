@@ -186,7 +186,10 @@ class FLAME2VideoGenerator(Generator):
             if not self.settings.get("allow_random_weights"):
                 raise
             log.warning("FLAME2Video runs with RANDOM weights (allow_random_weights): output is noise")
-            return random_components(MODEL_CONFIGS[profile.model](), device=self.device)
+            import torch
+
+            dtype = torch.float32 if self.device.type == "cpu" else getattr(torch, profile.dtype)
+            return random_components(MODEL_CONFIGS[profile.model](), device=self.device, dtype=dtype)
 
     def pipeline(self, profile):
         """The pipeline for ``profile`` (built once, shared by sessions of that profile)."""

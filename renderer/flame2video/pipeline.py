@@ -96,10 +96,8 @@ class FLAME2VideoPipeline:
         self.decoder = components.tiny_vae if profile.decoder == "tiny" else components.vae
         if self.decoder is None:
             raise ValueError("profile wants the tiny decoder but no tiny_vae is loaded")
-        for m in self.modules():
-            m.to(device=self.device).eval().requires_grad_(False)
-            if self.dtype != torch.float32:
-                m.to(dtype=self.dtype)
+        for m in self.modules():  # one .to() per module: each tensor is cast as it moves
+            m.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.scheduler = make_scheduler(profile.scheduler)
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
