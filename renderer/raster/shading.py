@@ -50,8 +50,7 @@ class _Covered:
 
 
 def _covered(frags: Fragments) -> _Covered:
-    lead = tuple(frags.face_idx.shape[:-2])
-    h, w = frags.face_idx.shape[-2:]
+    lead, (h, w) = tuple(frags.shape[:-2]), frags.shape[-2:]
     if frags.covered is not None:
         idx, face, bary = frags.covered.index, frags.covered.face, frags.covered.bary
     else:

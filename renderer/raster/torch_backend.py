@@ -26,10 +26,10 @@ neighbours. Triangles are not clipped: one with a vertex at or behind ``near`` i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 _TRI_BITS = 29
 _TRI_MASK = (1 << _TRI_BITS) - 1
@@ -42,28 +42,58 @@ class CoveredPixels:
     index: (P,) ascending flat pixel indices in (..., H, W) order.
     face: (P,) face index of each.
     bary: (3, P) barycentrics, one row per corner.
+    depth: (P,) camera depth.
     """
 
     index: torch.Tensor
     face: torch.Tensor
     bary: torch.Tensor
+    depth: torch.Tensor
 
 
-@dataclass
 class Fragments:
     """What a rasterizer gives per pixel, for images of shape (..., H, W).
 
     face_idx: (..., H, W) long, the index into ``faces`` of the visible face; -1 = background.
     bary: (..., H, W, 3) perspective-correct barycentrics of that face (0 on background).
     depth: (..., H, W) camera depth in the vertices' units (0 on background).
-    covered: optional sparse copy of the covered pixels, which the built-in rasterizer has at
-        hand anyway; shading uses it to skip a search.
+    covered: the covered pixels in sparse form (``CoveredPixels``) or None.
+    shape: (..., H, W).
+
+    Built either from the dense tensors, or from ``covered`` and ``shape``; then the dense
+    tensors are made on first access (the shaders work from ``covered`` and never need them).
     """
 
-    face_idx: torch.Tensor
-    bary: torch.Tensor
-    depth: torch.Tensor
-    covered: CoveredPixels | None = None
+    def __init__(self, face_idx=None, bary=None, depth=None, *, covered=None, shape=None):
+        if face_idx is None and (covered is None or shape is None):
+            raise ValueError("Fragments needs face_idx, bary and depth, or covered and shape")
+        self._face_idx, self._bary, self._depth = face_idx, bary, depth
+        self.covered: CoveredPixels | None = covered
+        self.shape = tuple(shape) if shape is not None else tuple(face_idx.shape)
+
+    def _dense(self, values: torch.Tensor, fill, tail: tuple[int, ...] = ()) -> torch.Tensor:
+        total = math.prod(self.shape)
+        out = torch.full((total, *tail), fill, dtype=values.dtype, device=values.device)
+        out.index_copy_(0, self.covered.index, values)
+        return out.view(*self.shape, *tail)
+
+    @property
+    def face_idx(self) -> torch.Tensor:
+        if self._face_idx is None:
+            self._face_idx = self._dense(self.covered.face, -1)
+        return self._face_idx
+
+    @property
+    def bary(self) -> torch.Tensor:
+        if self._bary is None:
+            self._bary = self._dense(self.covered.bary.t(), 0.0, (3,))
+        return self._bary
+
+    @property
+    def depth(self) -> torch.Tensor:
+        if self._depth is None:
+            self._depth = self._dense(self.covered.depth, 0.0)
+        return self._depth
 
     @property
     def mask(self) -> torch.Tensor:
@@ -240,7 +270,7 @@ def _row_col(flat_idx: torch.Tensor, h: int, w: int):
 
 
 def _decode(tris: _Triangles, keys: torch.Tensor):
-    """Fragments data from the winning keys (I, H, W), computed on covered pixels only."""
+    """The covered pixels of the winning keys (I, H, W)."""
     n_img, h, w = keys.shape
     flat = keys.view(-1)
     covered = (flat > 0).nonzero().squeeze(1)
@@ -251,28 +281,7 @@ def _decode(tris: _Triangles, keys: torch.Tensor):
     row = row.to(co.dtype).sub_(co[10])
     p = torch.addcmul(co[2:9:3], co[0:9:3], col).addcmul_(co[1:9:3], row)  # (3, P)
     depth = p.sum(0).reciprocal_()
-    bary_c = p.mul_(depth)
-    face_c = co[11].long()
-    total = n_img * h * w
-    bary = torch.zeros((total, 3), dtype=co.dtype, device=keys.device)
-    bary.index_copy_(0, covered, bary_c.t())
-    depth = torch.zeros(total, dtype=co.dtype, device=keys.device).index_copy_(0, covered, depth)
-    face_idx = torch.full((total,), -1, dtype=torch.long, device=keys.device)
-    face_idx.index_copy_(0, covered, face_c)
-    return Fragments(
-        face_idx.view(n_img, h, w),
-        bary.view(n_img, h, w, 3),
-        depth.view(n_img, h, w),
-        CoveredPixels(covered, face_c, bary_c),
-    )
-
-
-def _empty(n_img: int, h: int, w: int, device, dtype) -> Fragments:
-    return Fragments(
-        face_idx=torch.full((n_img, h, w), -1, dtype=torch.long, device=device),
-        bary=torch.zeros((n_img, h, w, 3), dtype=dtype, device=device),
-        depth=torch.zeros((n_img, h, w), dtype=dtype, device=device),
-    )
+    return CoveredPixels(covered, co[11].long(), p.mul_(depth), depth)
 
 
 def rasterize_torch(
@@ -308,16 +317,12 @@ def rasterize_torch(
         raise ValueError(f"meshes with more than {1 << 24} faces are not supported")
     tris = _setup(flat, faces, h, w, cull_backfaces, near) if n_img and faces.numel() else None
     if tris is None or tris.face.numel() == 0:
-        out = _empty(n_img, h, w, flat.device, flat.dtype)
+        none = torch.zeros(0, dtype=torch.long, device=flat.device)
+        covered = CoveredPixels(none, none, flat.new_zeros(3, 0), flat.new_zeros(0))
     else:
         if tris.face.numel() > _TRI_MASK:
             raise ValueError(f"more than {_TRI_MASK} visible triangles in one call: split the batch")
         buf = torch.zeros((n_img, h, w), dtype=torch.float64, device=flat.device)
         _scan(tris, buf.view(-1), w, max_candidates)
-        out = _decode(tris, buf)
-    return Fragments(
-        face_idx=out.face_idx.reshape(*lead, h, w),
-        bary=out.bary.reshape(*lead, h, w, 3),
-        depth=out.depth.reshape(*lead, h, w),
-        covered=out.covered,
-    )
+        covered = _decode(tris, buf)
+    return Fragments(covered=covered, shape=(*lead, h, w))
