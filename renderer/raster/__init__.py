@@ -20,7 +20,7 @@ from .cameras import (
     project,
     view_from_id,
 )
-from .torch_backend import Fragments, rasterize_torch
+from .torch_backend import CoveredPixels, Fragments, rasterize_torch
 from .render import BACKENDS, rasterize, render_views
 from .shading import (
     interpolate,
@@ -36,6 +36,7 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_VIEWS",
     "Cameras",
+    "CoveredPixels",
     "Fragments",
     "ViewSpec",
     "interpolate",

@@ -184,3 +184,31 @@ def test_closed_mesh_has_no_cracks():
     inner = d2 < (0.9 * radius[:, None, None]) ** 2
     assert inner.sum() > 1000
     assert frags.mask[inner].all()
+
+
+def test_dense_fragments_shade_like_sparse_ones():
+    # Fragments from another backend carry only dense tensors; shading must not depend on it.
+    from flamecast.renderer.raster import Fragments
+
+    verts, faces, uvs = quad()
+    cams = front(24, "front,left40")
+    sparse = rasterize_torch(project(verts[None], cams), faces, 24)
+    dense = Fragments(sparse.face_idx, sparse.bary, sparse.depth)
+    assert dense.covered is None and dense.shape == sparse.shape == (1, 2, 24, 24)
+    for shade in (
+        lambda fr: lambert(fr, verts[None], faces, cams),
+        lambda fr: normals_image(fr, verts[None], faces, cameras=cams),
+        lambda fr: texture_image(fr, faces, uvs, torch.rand(4, 4, 3, generator=torch.Generator().manual_seed(0))),
+    ):
+        assert torch.equal(shade(dense), shade(sparse))
+
+
+@pytest.mark.gpu
+def test_render_views_on_cuda_matches_cpu():
+    verts, faces, uvs = quad()
+    cams = front(32, "front,left30,up15")
+    batch = torch.stack([verts, verts * 0.8])
+    cpu = render_views(batch, faces, cams, mode="lambert")
+    gpu = render_views(batch.cuda(), faces.cuda(), cams.to("cuda"), mode="lambert")
+    assert gpu.device.type == "cuda"
+    assert (gpu.cpu() - cpu).abs().max() < 1e-3
