@@ -374,7 +374,7 @@ function onConnectionState(viewer, s) {
   if (viewer !== state.viewer) return;
   if (s === "connected") { setStatus(`live: session ${state.session.id}`, true); state.retries = 0; }
   else setStatus(s);
-  if ((s === "failed" || s === "disconnected") && !state.stopping) scheduleReconnect();
+  if ((s === "failed" || s === "disconnected" || s === "closed") && !state.stopping) scheduleReconnect();
 }
 
 // Reconnect after a failure: a new offer to the same session, or a new session if it ended.

@@ -19,6 +19,8 @@ from .cli import UsageError
 
 log = logging.getLogger(__name__)
 
+WATCH_INTERVAL = 1.0  # seconds between checks that the local worker is alive
+
 # flag dest -> Settings field, for flags that map one to one
 FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_upload_bytes", "open_timeout",
                "viewer_timeout", "idle_timeout", "default_driver")
@@ -108,8 +110,11 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True) -> 
             raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
                              "pick another --port (0 = any free one)") from None
         _announce(settings, runner)
+        watchdog = asyncio.create_task(_watch_worker(worker, stop)) if worker is not None else None
         await stop.wait()
         print("flamecast: shutting down", flush=True)
+        if watchdog is not None and watchdog.done() and watchdog.result():
+            return 1
     except WorkerStartError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -118,6 +123,18 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True) -> 
         if worker is not None:
             worker.stop()
     return 0
+
+
+async def _watch_worker(worker, stop: asyncio.Event) -> bool:
+    """Stop the server when its worker dies: without it no session can show anything."""
+    while not stop.is_set():
+        if worker.proc is not None and worker.proc.poll() is not None:
+            print(f"flamecast: the generator worker exited (status {worker.proc.returncode}); its messages are "
+                  "above. Stopping.", file=sys.stderr, flush=True)
+            stop.set()
+            return True
+        await asyncio.sleep(WATCH_INTERVAL)
+    return False
 
 
 async def _wait_or_stop(coro, stop: asyncio.Event):

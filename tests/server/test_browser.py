@@ -51,6 +51,15 @@ async def test_page_starts_a_session_and_the_video_plays(mesh_worker, tmp_path):
             assert len(shot) > 10_000
             sessions = http.app[__import__("flamecast.server.state", fromlist=["SESSIONS"]).SESSIONS].sessions
             assert len(sessions) == 1
+            # the server drops the page's peer connection: the page reconnects by itself
+            session = next(iter(sessions.values()))
+            await page.evaluate("() => document.querySelectorAll('video').forEach(v => v.dataset.old = '1')")
+            for viewer in list(session.viewers):
+                await viewer.close()
+            await page.wait_for_function(
+                "() => { const v = document.querySelector('video:not([data-old])'); return v && v.currentTime > 0.5; }",
+                timeout=60000)
+            assert len(session.viewers) == 1
             await page.click("#stop")
             await page.wait_for_function("() => document.getElementById('status').textContent === 'not connected'")
         finally:

@@ -116,6 +116,17 @@ def test_serve_off_loopback_needs_the_token_and_sigterm_leaves_nothing_behind():
 
 
 @pytest.mark.slow
+def test_a_dead_worker_stops_the_server_with_a_message():
+    served = Served()
+    try:
+        os.kill(served.worker_pid, signal.SIGKILL)
+        assert served.proc.wait(30) == 1
+        assert "generator worker exited" in served.proc.stdout.read()
+    finally:
+        served.kill()
+
+
+@pytest.mark.slow
 def test_a_killed_server_takes_its_worker_down():
     served = Served()
     try:
