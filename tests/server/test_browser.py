@@ -60,6 +60,14 @@ async def test_page_starts_a_session_and_the_video_plays(mesh_worker, tmp_path):
                 "() => { const v = document.querySelector('video:not([data-old])'); return v && v.currentTime > 0.5; }",
                 timeout=60000)
             assert len(session.viewers) == 1
+            # the OBS page: one view of that session and nothing else
+            obs = await browser.new_page(viewport={"width": 640, "height": 360})
+            await obs.goto(str(http.make_url(f"/obs.html?session={session.id}&view=front")))
+            await obs.wait_for_function(
+                "() => { const v = document.querySelector('video'); return v && v.currentTime > 0.5; }", timeout=60000)
+            assert await obs.evaluate("() => document.body.innerText.trim()") == ""
+            assert await obs.locator("video").count() == 1
+            await obs.close()
             await page.click("#stop")
             await page.wait_for_function("() => document.getElementById('status').textContent === 'not connected'")
         finally:
