@@ -143,12 +143,16 @@ def _planes(x, y, z, area2, qx, qy) -> torch.Tensor:
     return planes.view(9, -1)
 
 
-def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
+def _corners(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(9, I*F): x, y, z of corners 0..2 of triangle m = image * F + face, as plain vectors."""
     n_img, n_faces = verts.shape[0], faces.shape[0]
-    # (coordinate, corner, triangle) with triangle m = image * F + face: plain vectors.
     vt = verts.permute(2, 0, 1).reshape(3 * n_img, -1)  # (3 * I, N)
     corners = vt.index_select(1, faces.t().reshape(-1)).view(3, n_img, 3, n_faces)
-    corners = corners.transpose(1, 2).reshape(9, n_img * n_faces)
+    return corners.transpose(1, 2).reshape(9, n_img * n_faces)
+
+
+def _visible(corners, h: int, w: int, cull: bool, near: float):
+    """Indices of the triangles worth scanning, with their boxes and signed areas."""
     x, y, z = corners.view(3, 3, -1)
     area2 = (x[1] - x[0]).mul_(y[2] - y[0]).sub_((x[2] - x[0]).mul_(y[1] - y[0]))
     xlo, xhi = _box(x, w)
@@ -159,14 +163,26 @@ def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
     idx = keep.nonzero().squeeze(1)
     width = xhi.sub_(xlo).add_(1).long()[idx]
     height = yhi.sub_(ylo).add_(1).long()[idx]
+    return idx, width, height, xlo, ylo, area2
+
+
+def _by_class(width: torch.Tensor, height: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """An order that groups triangles by scan class (box area up to each of SCAN_SIZES, the
+    last class taking all larger ones), and the class sizes."""
     area = width * height
     classes, lower = [], 0
     for k in SCAN_SIZES[:-1]:
         classes.append(((area > lower) & (area <= k)).nonzero().squeeze(1))
         lower = k
     classes.append((area > lower).nonzero().squeeze(1))
-    counts = [c.numel() for c in classes]
-    order = torch.cat(classes)
+    return torch.cat(classes), [c.numel() for c in classes]
+
+
+def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
+    n_faces = faces.shape[0]
+    corners = _corners(verts, faces)
+    idx, width, height, xlo, ylo, area2 = _visible(corners, h, w, cull, near)
+    order, counts = _by_class(width, height)
     idx, width, height = idx[order], width[order], height[order]
     x, y, z = corners.index_select(1, idx).view(3, 3, -1)
     xlo, ylo = xlo[idx], ylo[idx]
@@ -177,10 +193,9 @@ def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
     scan = torch.cat([scan, grow.sum(0, keepdim=True)])
     scan[6:9] += grow  # the decode planes stay exact; row 9 takes the growth off 1 / depth
     image = torch.div(idx, n_faces, rounding_mode="floor")
-    xlo_i, ylo_i = xlo.long(), ylo.long()
     return _Triangles(
         face=face,
-        base=(image * h + ylo_i) * w + xlo_i,
+        base=(image * h + ylo.long()) * w + xlo.long(),
         width=width,
         height=height,
         scan=scan,
