@@ -211,7 +211,7 @@ class FLAME2VideoPipeline:
         embeds = ref.image_embeds
         g = self.profile.guidance
         if g > 1:
-            x, c = x.expand(2, *x.shape[1:]), c.expand(2, *c.shape[1:])
+            x, c = torch.cat([x, x]), torch.cat([c, c])
             embeds = torch.cat([torch.zeros_like(embeds), embeds])
         out = self.unet(x, t, embeds, condition=c).float()
         if g > 1:

@@ -1,0 +1,129 @@
+"""The FLAME2Video pipeline and sliding-window stream on the tiny profile (plain tensors)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flamecast.renderer.flame2video.components import random_components
+from flamecast.renderer.flame2video.config import get_profile, tiny_config
+from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline
+from flamecast.renderer.flame2video.stream import WindowStream
+
+PROFILE = get_profile("tiny")  # 64 px, 2 views, W = 4, S = 2, 2 steps
+
+
+def pipeline(**changes) -> FLAME2VideoPipeline:
+    return FLAME2VideoPipeline(random_components(tiny_config(), seed=0), PROFILE.replace(**changes))
+
+
+def conditioner(items):
+    """Deterministic fake FLAME renderings: a bright square that moves with the item index."""
+    out = torch.zeros(len(items), PROFILE.views, 3, PROFILE.size, PROFILE.size)
+    for i, item in enumerate(items):
+        x = 4 * (item % 8)
+        out[i, :, :, 20:40, x:x + 20] = 1.0
+    return out
+
+
+def count_calls(module: torch.nn.Module) -> list[int]:
+    calls: list[int] = []
+    module.register_forward_pre_hook(lambda *a: calls.append(1))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return pipeline()
+
+
+def test_windows_yield_stride_frames_in_order_and_reference_runs_once(pipe):
+    ref_calls = count_calls(pipe.reference_unet)
+    clip_calls = count_calls(pipe.image_encoder)
+    ref = pipe.prepare_reference(torch.rand(3, 80, 80))
+    stream = WindowStream(pipe, ref, conditioner, seed=1)
+    assert stream.push([0]) == []  # S = 2: nothing until two frames are in
+    out = stream.push([1])
+    assert [i for i, _ in out] == [0, 1]
+    assert out[0][1].shape == (2, 64, 64, 3) and out[0][1].dtype == torch.uint8
+    out = stream.push([2, 3, 4])
+    assert [i for i, _ in out] == [2, 3]
+    assert stream.pending == [4] and stream.windows == 2
+    assert stream.carry_latents.shape == (2, 2, 4, 8, 8)
+    out = stream.push([5])
+    assert [i for i, _ in out] == [4, 5]
+    # reference features and the CLIP embedding were computed once for the session, not per window
+    assert len(ref_calls) == 1 and len(clip_calls) == 1 and pipe.reference_runs == 1
+
+
+def test_carried_frames_keep_their_final_latents(pipe):
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64))
+    cond = pipe.encode_conditions(conditioner(list(range(4))))
+    carry = torch.randn(2, 2, 4, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    out = pipe.denoise(cond, ref, carry, g)
+    assert out.shape == (4, 2, 4, 8, 8)
+    torch.testing.assert_close(out[:2], carry)
+    assert torch.isfinite(out).all()
+    # the new frames depend on what was carried (continuity across windows)
+    other = pipe.denoise(cond, ref, carry + 1.0, torch.Generator().manual_seed(0))
+    assert not torch.allclose(other[2:], out[2:])
+
+
+def test_same_seed_same_frames(pipe):
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(5)))
+    a = WindowStream(pipe, ref, conditioner, seed=7).push([0, 1, 2, 3])
+    b = WindowStream(pipe, ref, conditioner, seed=7).push([0, 1, 2, 3])
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
+    c = WindowStream(pipe, ref, conditioner, seed=8).push([0, 1])
+    assert not torch.equal(a[0][1], c[0][1])
+
+
+@pytest.mark.parametrize("scheduler", ["lcm", "tcd"])
+def test_few_step_schedulers(scheduler):
+    p = pipeline(scheduler=scheduler, steps=1, window=2, stride=2)
+    ref = p.prepare_reference(torch.rand(3, 64, 64))
+    out = WindowStream(p, ref, conditioner).push([0, 1])
+    assert len(out) == 2 and out[0][1].shape == (2, 64, 64, 3)
+
+
+def test_paper_mode_reruns_reference_every_step_with_guidance_and_full_vae():
+    p = pipeline(rerun_reference=True, guidance=3.0, decoder="vae", steps=1, window=2, stride=2)
+    assert p.decoder is p.vae
+    ref = p.prepare_reference(torch.rand(3, 64, 64))
+    calls = count_calls(p.reference_unet)
+    out = WindowStream(p, ref, conditioner).push([0, 1, 2, 3])
+    assert len(out) == 4
+    assert len(calls) == 2 * 1  # two windows x one step
+    assert out[0][1].shape == (2, 64, 64, 3)
+
+
+def test_stride_equal_to_window_carries_nothing():
+    p = pipeline(window=2, stride=2)
+    ref = p.prepare_reference(torch.rand(3, 64, 64))
+    stream = WindowStream(p, ref, conditioner)
+    assert len(stream.push([0, 1, 2, 3])) == 4
+    assert stream.carry_latents is None
+
+
+def test_stage_timer_counts_each_stage(pipe):
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64))
+    pipe.timer.enabled = True
+    try:
+        WindowStream(pipe, ref, conditioner).push([0, 1])
+        stages = pipe.timer.as_dict()
+    finally:
+        pipe.timer.enabled = False
+        pipe.timer.seconds.clear()
+        pipe.timer.counts.clear()
+    assert {"rasterize", "flame_encoder", "unet", "decode"} <= set(stages)
+    assert stages["unet"]["calls"] == PROFILE.steps
+
+
+def test_bad_inputs_are_refused(pipe):
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        pipe.prepare_reference(torch.rand(64, 64, 3))
+    with pytest.raises(ValueError, match="stride"):
+        PROFILE.replace(stride=5)
+    with pytest.raises(ValueError, match="multiple of"):
+        FLAME2VideoPipeline(random_components(tiny_config()), PROFILE.replace(size=60)).latent_side
