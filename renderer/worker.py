@@ -211,8 +211,12 @@ class GeneratorWorker:
 
     def run(self) -> None:
         """Bind, serve until ``stop()``, then close everything."""
-        self._plugin_host()  # before any thread needs it
-        sub, pub, pull = self._bind()
+        try:
+            self._plugin_host()  # before any thread needs it
+            sub, pub, pull = self._bind()
+        except BaseException:
+            self._ctx.term()
+            raise
         self._threads = [
             threading.Thread(target=self._lifecycle_loop, name="flamecast-worker-lifecycle", daemon=True),
             threading.Thread(target=self._render_loop, name="flamecast-worker-render", daemon=True),
