@@ -83,7 +83,6 @@ class MeshGenerator(Generator):
     def warm_up(self) -> None:
         """Load the head and FaceMesh now, so that the first session opens as fast as later ones."""
         import numpy as np
-
         import torch
 
         from flamecast.renderer.portrait import detect_faces
