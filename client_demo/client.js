@@ -80,8 +80,8 @@ class LatencyMatcher {
 // One peer connection to one session, receiving `tracks`, optionally sending mic/camera.
 
 export class Viewer {
-  constructor(sessionId, tracks, { codec = "", send = null, onState = () => {}, onEvent = () => {} } = {}) {
-    Object.assign(this, { sessionId, tracks, codec, send, onState, onEvent });
+  constructor(sessionId, tracks, { codec = "", send = null, audio = false, onState = () => {}, onEvent = () => {} } = {}) {
+    Object.assign(this, { sessionId, tracks, codec, send, audio, onState, onEvent });
     this.videos = new Map(); // track name -> MediaStream
     this.matchers = new Map(tracks.map((t) => [t, new LatencyMatcher()]));
     this.frameCounts = new Map(tracks.map((t) => [t, 0]));
@@ -92,6 +92,8 @@ export class Viewer {
   async connect() {
     const pc = (this.pc = new RTCPeerConnection());
     const transceivers = this.tracks.map(() => pc.addTransceiver("video", { direction: "recvonly" }));
+    // the session's audio (drivers that pass audio through), before any sending transceiver
+    const audio = this.audio ? pc.addTransceiver("audio", { direction: "recvonly" }) : null;
     if (this.send) for (const track of this.send.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
     this.channel = pc.createDataChannel("flamecast");
     this.channel.onmessage = (ev) => this.onMessage(ev.data);
@@ -103,6 +105,7 @@ export class Viewer {
     const answer = await api("POST", `/api/sessions/${this.sessionId}/offer`, body);
     await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
     this.tracks.forEach((name, i) => this.videos.set(name, new MediaStream([transceivers[i].receiver.track])));
+    this.audioStream = audio ? new MediaStream([audio.receiver.track]) : null;
     this.reportTimer = setInterval(() => this.flushReport(), 1000);
     return this.videos;
   }
@@ -347,6 +350,7 @@ async function connect() {
   const viewer = new Viewer(state.session.id, tracks, {
     codec: $("codec").value,
     send: state.media,
+    audio: !!(currentDriver() && currentDriver().provides_audio),
     onState: (s) => onConnectionState(viewer, s),
     onEvent: showEvent,
   });
@@ -366,6 +370,12 @@ async function connect() {
     box.append(fig);
     viewer.watch(name, video);
     video.play().catch(() => {});
+  }
+  if (viewer.audioStream) {
+    const audio = document.createElement("audio");
+    Object.assign(audio, { autoplay: true, srcObject: viewer.audioStream });
+    box.append(audio);
+    audio.play().catch(() => {});
   }
   $("overlay").hidden = false;
 }
@@ -469,8 +479,12 @@ async function toggleDevice(kind) {
 function main() {
   $("start").onclick = start;
   $("stop").onclick = () => closeSession(true);
-  $("apply-driver").onclick = () => sendInput({ kind: "driver", driver: $("driver").value, options: driverOptions() })
-    .then(renderDriverOptions);
+  $("apply-driver").onclick = async () => {
+    await sendInput({ kind: "driver", driver: $("driver").value, options: driverOptions() });
+    renderDriverOptions();
+    // a driver that passes audio through needs an audio track: renegotiate when that changes
+    if (state.viewer && state.viewer.audio !== !!currentDriver().provides_audio) await connect();
+  };
   $("prompt-form").onsubmit = (ev) => { ev.preventDefault(); sendInput({ kind: "prompt", text: $("prompt").value }); };
   $("interrupt").onclick = () => sendInput({ kind: "interrupt" });
   $("mic").onclick = () => toggleDevice("mic");

@@ -96,12 +96,13 @@ class FlamecastClient:
         return await self._request("POST", f"/api/sessions/{session_id}/input", json=message)
 
     async def connect(self, session_id: str, *, tracks: list[str] | None = None, codec: str | None = None,
-                      send: list | None = None) -> Connection:
-        """Open a WebRTC connection receiving ``tracks`` (default: every view) and sending the
-        aiortc tracks in ``send`` (microphone / camera input for drivers that need them)."""
+                      send: list | None = None, audio: bool = False) -> Connection:
+        """Open a WebRTC connection receiving ``tracks`` (default: every view), the session's
+        audio when ``audio`` (track name "audio"), and sending the aiortc tracks in ``send``
+        (microphone / camera input for drivers that need them)."""
         if tracks is None:
             tracks = (await self.session(session_id))["views"]
-        conn = Connection(tracks, send=send)
+        conn = Connection(tracks, send=send, audio=audio)
         try:
             offer = await conn.make_offer()
             body = {"sdp": offer.sdp, "type": offer.type, "tracks": tracks}
@@ -173,7 +174,7 @@ def _trim(d: collections.OrderedDict) -> None:
 class Connection:
     """One peer connection receiving some of a session's tracks (and its data channel)."""
 
-    def __init__(self, tracks: list[str], send: list | None = None) -> None:
+    def __init__(self, tracks: list[str], send: list | None = None, audio: bool = False) -> None:
         self.names = list(tracks)
         self.pc = RTCPeerConnection()
         self.tracks: dict[str, Any] = {}
@@ -183,6 +184,7 @@ class Connection:
         self.channel = self.pc.createDataChannel("flamecast")
         self.channel.on("message", self._on_message)
         self._transceivers = [self.pc.addTransceiver("video", direction="recvonly") for _ in self.names]
+        self._audio = self.pc.addTransceiver("audio", direction="recvonly") if audio else None
         for track in send or ():
             self.pc.addTransceiver(track, direction="sendonly")
         self.answer: dict[str, Any] = {}
@@ -202,6 +204,12 @@ class Connection:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         for name, transceiver in zip(self.names, self._transceivers):
             self.tracks[name] = transceiver.receiver.track
+        if self._audio is not None:
+            self.tracks["audio"] = self._audio.receiver.track
+
+    async def recv_audio(self, timeout: float = 10.0):
+        """The next decoded audio frame (av.AudioFrame) of the session's audio track."""
+        return await asyncio.wait_for(self.tracks["audio"].recv(), timeout)
 
     def _on_message(self, message: Any) -> None:
         try:

@@ -10,6 +10,7 @@ one driving frame carries the same pts and a client can map pts back to the capt
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 import math
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from flamecast.plugins.protocol import VideoFrame
+from flamecast.plugins.protocol import AudioChunk, VideoFrame
 
 from .stats import SessionStats
 
@@ -29,6 +30,7 @@ TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 MOSAIC = "mosaic"
 
 SentCallback = Callable[[VideoFrame, int], None]
+AUDIO_BUFFER = 100  # chunks held for the audio track (about 2 s of 20 ms chunks); oldest dropped
 
 
 def pts_for(capture_ns: int, epoch_ns: int) -> int:
@@ -148,3 +150,60 @@ class SessionVideo:
         self._stats.fps_out.tick()
         self._stats.server_latency.add((time.time_ns() - frame.capture_ns) / 1e6)
         self._on_sent(frame, pts)
+
+
+class AudioSource(MediaStreamTrack):
+    """Audio a driver passes through (``DriverContext.emit_audio``), as one track per session.
+
+    Each chunk is released ``delay_ms()`` after its capture time (the session's current video
+    latency), so speech lines up with the lips it drives. The buffer is bounded: the oldest
+    chunk goes first (counted in ``stats.audio_dropped``).
+    """
+
+    kind = "audio"
+
+    def __init__(self, stats: SessionStats, delay_ms: Callable[[], float]) -> None:
+        super().__init__()
+        self._stats = stats
+        self._delay_ms = delay_ms
+        self._chunks: collections.deque[AudioChunk] = collections.deque()
+        self._event = asyncio.Event()
+        self._pts = 0
+        self._rate: int | None = None
+
+    def put(self, chunk: AudioChunk) -> None:
+        if len(self._chunks) >= AUDIO_BUFFER:
+            self._chunks.popleft()
+            self._stats.audio_dropped += 1
+        self._chunks.append(chunk)
+        self._event.set()
+
+    async def recv(self) -> av.AudioFrame:
+        while not self._chunks:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        chunk = self._chunks.popleft()
+        wait = chunk.capture_ns / 1e9 + self._delay_ms() / 1e3 - time.time()
+        if wait > 0:
+            await asyncio.sleep(min(wait, 1.0))
+        if self.readyState != "live":
+            raise MediaStreamError
+        return self._to_av(chunk)
+
+    def _to_av(self, chunk: AudioChunk) -> av.AudioFrame:
+        samples = np.ascontiguousarray(chunk.samples, dtype=np.int16)
+        channels = min(samples.shape[1], 2)
+        frame = av.AudioFrame.from_ndarray(samples[:, :channels].reshape(1, -1), format="s16",
+                                           layout="mono" if channels == 1 else "stereo")
+        if chunk.sample_rate != self._rate:
+            self._rate, self._pts = chunk.sample_rate, 0
+        frame.sample_rate = chunk.sample_rate
+        frame.pts, frame.time_base = self._pts, fractions.Fraction(1, chunk.sample_rate)
+        self._pts += samples.shape[0]
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._event.set()

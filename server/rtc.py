@@ -46,6 +46,7 @@ class OfferRequest:
     type: str
     tracks: tuple[str, ...]
     codec: str | None
+    audio: bool = False  # the offer can receive audio: attach the session's audio track
 
 
 def parse_offer(body: Any, available: tuple[str, ...]) -> OfferRequest:
@@ -77,7 +78,8 @@ def parse_offer(body: Any, available: tuple[str, ...]) -> OfferRequest:
             f"the offer can receive {len(receiving)} video track(s) but {len(tracks)} were requested; add one "
             "recvonly video transceiver per track, before any sending ones"
         )
-    return OfferRequest(sdp, kind, tuple(tracks), codec.lower() if codec else None)
+    audio = any(m.kind == "audio" and m.direction in ("recvonly", "sendrecv") for m in description.media)
+    return OfferRequest(sdp, kind, tuple(tracks), codec.lower() if codec else None, audio)
 
 
 def _parse_sdp(sdp: str) -> SessionDescription:
@@ -109,6 +111,8 @@ class Viewer:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=offer.type))
         for name in offer.tracks:
             self.pc.addTrack(self.session.video.subscribe(name))
+        if offer.audio:
+            self.pc.addTrack(self.session.video.relay.subscribe(self.session.audio, buffered=False))
         if offer.codec:
             self._prefer(CODECS[offer.codec])
         await self.pc.setLocalDescription(await self.pc.createAnswer())

@@ -17,7 +17,7 @@ from flamecast.plugins.protocol import AudioChunk, VideoFrame
 from flamecast.plugins.publish import FramePublisher
 from flamecast.plugins.runtime import DriverRuntime
 
-from .media import SessionVideo
+from .media import AudioSource, SessionVideo
 from .settings import Settings
 from .stats import SessionStats
 from .worker_link import WorkerLink
@@ -82,6 +82,7 @@ class Session:
         self.driver_cls = request.driver_cls
         self.driver_options = request.options
         self.video: SessionVideo | None = None
+        self.audio = AudioSource(self.stats, self._audio_delay_ms)
         self.view_ids: tuple[str, ...] = ()
         self.size: list[int] = []
         self.worker_error: str | None = None
@@ -127,7 +128,7 @@ class Session:
             session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
             audio_in=self.audio_in if driver_cls.needs_audio else None,
             video_in=self.video_in if driver_cls.needs_video else None,
-            emit=self._driver_event, emit_audio=lambda chunk: None,
+            emit=self._driver_event, emit_audio=self.audio.put,
         )
 
     def _make_driver(self) -> Driver:
@@ -154,6 +155,7 @@ class Session:
             await viewer.close()
         if self.video is not None:
             self.video.stop()
+        self.audio.stop()
         self.emit({"type": "closed", "reason": reason})
 
     # --- driver ---------------------------------------------------------------------------
@@ -203,7 +205,11 @@ class Session:
         self.video.push(frame)
 
     def on_audio(self, chunk: AudioChunk) -> None:
-        pass  # audio from the worker is not produced by any generator yet
+        self.audio.put(chunk)  # a generator that makes audio: same track as driver audio
+
+    def _audio_delay_ms(self) -> float:
+        """How late the video is (capture -> send, median), so audio can wait as long."""
+        return self.stats.server_latency.percentile(50) or 0.0
 
     def on_status(self, meta: Mapping[str, Any]) -> None:
         if meta.get("state") == "error" and self.state == "running":

@@ -71,6 +71,7 @@ class SessionStats:
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0
+    audio_dropped: int = 0
     bad_messages: int = 0
     fps_in: RateMeter = field(default_factory=RateMeter)
     fps_out: RateMeter = field(default_factory=RateMeter)
@@ -85,6 +86,7 @@ class SessionStats:
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "dropped": self.dropped,
+            "audio_dropped": self.audio_dropped,
             "bad_messages": self.bad_messages,
             "latency_ms": self.server_latency.summary(),
             "client_latency_ms": self.client_latency.summary(),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from flamecast.plugins import Driver, FlameFrame, hookimpl
+from flamecast.plugins.protocol import AudioChunk
 from flamecast.server.client import FlamecastClient, drain
 from flamecast.server.state import SESSIONS
 
@@ -191,3 +193,36 @@ async def main(url, ready):
 
 asyncio.run(main(*sys.argv[1:]))
 """
+
+
+class Beeper(Driver):
+    """Test-only driver that passes audio through: a 440 Hz tone, 40 ms per frame."""
+
+    name = "beeper"
+    provides_audio = True
+
+    async def frames(self):
+        rate, n, seq = 48000, 1920, 0
+        t = np.arange(n) / rate
+        while True:
+            tone = (8000 * np.sin(2 * np.pi * 440 * (t + seq * n / rate))).astype(np.int16)[:, None]
+            self.context.emit_audio(AudioChunk(self.context.session_id, seq, time.time_ns(), rate, tone))
+            seq += 1
+            yield FlameFrame(expression=np.zeros(self.context.head.n_expression, np.float32))
+
+
+class BeeperPlugin:
+    @hookimpl
+    def flamecast_register_drivers(self, register):
+        register(Beeper)
+
+
+async def test_driver_audio_reaches_clients_as_an_audio_track(worker):
+    async with running_app(settings_for(worker), host=plugin_host(("beeper", BeeperPlugin()))) as http:
+        async with FlamecastClient(str(http.make_url("/"))) as client:
+            info = await client.create_session(driver="beeper")
+            async with await client.connect(info["id"], tracks=["front"], audio=True) as conn:
+                await drain(conn, "front", 10)
+                frames = [await conn.recv_audio() for _ in range(50)]
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames[10:]]).astype(np.float32)
+    assert np.sqrt(np.mean(pcm ** 2)) > 1000, "the tone did not come through"
