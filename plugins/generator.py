@@ -57,7 +57,14 @@ class GeneratorSessionSpec:
 
 
 class GeneratorSession(abc.ABC):
-    """Per-session state of a generator (avatar features, buffers)."""
+    """Per-session state of a generator (avatar features, buffers).
+
+    Attributes:
+        view_ids: the ids of the views every RenderedFrame carries, in order; the worker
+            reports them in the session's "ready" status.
+    """
+
+    view_ids: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def step(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:

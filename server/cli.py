@@ -54,4 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, so that subcommands raising
+    # flamecast.server.cli.UsageError are caught by the same class (python -m runs a second copy).
+    from flamecast.server.cli import main as _main
+
+    sys.exit(_main())
