@@ -305,6 +305,9 @@ async def post_offer(request: web.Request) -> web.Response:
     except OfferError as exc:
         raise error(400, str(exc)) from None
     settings = request.app[SETTINGS]
+    if len(session.viewers) >= settings.max_viewers:
+        raise error(429, f"session {session.id} has {settings.max_viewers} viewers already (the limit); "
+                         "close one or raise --max-viewers")
     viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout)
     try:
         answer = await viewer.answer(offer)
@@ -389,6 +392,13 @@ async def _socket_input(app: web.Application, session: Session, data: str) -> di
 
 
 async def _send_events(ws: web.WebSocketResponse, session: Session, queue: asyncio.Queue) -> None:
+    try:
+        await _event_loop(ws, session, queue)
+    except (ConnectionError, RuntimeError):  # the socket closed under us
+        pass
+
+
+async def _event_loop(ws: web.WebSocketResponse, session: Session, queue: asyncio.Queue) -> None:
     loop = asyncio.get_running_loop()
     next_stats = loop.time()
     while not ws.closed:

@@ -34,6 +34,7 @@ LIVENESS_INTERVAL = 1.0
 MAX_CHANNEL_BUFFER = 256 * 1024
 MAX_SDP_BYTES = 64 * 1024
 CLOSE_TIMEOUT = 5.0
+MAX_TRACKS = 16
 
 
 class OfferError(ValueError):
@@ -65,6 +66,8 @@ def parse_offer(body: Any, available: tuple[str, ...]) -> OfferRequest:
         tracks = [t for t in tracks.split(",") if t]
     if not isinstance(tracks, list) or not tracks or not all(isinstance(t, str) for t in tracks):
         raise OfferError("field 'tracks' must be a non-empty list of track names")
+    if len(tracks) > MAX_TRACKS:
+        raise OfferError(f"at most {MAX_TRACKS} tracks per connection")
     unknown = [t for t in tracks if t not in available]
     if unknown:
         raise OfferError(f"unknown track(s) {', '.join(unknown)}; this session has: {', '.join(available)}")

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL = 1.0  # seconds between checks that the local worker is alive
 
 # flag dest -> Settings field, for flags that map one to one
-FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_upload_bytes", "open_timeout",
+FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_viewers", "max_upload_bytes", "open_timeout",
                "viewer_timeout", "idle_timeout", "default_driver")
 
 
@@ -41,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the local worker renders")
     p.add_argument("--size", type=int, help="video side in pixels for sessions that do not ask")
     p.add_argument("--max-sessions", type=int, help="sessions at once (default 4)")
+    p.add_argument("--max-viewers", type=int, help="peer connections per session (default 8)")
     p.add_argument("--max-upload-bytes", type=int, help="largest portrait upload (default 8 MiB)")
     p.add_argument("--open-timeout", type=float, help="seconds to wait for the worker to open a session (default 30)")
     p.add_argument("--viewer-timeout", type=float, help="seconds without RTCP before a viewer counts as gone (default 10)")

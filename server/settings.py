@@ -29,6 +29,7 @@ class Settings:
         generator: the generator sessions use unless they ask for another.
         size: output side in pixels for sessions that do not ask (None: the generator's default).
         max_sessions: sessions at once; one more is refused with 429.
+        max_viewers: peer connections per session; one more is refused with 429.
         max_upload_bytes: largest portrait upload (413 above it).
         max_portraits: uploaded portraits kept in memory (the oldest unused ones are forgotten).
         open_timeout: seconds to wait for the worker to accept a new session (503 after).
@@ -46,6 +47,7 @@ class Settings:
     generator: str = "mesh"
     size: int | None = None
     max_sessions: int = 4
+    max_viewers: int = 8
     max_upload_bytes: int = 8 * MiB
     max_portraits: int = 32
     open_timeout: float = 30.0
@@ -57,7 +59,7 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be 0..65535, got {self.port}")
-        for name in ("max_sessions", "max_upload_bytes", "max_portraits"):
+        for name in ("max_sessions", "max_viewers", "max_upload_bytes", "max_portraits"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
         for name in ("open_timeout", "viewer_timeout", "idle_timeout"):

@@ -38,4 +38,6 @@ def test_documented_limits_are_the_codes():
     assert f"| prompt / control text | {MAX_PROMPT_CHARS} characters" in text
     assert rtc.MAX_SDP_BYTES == 64 * 1024 and "| SDP offer | 64 KiB" in text
     assert f"| sessions at once | {Settings().max_sessions} " in text
+    assert f"| peer connections per session | {Settings().max_viewers} " in text
+    assert f"| tracks per peer connection | {rtc.MAX_TRACKS} |" in text
     assert f"default {Settings().idle_timeout:g}" in text and f"(default {Settings().viewer_timeout:g}" in text

@@ -11,7 +11,7 @@ import pytest
 
 from flamecast.plugins import Driver, FlameFrame, hookimpl
 from flamecast.plugins.protocol import AudioChunk
-from flamecast.server.client import FlamecastClient, drain
+from flamecast.server.client import ClientError, FlamecastClient, drain
 from flamecast.server.state import SESSIONS
 
 from .conftest import SIZE, VIEWS, face_png, plugin_host, running_app, settings_for
@@ -134,6 +134,18 @@ async def test_two_sessions_with_different_portraits_never_mix(api):
     assert max(tones_b) < -10, "a frame of the blue session is not blue"
 
 
+async def test_viewers_per_session_are_limited(worker):
+    async with running_app(settings_for(worker, max_viewers=1)) as http:
+        async with FlamecastClient(str(http.make_url("/"))) as client:
+            info = await client.create_session()
+            async with await client.connect(info["id"], tracks=["front"]) as conn:
+                await drain(conn, "front", 2)
+                with pytest.raises(ClientError) as exc:
+                    await client.connect(info["id"], tracks=["front"])
+                assert exc.value.status == 429 and "viewers" in exc.value.message
+                await drain(conn, "front", 5)  # the first viewer is unaffected
+
+
 async def test_many_viewers_share_one_source(api, http):
     info = await api.create_session()
     conns = [await api.connect(info["id"], tracks=["front"]) for _ in range(3)]
@@ -180,7 +192,7 @@ async def test_vanished_client_session_is_reaped_and_others_go_on(worker, tmp_pa
 VANISHING_CLIENT = """
 import asyncio, sys
 from pathlib import Path
-from flamecast.server.client import FlamecastClient, drain
+from flamecast.server.client import ClientError, FlamecastClient, drain
 
 async def main(url, ready):
     client = FlamecastClient(url)
