@@ -7,7 +7,7 @@ vertex depth), are linear in pixel coordinates: their signs give the inside test
 
 1. set-up per triangle: drop triangles behind the near plane, degenerate, off-screen or (when
    asked) back-facing; compute the planes and the pixel bounding box; sort the triangles into
-   size classes by box area (``SCAN_SIZES``).
+   size classes by box area (``SCAN_SIZES`` on a CPU, ``GPU_SCAN_SIZES`` on a GPU).
 2. scan: each class is one broadcast over (triangles, K candidate centres), the first K centres
    of the box row by row; boxes larger than the largest class are cut into pieces of whole
    rows. No per-pixel gathers.
@@ -102,8 +102,11 @@ class Fragments:
 
 
 #: Candidate centres per scanned piece. A box of w x h pixels goes to the smallest class that
-#: holds it whole; larger boxes are cut into pieces of whole rows of the largest class.
+#: holds it whole; larger boxes are cut into pieces of whole rows of the largest class. Fewer
+#: classes mean fewer (but larger) operations: on a CPU the padding costs more than the calls,
+#: on a GPU the calls (kernel launches, synchronisations) cost more than the padding.
 SCAN_SIZES = (8, 16, 32, 64)
+GPU_SCAN_SIZES = (32,)
 #: Triangles are grown by this many pixels (about) so that float32 rounding never leaves a
 #: crack between two triangles that share an edge.
 EDGE_EPS = 1e-4
@@ -120,7 +123,8 @@ class _Triangles:
     scan: torch.Tensor  # (10, T) float32 [d/dx (3), d/dy (3), value (3)] at the box's first
     # centre, planes grown by EDGE_EPS, and the sum of the three growths
     decode: torch.Tensor  # (12, T) float32 [d/dx, d/dy, value] of P_0..P_2, box x, y, face
-    counts: list[int]  # triangles per class of SCAN_SIZES
+    sizes: tuple[int, ...]  # the scan classes (candidate centres per piece)
+    counts: list[int]  # triangles per class
 
 
 def _box(c: torch.Tensor, size: int):
@@ -166,24 +170,27 @@ def _visible(corners, h: int, w: int, cull: bool, near: float):
     return idx, width, height, xlo, ylo, area2
 
 
-def _by_class(width: torch.Tensor, height: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """An order that groups triangles by scan class (box area up to each of SCAN_SIZES, the
-    last class taking all larger ones), and the class sizes."""
+def _by_class(width, height, sizes: tuple[int, ...]) -> tuple[torch.Tensor | None, list[int]]:
+    """An order that groups triangles by scan class (box area up to each of ``sizes``, the
+    last class taking all larger ones; None: keep the order), and the class sizes."""
+    if len(sizes) == 1:
+        return None, [width.numel()]
     area = width * height
     classes, lower = [], 0
-    for k in SCAN_SIZES[:-1]:
+    for k in sizes[:-1]:
         classes.append(((area > lower) & (area <= k)).nonzero().squeeze(1))
         lower = k
     classes.append((area > lower).nonzero().squeeze(1))
     return torch.cat(classes), [c.numel() for c in classes]
 
 
-def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
+def _setup(verts, faces, h: int, w: int, cull: bool, near: float, sizes) -> _Triangles:
     n_faces = faces.shape[0]
     corners = _corners(verts, faces)
     idx, width, height, xlo, ylo, area2 = _visible(corners, h, w, cull, near)
-    order, counts = _by_class(width, height)
-    idx, width, height = idx[order], width[order], height[order]
+    order, counts = _by_class(width, height, sizes)
+    if order is not None:
+        idx, width, height = idx[order], width[order], height[order]
     x, y, z = corners.index_select(1, idx).view(3, 3, -1)
     xlo, ylo = xlo[idx], ylo[idx]
     scan = _planes(x, y, z, area2[idx], xlo + 0.5, ylo + 0.5)
@@ -200,14 +207,15 @@ def _setup(verts, faces, h: int, w: int, cull: bool, near: float) -> _Triangles:
         height=height,
         scan=scan,
         decode=decode,
+        sizes=tuple(sizes),
         counts=counts,
     )
 
 
 def _split(tris: _Triangles, a: int, b: int, w: int):
-    """Cut the boxes of triangles a..b into pieces of at most SCAN_SIZES[-1] centres (whole
+    """Cut the boxes of triangles a..b into pieces of at most ``tris.sizes[-1]`` centres (whole
     rows; strips of at most that many columns when wider): (tri, base, width, last_row, coef)."""
-    k_max = SCAN_SIZES[-1]
+    k_max = tris.sizes[-1]
     width, height = tris.width[a:b], tris.height[a:b]
     rows = k_max // width.clamp(max=k_max)
     nx = (width + k_max - 1) // k_max
@@ -229,12 +237,12 @@ def _split(tris: _Triangles, a: int, b: int, w: int):
 def _scan(tris: _Triangles, buf: torch.Tensor, w: int, limit: int) -> None:
     """Depth test the pixel centres of every triangle's box into ``buf`` (flat (I*H*W,))."""
     start = 0
-    for cls, (k, n) in enumerate(zip(SCAN_SIZES, tris.counts)):
+    for cls, (k, n) in enumerate(zip(tris.sizes, tris.counts)):
         if n == 0:
             continue
         a, b = start, start + n
         start = b
-        if cls == len(SCAN_SIZES) - 1:
+        if cls == len(tris.sizes) - 1:
             fields = _split(tris, a, b, w)
         else:
             tri = torch.arange(a, b, device=buf.device)
@@ -307,6 +315,7 @@ def rasterize_torch(
     cull_backfaces: bool = False,
     near: float = 1e-4,
     max_candidates: int = 1 << 20,
+    scan_sizes: tuple[int, ...] | None = None,
 ) -> Fragments:
     """Rasterize screen-space triangles with the built-in PyTorch rasterizer.
 
@@ -319,6 +328,8 @@ def rasterize_torch(
             meshes; needs consistent counter-clockwise winding).
         near: triangles with a vertex at a depth <= near are dropped.
         max_candidates: bound on pixel centres tested at once (memory).
+        scan_sizes: ascending scan classes (see ``SCAN_SIZES``); None picks ``SCAN_SIZES`` on
+            a CPU and ``GPU_SCAN_SIZES`` on other devices. The result does not depend on it.
     Returns:
         Fragments with shapes (..., H, W); float32 barycentrics and depth.
     """
@@ -330,7 +341,11 @@ def rasterize_torch(
     faces = faces.to(device=flat.device, dtype=torch.long)
     if faces.shape[0] > 1 << 24:  # face ids travel as float32 in the decode table
         raise ValueError(f"meshes with more than {1 << 24} faces are not supported")
-    tris = _setup(flat, faces, h, w, cull_backfaces, near) if n_img and faces.numel() else None
+    if scan_sizes is None:
+        scan_sizes = SCAN_SIZES if flat.device.type == "cpu" else GPU_SCAN_SIZES
+    tris = None
+    if n_img and faces.numel():
+        tris = _setup(flat, faces, h, w, cull_backfaces, near, tuple(scan_sizes))
     if tris is None or tris.face.numel() == 0:
         none = torch.zeros(0, dtype=torch.long, device=flat.device)
         covered = CoveredPixels(none, none, flat.new_zeros(3, 0), flat.new_zeros(0))

@@ -57,13 +57,13 @@ def random_views(rng, n=3):
     return [f"left{rng.integers(0, 90)}up{rng.integers(0, 40)}" for _ in range(n)]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force_reference_on_random_meshes(seed):
+@pytest.mark.parametrize("seed, scan_sizes", [(0, None), (1, None), (2, None), (3, (64,)), (4, (4, 16))])
+def test_matches_brute_force_reference_on_random_meshes(seed, scan_sizes):
     rng = np.random.default_rng(seed)
     verts, faces = random_mesh(rng)
     cams = make_cameras(random_views(rng), center=[0, 0, 0], radius=0.25, size=(40, 48))
     screen = project(verts[None], cams)[0]  # (V, N, 3)
-    frags = rasterize_torch(screen, faces, (40, 48))
+    frags = rasterize_torch(screen, faces, (40, 48), scan_sizes=scan_sizes)
     total = same = same_all = 0
     for view in range(len(cams)):
         ref_face, ref_bary, ref_depth, ambiguous = reference_raster(
@@ -121,6 +121,19 @@ def test_batched_equals_unbatched():
             assert torch.equal(one.face_idx, batched.face_idx[b, v])
             assert torch.equal(one.bary, batched.bary[b, v])
             assert torch.equal(one.depth, batched.depth[b, v])
+
+
+def test_scan_classes_do_not_change_the_result():
+    rng = np.random.default_rng(8)
+    verts, faces = random_mesh(rng, 60, 120)
+    cams = make_cameras(None, center=[0, 0, 0], radius=0.25, size=48)
+    screen = project(verts[None], cams)
+    cpu_default = rasterize_torch(screen, faces, 48)
+    for sizes in [(32,), (64,), (4, 8), (16, 128)]:
+        other = rasterize_torch(screen, faces, 48, scan_sizes=sizes)
+        same = other.face_idx == cpu_default.face_idx
+        assert same.float().mean() >= 0.999
+        assert torch.equal(other.bary[same], cpu_default.bary[same])
 
 
 def test_small_chunks_give_the_same_fragments():
