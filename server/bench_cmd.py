@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from typing import Any
 
@@ -180,12 +179,23 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
     return result
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The bench command with every setting spelled out (defaults included), to rerun it."""
+    parts = ["flamecast", "bench"]
+    for key, value in sorted(vars(args).items()):
+        if key in ("run", "command_name", "verbose") or value is None or value is False:
+            continue
+        flag = "--" + ("json" if key == "json_out" else key.replace("_", "-"))
+        parts += [flag] if value is True else [flag, str(value)]
+    return " ".join(parts)
+
+
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
     import platform
 
     import torch
 
-    env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "flamecast " + " ".join(sys.argv[1:]),
+    env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": _command_line(args),
            "torch": torch.__version__, "python": platform.python_version(), "host_cpu": platform.processor() or platform.machine()}
     if torch.cuda.is_available():
         env["device"] = torch.cuda.get_device_name()

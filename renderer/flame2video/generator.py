@@ -212,8 +212,8 @@ class FLAME2VideoGenerator(Generator):
         options = spec.options if isinstance(spec.options, FLAME2VideoOptions) else FLAME2VideoOptions.model_validate(
             spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
         profile = resolve_profile(options)
+        pipe = self.pipeline(profile)  # first: missing weights are reported before any portrait work
         portrait = portrait_tensor(spec.portrait, detect_face=self.settings.get("detect_face", True))
-        pipe = self.pipeline(profile)
         views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
         if len(views) != profile.views:
             raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
