@@ -3,9 +3,10 @@
 One model family, two instances: MotionDM (12 features a frame: the head's and the jaw's 6D
 rotations, as offsets from the identity) and EmotionDM (one feature per expression channel).
 The denoiser is MDM's: the noisy frames are projected to the latent width, a condition token
-(diffusion-step embedding + projected text embedding) is prepended, sinusoidal positions are
-added, a transformer encoder runs over the sequence and a linear layer predicts the clean clip
-(x0). Training: cosine noise schedule over 1000 steps, the simple loss on x0 plus 0.5 x the
+(diffusion-step embedding + projected text embedding) is prepended (and, by default, also added
+to every frame token), sinusoidal positions are added (by default of the clip time in seconds over
+the motion band, see ``time_positions``), a transformer encoder runs over the sequence and a
+linear layer predicts the clean clip (x0). Training: cosine noise schedule over 1000 steps, the simple loss on x0 plus 0.5 x the
 velocity loss, the text dropped 10% of the time for classifier-free guidance. Sampling: DDIM
 (eta 0) on a strided subset of the 1000 steps with guidance.
 """
@@ -39,11 +40,14 @@ class DMConfig:
     velocity_weight: float = 0.5
     smoothing: int = 3
     fps: float = 25.0
+    broadcast_cond: bool = True  # also add the condition to every frame token (one layer needs it)
+    positions: str = "seconds"  # "seconds": sinusoids over the motion band in clip time; "index": MDM's
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> DMConfig:
+        d = {"positions": "index", "broadcast_cond": False, **d}  # configs from before the option used MDM's positions
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -53,6 +57,20 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
     args = positions.float()[:, None] * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+BAND_HZ = (0.05, 8.0)
+
+
+def time_positions(frames: int, dim: int, fps: float) -> torch.Tensor:
+    """(frames + 1, dim): zeros for the condition token, then sin/cos of the clip time in seconds
+    at dim/2 frequencies log-spaced over BAND_HZ, the band head motion lives in. Dense
+    frequencies let one layer read out oscillations at any tempo (MDM's index positions spend
+    most of 64 channels on periods of hundreds of frames)."""
+    freqs = torch.logspace(math.log10(BAND_HZ[0]), math.log10(BAND_HZ[1]), dim // 2)
+    t = torch.arange(frames, dtype=torch.float32)[:, None] / fps
+    args = 2 * math.pi * t * freqs[None]
+    return torch.cat([torch.zeros(1, dim), torch.cat([torch.sin(args), torch.cos(args)], dim=-1)])
 
 
 class Denoiser(nn.Module):
@@ -68,13 +86,18 @@ class Denoiser(nn.Module):
         layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ff, cfg.dropout, activation="gelu", batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.output = nn.Linear(d, cfg.features)
-        self.register_buffer("positions", sinusoid(torch.arange(cfg.max_frames + 1), d), persistent=False)
+        if cfg.positions == "seconds":
+            positions = time_positions(cfg.max_frames, d, cfg.fps)
+        else:
+            positions = sinusoid(torch.arange(cfg.max_frames + 1), d)
+        self.register_buffer("positions", positions, persistent=False)
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, text: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, F), step (B,), text (B, text_dim; zeros = no text), pad (B, T) True where padding."""
         b, t, _ = x.shape
         cond = self.step_mlp(sinusoid(step, self.cfg.latent)) + self.text(text)
-        h = torch.cat([cond[:, None], self.input(x)], dim=1) + self.positions[: t + 1]
+        frames = self.input(x) + cond[:, None] if self.cfg.broadcast_cond else self.input(x)
+        h = torch.cat([cond[:, None], frames], dim=1) + self.positions[: t + 1]
         mask = None
         if pad is not None:
             mask = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), pad], dim=1)

@@ -84,3 +84,16 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     for kind in ("motion", "emotion"):
         for (name, p), q in zip(a[kind].state_dict().items(), b[kind].state_dict().values()):
             assert torch.allclose(p, q, atol=1e-6), (kind, name)
+
+
+def test_positions_are_clip_time_and_old_configs_keep_mdm_layout():
+    from flamecast.drivers.text.model import time_positions
+
+    pos = time_positions(50, 64, fps=12.5)
+    assert pos.shape == (51, 64) and torch.all(pos[0] == 0)
+    assert torch.allclose(pos[1, :32], torch.zeros(32)) and torch.allclose(pos[1, 32:], torch.ones(32))
+    same_time = time_positions(100, 64, fps=25.0)
+    assert torch.allclose(pos[1 + 10], same_time[1 + 20], atol=1e-5)  # 0.8 s is 0.8 s at any rate
+    old = DMConfig.from_dict({"kind": "motion", "features": 12})
+    assert old.positions == "index" and old.broadcast_cond is False
+    assert DMConfig(kind="motion", features=12).positions == "seconds"
