@@ -44,7 +44,7 @@ function waitIceGathering(pc, ms = 3000) {
 // frame agrees on; once found, each frame maps back to its capture time.
 
 class LatencyMatcher {
-  constructor() { this.sent = new Map(); this.offset = null; this.votes = new Map(); this.samples = []; }
+  constructor() { this.sent = new Map(); this.offset = null; this.votes = new Map(); this.samples = []; this.all = []; }
   onSent(pts, captureNs) {
     this.sent.set(pts, captureNs);
     if (this.sent.size > 512) this.sent.delete(this.sent.keys().next().value);
@@ -58,7 +58,9 @@ class LatencyMatcher {
     if (capture === undefined) return null;
     const ms = wallMs - capture / 1e6;
     this.samples.push(ms);
+    this.all.push(ms);
     if (this.samples.length > 256) this.samples.shift();
+    if (this.all.length > 100000) this.all.length = 0;
     return ms;
   }
   vote(rtp) {
@@ -92,6 +94,11 @@ export class Viewer {
   async connect() {
     const pc = (this.pc = new RTCPeerConnection());
     const transceivers = this.tracks.map(() => pc.addTransceiver("video", { direction: "recvonly" }));
+    // live video: ask the browser's jitter buffer to hold as little as it can
+    for (const t of transceivers) {
+      if ("jitterBufferTarget" in t.receiver) t.receiver.jitterBufferTarget = 0;
+      else if ("playoutDelayHint" in t.receiver) t.receiver.playoutDelayHint = 0;
+    }
     // the session's audio (drivers that pass audio through), before any sending transceiver
     const audio = this.audio ? pc.addTransceiver("audio", { direction: "recvonly" }) : null;
     if (this.send) for (const track of this.send.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
@@ -320,6 +327,7 @@ async function start() {
   try {
     const body = { driver: $("driver").value, options: driverOptions() };
     if (state.portraitId) body.portrait_id = state.portraitId;
+    if (params.get("views")) body.views = params.get("views").split(","); // e.g. ?views=front: render only that
     setStatus("opening the session...");
     state.session = await api("POST", "/api/sessions", body);
     state.stopping = false;
@@ -477,6 +485,7 @@ async function toggleDevice(kind) {
 }
 
 function main() {
+  window.flamecast = state; // for debugging and bench/browser_latency.py
   $("start").onclick = start;
   $("stop").onclick = () => closeSession(true);
   $("apply-driver").onclick = async () => {
