@@ -314,6 +314,9 @@ async def post_offer(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises ValueError/InvalidStateError etc. on odd SDP
         await viewer.close()
         raise error(400, f"the offer cannot be answered: {exc.__class__.__name__}: {exc}") from None
+    if session.state == "closed":  # ended while we negotiated
+        await viewer.close()
+        raise error(404, f"session {session.id} ended meanwhile")
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "tracks": list(offer.tracks),
                               "pts_epoch_ns": session.video.epoch_ns, "pts_clock_hz": 90000})
 

@@ -110,7 +110,7 @@ class Session:
             self.id, generator=self.request.generator, options=options, portrait=self.request.portrait, timeout=timeout
         )
         self.view_ids = tuple(str(v) for v in meta.get("view_ids", ()))
-        self.size = list(meta.get("size", []))
+        self.size = list(meta.get("size") or [])
         self.video = SessionVideo(self.view_ids, self.stats, self._frame_sent)
         self._start_driver()
         self.state = "running"
