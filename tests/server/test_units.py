@@ -1,0 +1,78 @@
+"""Small pieces of the server, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from flamecast.server.client import LatencyMatcher
+from flamecast.server.media import mosaic, pts_for
+from flamecast.server.portraits import NotAnImage, PortraitStore, PortraitTooLarge
+from flamecast.server.sessions import put_newest
+from flamecast.server.static import safe_file, client_root
+from flamecast.server.stats import LatencyWindow, RateMeter
+
+from .conftest import png
+
+
+def test_latency_matcher_finds_the_offset_and_tolerates_a_tick_and_late_stamps():
+    m = LatencyMatcher()
+    offset, t0 = 123_456, 1_000_000_000_000
+    sent = [(offset + i * 3600 + (i % 3), t0 + i * 40_000_000) for i in range(40)]
+    for pts, cap in sent[:5]:
+        m.on_sent(pts, cap)
+    for i in range(5):  # decoded pts count from the first received frame
+        m.on_decoded(sent[i][0] - offset, sent[i][1] + 50_000_000)
+    assert m.offset == offset
+    assert m.on_decoded(sent[4][0] - offset + 1, sent[4][1] + 60_000_000) == pytest.approx(60.0)  # one tick off
+    assert m.on_decoded(sent[5][0] - offset, sent[5][1] + 70_000_000) is None  # its stamp is late...
+    m.on_sent(*sent[5])
+    assert m.samples[-1] == pytest.approx(70.0)  # ...and counted when it comes
+
+
+def test_pts_and_mosaic():
+    assert pts_for(1_000_000_000 + 40_000_000, 1_000_000_000) == 3600
+    assert pts_for(5, 10) == 0
+    views = np.stack([np.full((4, 6, 3), i, np.uint8) for i in range(3)])
+    grid = mosaic(views)
+    assert grid.shape == (8, 12, 3)
+    assert grid[0, 0, 0] == 0 and grid[0, 6, 0] == 1 and grid[4, 0, 0] == 2 and grid[4, 6, 0] == 0
+
+
+def test_put_newest_drops_the_oldest():
+    q: asyncio.Queue = asyncio.Queue(maxsize=2)
+    assert [put_newest(q, i) for i in range(4)] == [False, False, True, True]
+    assert [q.get_nowait(), q.get_nowait()] == [2, 3]
+
+
+def test_stats_windows():
+    meter = RateMeter(window=2.0)
+    for i in range(11):
+        meter.tick(now=i * 0.1)
+    assert meter.rate(now=1.0) == pytest.approx(10.0)
+    assert meter.rate(now=10.0) == 0.0
+    window = LatencyWindow(size=4)
+    for ms in (1, 2, 3, 4, 100, float("nan"), -1):
+        window.add(ms)
+    assert window.summary()["samples"] == 5 and window.percentile(50) == 3.5
+
+
+def test_portrait_store_checks_size_and_format_and_forgets_the_oldest():
+    store = PortraitStore(capacity=2, max_bytes=10_000)
+    with pytest.raises(PortraitTooLarge):
+        store.add(b"\0" * 10_001)
+    with pytest.raises(NotAnImage, match="not an image"):
+        store.add(b"GIF89a broken")
+    ids = [store.add(png(color=(i, 0, 0))).id for i in range(3)]
+    assert [p.id for p in store.list()] == ids[:0:-1]
+    with pytest.raises(KeyError):
+        store.get(ids[0])
+
+
+@pytest.mark.parametrize("name,ok", [("index.html", True), ("client.js", True), ("../setup.py", False),
+                                     ("..", False), (".x.js", False), ("__init__.py", False), ("a/b.js", False),
+                                     ("x\\y.js", False), ("missing.js", False)])
+def test_safe_file(name, ok):
+    assert (safe_file(client_root(), name) is not None) == ok
