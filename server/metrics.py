@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from .sessions import SessionManager
 from .worker_link import WorkerLink
 
@@ -70,6 +68,3 @@ def _quantiles(w: _Writer, name: str, help_: str, summary: dict, sid: str) -> No
     for q, key in (("0.5", "p50"), ("0.95", "p95")):
         w.metric(name, "gauge", help_, summary.get(key), session=sid, quantile=q)
 
-
-def names(text: str) -> Iterable[str]:
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}

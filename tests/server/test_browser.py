@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from flamecast.server.state import SESSIONS
+
 from .conftest import running_app, settings_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +51,7 @@ async def test_page_starts_a_session_and_the_video_plays(mesh_worker, tmp_path):
             await page.evaluate("() => { document.activeElement.blur(); document.getElementById('controls').scrollTop = 0; }")
             shot = await page.screenshot(path=SCREENSHOT or str(tmp_path / "page.png"))
             assert len(shot) > 10_000
-            sessions = http.app[__import__("flamecast.server.state", fromlist=["SESSIONS"]).SESSIONS].sessions
+            sessions = http.app[SESSIONS].sessions
             assert len(sessions) == 1
             # the server drops the page's peer connection: the page reconnects by itself
             session = next(iter(sessions.values()))

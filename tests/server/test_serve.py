@@ -17,6 +17,7 @@ import pytest
 
 from flamecast.server.cli import UsageError, build_parser
 from flamecast.server.serve_cmd import build_settings
+from flamecast.server.state import SESSIONS
 from flamecast.server.worker_proc import FLAMECAST, alive
 
 START_TIMEOUT = 120.0
@@ -166,7 +167,7 @@ def test_record_writes_an_mp4(worker, tmp_path):
         async with running_app(settings_for(worker)) as http:
             cmd = RecordCommand(tmp_path / "out.mp4", str(http.make_url("/")), 2.0, "mosaic", None, None, {}, None)
             counts = await record(cmd)
-            assert not http.app[__import__("flamecast.server.state", fromlist=["x"]).SESSIONS].sessions
+            assert not http.app[SESSIONS].sessions
             return counts
 
     counts = asyncio.run(go())
