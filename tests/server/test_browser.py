@@ -9,7 +9,7 @@ import pytest
 
 from flamecast.server.state import SESSIONS
 
-from .conftest import running_app, settings_for
+from .conftest import face_png, running_app, settings_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,6 +35,14 @@ async def test_page_starts_a_session_and_the_video_plays(mesh_worker, tmp_path):
             page.on("console", lambda m: messages.append(m.text))
             await page.goto(str(http.make_url("/")))
             await page.wait_for_selector("#driver option[value=idle]", state="attached", timeout=15000)
+            # uploads: a non-image is refused with the server's message; a photo becomes a thumbnail
+            await page.set_input_files("#portrait-file", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                                                  "buffer": b"not a picture"}])
+            await page.wait_for_function("() => /not an image/.test(document.getElementById('portrait-error').textContent)")
+            await page.set_input_files("#portrait-file", files=[{"name": "face.png", "mimeType": "image/png",
+                                                                  "buffer": face_png()}])
+            await page.wait_for_selector("#portraits img", timeout=15000)
+            await page.click("#portraits [data-id='']")  # back to the default portrait for the session
             await page.click("#start")
             video = page.locator("video").first
             await video.wait_for(timeout=120000)
