@@ -151,6 +151,9 @@ class _TrackWriter:
             self.stream.width, self.stream.height = frame.width, frame.height
             self.stream.pix_fmt = "yuv420p"
             self.stream.time_base = fractions.Fraction(1, 90000)
+            # the encoder counts in 90 kHz too: at the default 1/25 two frames closer than 40 ms
+            # (a driver catching up after a stall) would share a pts and the muxer refuses that
+            self.stream.codec_context.time_base = fractions.Fraction(1, 90000)
             self.stream.options = {"preset": "veryfast", "tune": "zerolatency"}
         if self._first_pts is None:
             self._first_pts = frame.pts

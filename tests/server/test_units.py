@@ -76,3 +76,23 @@ def test_portrait_store_checks_size_and_format_and_forgets_the_oldest():
                                      ("x\\y.js", False), ("missing.js", False)])
 def test_safe_file(name, ok):
     assert (safe_file(client_root(), name) is not None) == ok
+
+
+def test_recorder_keeps_frames_closer_than_a_nominal_frame_period(tmp_path):
+    import fractions
+
+    import av
+
+    from flamecast.server.record_cmd import _TrackWriter
+
+    path = tmp_path / "close.mp4"
+    container = av.open(str(path), "w")
+    writer = _TrackWriter(container, "front")
+    for i, pts in enumerate([0, 1000, 2000, 2001, 9000, 9001, 12000]):  # 90 kHz: 11 ms apart and less
+        frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 20, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = pts, fractions.Fraction(1, 90000)
+        writer._encode(frame)
+    writer.flush()
+    container.close()
+    with av.open(str(path)) as c:
+        assert len(list(c.decode(video=0))) == 7
