@@ -151,7 +151,11 @@ async def _wait_or_stop(coro, stop: asyncio.Event):
 
 def _announce(settings, runner) -> None:
     port = next(iter(runner.addresses))[1] if runner.addresses else settings.port
-    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    host = settings.host
+    if host in ("0.0.0.0", "::"):  # every interface: print one that opens here, say so
+        print(f"flamecast: listening on every interface ({host}), port {port}", flush=True)
+        host = "127.0.0.1"
+    host = host if ":" not in host else f"[{host}]"
     url = f"http://{host}:{port}/"
     if settings.token:
         print(f"flamecast: API token: {settings.token}", flush=True)
