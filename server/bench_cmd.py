@@ -162,7 +162,8 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
         session.enable_stage_timing()
     lat = latency_pass(session, take(args.frames), pace, args.max_seconds)
     result: dict[str, Any] = {
-        "backend": cls.name, "profile": profile, "compile": settings["compile"],
+        "backend": cls.name, "profile": profile if "profile" in getattr(cls.Options, "model_fields", {}) else None,
+        "compile": settings["compile"],
         "open_s": open_s, "warmup_s": warm_s, "throughput": thr, "latency": lat,
         "view_ids": list(getattr(session, "view_ids", ()) or ()),
     }
@@ -206,7 +207,8 @@ def _summary(r: dict[str, Any]) -> str:
     thr, lat = r["throughput"], r["latency"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     mem = f"  peak {r['peak_gpu_mem_gb']:.1f} GB" if "peak_gpu_mem_gb" in r else ""
-    return (f"{r['backend']}/{r['profile']}: {fmt(thr['fps'])} frames/s; latency p50 {fmt(lat['p50_ms'])} ms "
+    name = r["backend"] + (f"/{r['profile']}" if r["profile"] else "")
+    return (f"{name}: {fmt(thr['fps'])} frames/s; latency p50 {fmt(lat['p50_ms'])} ms "
             f"p95 {fmt(lat['p95_ms'])} ms at {lat['paced_fps']:.1f} fps in{mem}")
 
 
