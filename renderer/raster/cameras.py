@@ -163,7 +163,9 @@ def make_cameras(
     """
     specs = parse_views(views)
     h, w = _size_hw(size)
-    c = torch.as_tensor(center, dtype=torch.float32).reshape(3)
+    if device is None and isinstance(center, torch.Tensor):
+        device = center.device  # cameras live where the head's centre lives
+    c = torch.as_tensor(center, dtype=torch.float32).detach().cpu().reshape(3)
     yaw = torch.tensor([math.radians(v.yaw_deg) for v in specs], dtype=torch.float64)
     pitch = torch.tensor([math.radians(v.pitch_deg) for v in specs], dtype=torch.float64)
     direction = torch.stack(

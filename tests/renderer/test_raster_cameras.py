@@ -106,3 +106,14 @@ def test_rectangular_images_and_device_move():
     assert cams.K[0, 0, 2] == 32 and cams.K[0, 1, 2] == 24
     assert cams.to("cpu", torch.float64).R.dtype == torch.float64
     assert cams.select(["up15", "front"]).view_ids == ("up15", "front")
+
+
+def test_cameras_follow_a_tensor_centre_to_its_device():
+    cams = make_cameras(None, center=torch.zeros(3, dtype=torch.float64), radius=0.2, size=32)
+    assert cams.R.device.type == "cpu" and cams.R.dtype == torch.float32
+
+
+@pytest.mark.gpu
+def test_cameras_from_a_cuda_centre_are_on_cuda():
+    cams = make_cameras(None, center=torch.zeros(3, device="cuda"), radius=0.2, size=32)
+    assert cams.R.device.type == "cuda" and cams.K.device.type == "cuda"
