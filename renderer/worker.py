@@ -72,6 +72,8 @@ class WorkerSettings:
         video_hwm: send high-water mark of the video PUB socket, in messages.
         stats_interval_s: how often the statistics are logged (0 = never).
         threads: torch intra-op threads for the process (0 = leave torch's default).
+        generator_settings: extra settings given to every generator besides ``device``
+            (flame2video reads ``weights_dir``, ``allow_random_weights`` and ``compile``).
     """
 
     input: str = DEFAULT_INPUT
@@ -85,6 +87,7 @@ class WorkerSettings:
     video_hwm: int = VIDEO_SNDHWM
     stats_interval_s: float = 30.0
     threads: int = 0
+    generator_settings: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -486,7 +489,7 @@ class GeneratorWorker:
         if gen is None:
             cls = self._plugin_host().generators.get(name)
             log.info("loading generator %r on %s", name, self.settings.device)
-            gen = cls({"device": self.settings.device})
+            gen = cls({**self.settings.generator_settings, "device": self.settings.device})
             warm_up = getattr(gen, "warm_up", None)
             if callable(warm_up):  # optional: load models now rather than on the first open
                 warm_up()

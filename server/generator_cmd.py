@@ -34,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--video-hwm", type=int, default=VIDEO_SNDHWM, metavar="N",
                    help=f"send high-water mark of the video socket in messages (default {VIDEO_SNDHWM})")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--weights-dir", metavar="DIR", help="model weights folder (default $FLAMECAST_WEIGHTS or ~/.cache/flamecast/weights)")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="run neural generators with random weights when files are missing (benchmarks only; the output is noise)")
+    p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
+                   help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; takes minutes)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
     return p
 
@@ -54,8 +59,19 @@ def settings_from_args(args: argparse.Namespace):
         default_backend=backends[0] if backends else "mesh", device=args.device,
         ready_file=Path(args.ready_file) if args.ready_file else None, queue_depth=args.queue,
         max_sessions=args.max_sessions, video_hwm=args.video_hwm, stats_interval_s=args.stats_interval,
-        threads=args.threads,
+        threads=args.threads, generator_settings=_generator_settings(args),
     )
+
+
+def _generator_settings(args: argparse.Namespace) -> dict:
+    extra: dict = {}
+    if args.weights_dir:
+        extra["weights_dir"] = args.weights_dir
+    if args.allow_random_weights:
+        extra["allow_random_weights"] = True
+    if args.compile:
+        extra["compile"] = args.compile
+    return extra
 
 
 def _check_backends(settings, host) -> None:

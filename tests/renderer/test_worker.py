@@ -404,6 +404,16 @@ def test_cli_rejects_unknown_backend():
     assert proc.returncode == 2 and "unknown --backend nope" in proc.stderr
 
 
+def test_generator_flags_reach_every_generator():
+    from flamecast.server.cli import build_parser
+    from flamecast.server.generator_cmd import settings_from_args
+
+    args = build_parser().parse_args(["generator", "--weights-dir", "/w", "--allow-random-weights", "--compile", "reduce-overhead"])
+    extra = settings_from_args(args).generator_settings
+    assert extra == {"weights_dir": "/w", "allow_random_weights": True, "compile": "reduce-overhead"}
+    assert settings_from_args(build_parser().parse_args(["generator"])).generator_settings == {}
+
+
 # --- the real mesh generator behind the worker --------------------------------------------
 
 MESH_OPTIONS = {"size": 48, "texture_size": 128, "fit_iterations": 30, "views": ["front", "left30"]}
