@@ -308,7 +308,8 @@ async def post_offer(request: web.Request) -> web.Response:
     if len(session.viewers) >= settings.max_viewers:
         raise error(429, f"session {session.id} has {settings.max_viewers} viewers already (the limit); "
                          "close one or raise --max-viewers")
-    viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout)
+    viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout,
+                    control=lambda text: _socket_input(request.app, session, text))
     try:
         answer = await viewer.answer(offer)
     except Exception as exc:  # aiortc raises ValueError/InvalidStateError etc. on odd SDP

@@ -222,6 +222,10 @@ class Connection:
         else:
             self.events.append(data)
 
+    def send_control(self, **message: Any) -> None:
+        """A control message over the data channel (the reply arrives in ``events``)."""
+        self.channel.send(json.dumps(message))
+
     async def recv(self, name: str, timeout: float = 10.0):
         """The next decoded frame (av.VideoFrame) of track ``name``."""
         frame = await asyncio.wait_for(self.tracks[name].recv(), timeout)

@@ -5,7 +5,8 @@
   declared ``needs_audio`` / ``needs_video``, and are read and discarded otherwise.
 * A data channel the client opens receives ``{"type": "frame", "seq", "capture_ns", "pts"}``
   for each driving frame sent and the session's events; the client may send
-  ``{"type": "latency", "ms": [...]}`` (glass-to-glass samples it measured).
+  ``{"type": "latency", "ms": [...]}`` (glass-to-glass samples it measured) and control
+  messages (the bodies of POST /input), each answered with ``{"type": "reply", "status", ...}``.
 * A viewer is closed when its connection fails or closes, or when no RTCP receiver report has
   come for ``viewer_timeout`` seconds (a client that vanished without a goodbye).
 """
@@ -18,7 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -97,12 +98,14 @@ def _parse_sdp(sdp: str) -> SessionDescription:
 class Viewer:
     """One client's peer connection to one session."""
 
-    def __init__(self, session: Any, ice_servers: tuple[str, ...], viewer_timeout: float) -> None:
+    def __init__(self, session: Any, ice_servers: tuple[str, ...], viewer_timeout: float,
+                 control: Callable[[str], Awaitable[dict]] | None = None) -> None:
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers]) if ice_servers else None
         self.pc = RTCPeerConnection(config)
         self.session = session
         self.viewer_timeout = viewer_timeout
         self.channel = None
+        self._control = control
         self.created = time.monotonic()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -147,10 +150,16 @@ class Viewer:
             data = json.loads(message) if isinstance(message, str) and len(message) < 65536 else None
         except ValueError:
             data = None
+        if isinstance(data, dict) and "kind" in data and self._control is not None:
+            self._spawn(self._reply(message))
+            return
         if isinstance(data, dict) and data.get("type") == "latency" and isinstance(data.get("ms"), list):
             for ms in data["ms"][:256]:
                 if isinstance(ms, (int, float)) and not isinstance(ms, bool) and 0 <= ms < 60_000:
                     self.session.stats.client_latency.add(float(ms))
+
+    async def _reply(self, message: str) -> None:
+        self._send(await self._control(message))
 
     def frame_sent(self, seq: int, capture_ns: int, pts: int) -> None:
         self._send({"type": "frame", "seq": seq, "capture_ns": capture_ns, "pts": pts})

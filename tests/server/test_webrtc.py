@@ -134,6 +134,23 @@ async def test_two_sessions_with_different_portraits_never_mix(api):
     assert max(tones_b) < -10, "a frame of the blue session is not blue"
 
 
+async def test_control_over_the_data_channel(api):
+    info = await api.create_session()
+    async with await api.connect(info["id"], tracks=["front"]) as conn:
+        await drain(conn, "front", 5)
+        async with asyncio.timeout(20):
+            while conn.channel.readyState != "open":
+                await drain(conn, "front", 1)
+        conn.send_control(kind="driver", driver="idle", options={"fps": 30})
+        conn.send_control(kind="prompt", text="x" * 600)
+        async with asyncio.timeout(20):
+            while len([e for e in conn.events if e.get("type") == "reply"]) < 2:
+                await drain(conn, "front", 1)
+    replies = sorted(e["status"] for e in conn.events if e.get("type") == "reply")
+    assert replies == [200, 413]
+    assert (await api.session(info["id"]))["options"]["fps"] == 30
+
+
 async def test_viewers_per_session_are_limited(worker):
     async with running_app(settings_for(worker, max_viewers=1)) as http:
         async with FlamecastClient(str(http.make_url("/"))) as client:
