@@ -28,6 +28,7 @@ AUDIO_QUEUE = 256  # chunks (about 5 s of 20 ms chunks)
 VIDEO_QUEUE = 4  # camera frames: a driver only wants the newest
 EVENT_QUEUE = 64  # events per listener
 REAP_INTERVAL = 0.5
+REOPEN_AFTER = 5.0  # seconds without video before the session is offered to the worker again
 
 
 class SessionLimit(Exception):
@@ -79,6 +80,8 @@ class Session:
         self.listeners: set[asyncio.Queue] = set()
         self.recent_events: collections.deque[dict] = collections.deque(maxlen=20)
         self.last_client = time.monotonic()
+        self.last_video = self.last_reopen = time.monotonic()
+        self.reopens = 0
         self.driver_cls = request.driver_cls
         self.driver_options = request.options
         self.video: SessionVideo | None = None
@@ -109,6 +112,7 @@ class Session:
         meta = await self.link.open_session(
             self.id, generator=self.request.generator, options=options, portrait=self.request.portrait, timeout=timeout
         )
+        self._open_options = options
         self.view_ids = tuple(str(v) for v in meta.get("view_ids", ()))
         self.size = list(meta.get("size") or [])
         self.video = SessionVideo(self.view_ids, self.stats, self._frame_sent)
@@ -199,6 +203,7 @@ class Session:
     def on_video(self, frame: VideoFrame) -> None:
         if self.video is None:
             return
+        self.last_video = time.monotonic()
         self.stats.frames_in += 1
         self.stats.fps_in.tick()
         self.stats.render_ms.add(frame.render_ns / 1e6)
@@ -215,6 +220,17 @@ class Session:
         if meta.get("state") == "error" and self.state == "running":
             self.worker_error = str(meta.get("error"))
             self.emit({"type": "error", "error": self.worker_error})
+
+    async def heal(self) -> None:
+        """No video for REOPEN_AFTER seconds: offer the session to the worker again (it may have
+        restarted and lost it). Harmless when the worker has it."""
+        now = time.monotonic()
+        if self.state != "running" or min(now - self.last_video, now - self.last_reopen) < REOPEN_AFTER:
+            return
+        self.last_reopen = now
+        self.reopens += 1
+        await self.link.reopen_session(self.id, generator=self.request.generator, options=self._open_options,
+                                       portrait=self.request.portrait)
 
     def on_bad_message(self) -> None:
         self.stats.bad_messages += 1
@@ -267,6 +283,7 @@ class Session:
                 "driver_state": runtime["state"] if runtime else None,
                 "last_error": runtime["last_error"] if runtime else None,
                 "inputs_dropped": self.inputs_dropped,
+                "reopens": self.reopens,
                 "worker_error": self.worker_error,
             },
         }
@@ -338,3 +355,5 @@ class SessionManager:
             for session in list(self.sessions.values()):
                 if session.state == "running" and session.idle_for() > self.settings.idle_timeout:
                     await self.end(session.id, "client-gone")
+                else:
+                    await session.heal()

@@ -110,6 +110,12 @@ class WorkerLink:
             raise PortraitRejected(str(meta.get("error") or "the generator refused the session"))
         return meta
 
+    async def reopen_session(self, session_id: str, *, generator: str, options: Mapping[str, Any],
+                             portrait: bytes | None) -> None:
+        """Send session.open once more without waiting: a worker that restarted (and lost the
+        session) opens it again; one that has it answers its status and changes nothing."""
+        await self._send(proto.session_open_message(session_id, generator=generator, options=options, portrait=portrait))
+
     async def close_session(self, session_id: str, reason: str) -> None:
         self.detach(session_id)
         await self._send(proto.session_close_message(session_id, reason))

@@ -255,3 +255,34 @@ async def test_driver_audio_reaches_clients_as_an_audio_track(worker):
                 frames = [await conn.recv_audio() for _ in range(50)]
     pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames[10:]]).astype(np.float32)
     assert np.sqrt(np.mean(pcm ** 2)) > 1000, "the tone did not come through"
+
+
+async def test_session_survives_a_worker_restart():
+    """A worker that restarts on the same endpoints loses its sessions; the server offers each
+    again once its video stops, and the viewer's stream resumes on the same connection."""
+    from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
+
+    def start(inp="tcp://127.0.0.1:0", out="tcp://127.0.0.1:0"):
+        w = GeneratorWorker(WorkerSettings(input=inp, output=out, backends=("swatch",), default_backend="swatch",
+                                           stats_interval_s=0), host=plugin_host())
+        w.start()
+        return w
+
+    first = start()
+    endpoints = dict(first.endpoints)
+    second = None
+    try:
+        async with running_app(settings_for(first)) as http:
+            async with FlamecastClient(str(http.make_url("/"))) as client:
+                info = await client.create_session()
+                async with await client.connect(info["id"], tracks=["front"]) as conn:
+                    await drain(conn, "front", 10)
+                    await asyncio.to_thread(first.stop)
+                    second = await asyncio.to_thread(start, endpoints["input"], endpoints["output"])
+                    await drain(conn, "front", 25, timeout=40)
+                stats = (await client.session(info["id"]))["stats"]
+        assert stats["reopens"] >= 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
