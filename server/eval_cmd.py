@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"motion accuracy   {s['motion_accuracy']:.1%} ({s['motion_cases']} captions)")
         print(f"emotion accuracy  {s['emotion_accuracy']:.1%} ({s['emotion_cases']} captions)")
         print(f"pose jitter       {s['pose_jitter']:.5f} rad/frame^2 raw, {s['pose_jitter_smoothed']:.5f} smoothed")
+        print(f"data pose jitter  {s['data_pose_jitter']:.5f} rad/frame^2 raw, {s['data_pose_jitter_smoothed']:.5f} "
+              "smoothed (the corpus clips of the same captions, for reference)")
         print(f"expression jitter {s['expression_jitter']:.5f} /frame^2 raw, {s['expression_jitter_smoothed']:.5f} smoothed")
         print(f"weak match: {s['weak_match_heldout']} of {len(report.pose_jitter)} held-out captions, "
               f"{s['weak_match_nonsense']} nonsense/other-language prompts")

@@ -4,7 +4,8 @@ Streaming behaviour:
 
 * A prompt (control kind "prompt", or the ``prompt`` option at start) makes a clip of
   ``seconds`` (default 4, at most 10) that plays at the session rate. The sentence drives the
-  motion; when it also names an emotion it drives the expression too. Control kind "emotion"
+  motion; when it also names an emotion (its nearest training caption has one, or EmotionDM's
+  clip moves a channel past EMOTION_PRESENT) it drives the expression too. Control kind "emotion"
   changes only the expression.
 * A new prompt cross-fades from the running clip within ``crossfade`` seconds (0.3).
 * At the end of a clip the avatar eases back to idle over ``ease`` seconds, or the clip loops
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .pipeline import Generated
 
 INTERRUPT_FADE = 0.1
+EMOTION_PRESENT = 0.08
 HEAD_SPLIT = {"global": 0.4, "neck": 0.6}
 RUNTIME_OPTIONS = ("seconds", "loop", "crossfade", "ease", "steps", "guidance")
 
@@ -105,6 +107,13 @@ class Layer:
         if self.retire_at is not None and t >= self.retire_at + self.retire_for:
             return True
         return not self.loop and t - self.start >= self.seconds + self.ease
+
+
+def carries_emotion(expression: np.ndarray) -> bool:
+    """Whether EmotionDM made an expression: it was trained to leave every channel at rest for
+    captions that name no emotion, so a channel whose clip mean passes EMOTION_PRESENT means
+    the sentence asked for one."""
+    return bool(expression.size and np.clip(expression, 0, 1).mean(axis=0).max() > EMOTION_PRESENT)
 
 
 def check_head(pipeline, head) -> None:
@@ -199,7 +208,7 @@ class TextDriver(Driver):
         m = clip.match
         if not emotion_only:
             self.motion.play(self._layer(np.concatenate([clip.head, clip.jaw], 1), clip.fps, loop), self._t, self.options.crossfade)
-        sets_emotion = not m.weak and (emotion_only or m.emotion is not None)
+        sets_emotion = not m.weak and (emotion_only or m.emotion is not None or carries_emotion(clip.expression))
         if sets_emotion:
             self.emotion.play(self._layer(np.clip(clip.expression, 0, 1), clip.fps, loop), self._t, self.options.crossfade)
         return self._reply(clip, kind, sets_emotion)

@@ -104,6 +104,8 @@ class Report:
     pose_jitter_smoothed: list[float] = field(default_factory=list)
     expr_jitter: list[float] = field(default_factory=list)
     expr_jitter_smoothed: list[float] = field(default_factory=list)
+    data_pose_jitter: list[float] = field(default_factory=list)
+    data_pose_jitter_smoothed: list[float] = field(default_factory=list)
     weak_heldout: int = 0
     weak_nonsense: int = 0
     nonsense_total: int = 0
@@ -123,6 +125,7 @@ class Report:
             "emotion_accuracy": self.emotion_ok / max(1, self.emotion_total), "emotion_cases": self.emotion_total,
             "pose_jitter": mean(self.pose_jitter), "pose_jitter_smoothed": mean(self.pose_jitter_smoothed),
             "expression_jitter": mean(self.expr_jitter), "expression_jitter_smoothed": mean(self.expr_jitter_smoothed),
+            "data_pose_jitter": mean(self.data_pose_jitter), "data_pose_jitter_smoothed": mean(self.data_pose_jitter_smoothed),
             "weak_match_heldout": self.weak_heldout, "weak_match_nonsense": f"{self.weak_nonsense}/{self.nonsense_total}",
             "per_label": {k: f"{ok}/{t}" for k, (t, ok) in sorted(self.per_label.items())},
         }
@@ -138,10 +141,20 @@ def evaluate(pipeline, cases: list[Case], *, seconds: float = 4.0, steps: int = 
         clip = pipeline.generate(case.caption, seconds=seconds, steps=steps, guidance=guidance, seed=i)
         report.weak_heldout += int(clip.match.weak)
         score_clip(report, case, clip, smoothing)
+        data_jitter(report, case, seconds, smoothing, np.random.default_rng(i))
     for text in NONSENSE:
         report.nonsense_total += 1
         report.weak_nonsense += int(pipeline.generate(text, seconds=seconds, steps=steps).match.weak)
     return report
+
+
+def data_jitter(report: Report, case: Case, seconds: float, smoothing: int, rng: np.random.Generator) -> None:
+    """Jitter of the corpus clip for the case at the models' rate, with tracker noise, raw and
+    smoothed: the reference for the models' figures."""
+    c = corpus.render_clip(case.caption, case.spec, seconds, rng)
+    pose = np.concatenate([c.head, c.jaw], axis=1)
+    report.data_pose_jitter.append(jitter(pose[::2]))
+    report.data_pose_jitter_smoothed.append(jitter(smooth(pose, smoothing)[::2]))
 
 
 def score_clip(report: Report, case: Case, clip, smoothing: int) -> None:

@@ -40,6 +40,7 @@ class DMConfig:
     velocity_weight: float = 0.5
     smoothing: int = 3
     fps: float = 25.0
+    time_head: bool = True  # add a text-chosen mix of the position sinusoids to the output
     broadcast_cond: bool = True  # also add the condition to every frame token (one layer needs it)
     positions: str = "seconds"  # "seconds": sinusoids over the motion band in clip time; "index": MDM's
     mean: list[float] = field(default_factory=list)
@@ -47,7 +48,7 @@ class DMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DMConfig:
-        d = {"positions": "index", "broadcast_cond": False, **d}  # configs from before the option used MDM's positions
+        d = {"positions": "index", "broadcast_cond": False, "time_head": False, **d}  # configs from before the option used MDM's positions
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -86,6 +87,10 @@ class Denoiser(nn.Module):
         layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ff, cfg.dropout, activation="gelu", batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.output = nn.Linear(d, cfg.features)
+        if cfg.time_head:
+            self.time_head = nn.Linear(d, cfg.features * d)
+            nn.init.zeros_(self.time_head.weight)
+            nn.init.zeros_(self.time_head.bias)
         if cfg.positions == "seconds":
             positions = time_positions(cfg.max_frames, d, cfg.fps)
         else:
@@ -102,7 +107,11 @@ class Denoiser(nn.Module):
         if pad is not None:
             mask = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), pad], dim=1)
         h = self.encoder(h, src_key_padding_mask=mask)
-        return self.output(h[:, 1:])
+        out = self.output(h[:, 1:])
+        if self.cfg.time_head:  # (B, F, d) coefficients of the (T, d) position sinusoids
+            coef = self.time_head(cond).view(b, self.cfg.features, self.cfg.latent)
+            out = out + torch.einsum("td,bfd->btf", self.positions[1 : t + 1], coef)
+        return out
 
 
 def cosine_alphas_cumprod(steps: int, s: float = 0.008) -> torch.Tensor:
