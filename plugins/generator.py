@@ -27,6 +27,11 @@ class PortraitError(ValueError):
     which and what to do. The worker sends it back to the session and keeps serving."""
 
 
+class GeneratorUnavailable(RuntimeError):
+    """The generator cannot run here (weights missing, no GPU); the message says what to
+    install and where. Not the client's fault: the server answers 503."""
+
+
 class GeneratorOptions(BaseModel):
     """Base of every generator's ``Options``."""
 

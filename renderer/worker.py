@@ -34,7 +34,14 @@ from typing import Any, Sequence
 import numpy as np
 import zmq
 
-from flamecast.plugins import FlameFrame, Generator, GeneratorSession, GeneratorSessionSpec, PortraitError
+from flamecast.plugins import (
+    FlameFrame,
+    Generator,
+    GeneratorSession,
+    GeneratorSessionSpec,
+    GeneratorUnavailable,
+    PortraitError,
+)
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.driver import format_validation_error
 
@@ -127,6 +134,7 @@ class Session:
     depth: int
     state: str = "opening"  # opening | ready | error | closed
     error: str | None = None
+    error_code: str = "internal"  # portrait | options | busy | unavailable | internal
     gen: GeneratorSession | None = None
     n_expression: int | None = None
     view_ids: tuple[str, ...] = ()
@@ -364,7 +372,7 @@ class GeneratorWorker:
         try:
             name, options, portrait = self._parse_open(env)
         except _OpenRefused as exc:
-            return [self._error_reply(sid, str(exc), replace=True)]
+            return [self._error_reply(sid, str(exc), replace=True, code="options")]
         key = (name, json.dumps(options.model_dump(mode="json"), sort_keys=True),
                None if portrait is None else hashlib.sha256(portrait).hexdigest())
         with self._lock:
@@ -373,7 +381,7 @@ class GeneratorWorker:
                 return self._repeat_status(current)
             if current is None and self._live_sessions() >= self.settings.max_sessions:
                 limit = self.settings.max_sessions
-                return [self._error_reply(sid, f"worker is full ({limit} sessions): close a session or start another worker", replace=False)]
+                return [self._error_reply(sid, f"worker is full ({limit} sessions): close a session or start another worker", replace=False, code="busy")]
             session = Session(sid, key, name, options, portrait, depth=self.settings.queue_depth)
             self._replace(sid, session)
             self.stats_global.opens += 1
@@ -410,16 +418,16 @@ class GeneratorWorker:
         if session.state == "ready":
             return [wire.session_status_message(session.id, "ready", **session.status_meta(), malformed=self.stats_global.malformed)]
         if session.state == "error":
-            return [wire.session_status_message(session.id, "error", error=session.error)]
+            return [wire.session_status_message(session.id, "error", error=session.error, code=session.error_code)]
         return []  # still opening: "ready" or "error" follows
 
-    def _error_reply(self, sid: str, message: str, *, replace: bool) -> list[bytes]:
+    def _error_reply(self, sid: str, message: str, *, replace: bool, code: str) -> list[bytes]:
         with self._lock:
             self.stats_global.errors += 1
             if replace and sid in self._sessions:
                 self._retire(self._sessions.pop(sid))
         log.info("session %s: %s", sid, message)
-        return wire.session_status_message(sid, "error", error=message)
+        return wire.session_status_message(sid, "error", error=message, code=code)
 
     def _on_close(self, env: wire.Envelope) -> list[list[bytes]]:
         with self._lock:
@@ -505,11 +513,14 @@ class GeneratorWorker:
             spec = GeneratorSessionSpec(session.id, session.portrait, session.options)
             gsession = gen.open_session(spec)
         except PortraitError as exc:
-            self._fail(session, f"portrait: {exc}", push)
+            self._fail(session, f"portrait: {exc}", push, code="portrait")
+            return
+        except GeneratorUnavailable as exc:
+            self._fail(session, f"generator {session.generator!r} cannot run here: {exc}", push, code="unavailable")
             return
         except Exception as exc:  # a generator bug must not take the worker down
             log.exception("session %s: generator %r failed to open", session.id, session.generator)
-            self._fail(session, f"generator {session.generator!r} failed to open the session: {exc}", push)
+            self._fail(session, f"generator {session.generator!r} failed to open the session: {exc}", push, code="internal")
             return
         self._activate(session, gen, gsession, push)
         log.info("session %s ready (%s, %.2f s)", session.id, session.generator, time.perf_counter() - t0)
@@ -530,15 +541,15 @@ class GeneratorWorker:
             self._lock.notify_all()
         _send(push, wire.session_status_message(session.id, "ready", **meta, malformed=self.stats_global.malformed))
 
-    def _fail(self, session: Session, message: str, push: zmq.Socket) -> None:
+    def _fail(self, session: Session, message: str, push: zmq.Socket, *, code: str) -> None:
         with self._lock:
             if session.state != "opening":
                 return
-            session.state, session.error = "error", message
+            session.state, session.error, session.error_code = "error", message, code
             session.pending.clear()
             self.stats_global.errors += 1
         log.info("session %s: %s", session.id, message)
-        _send(push, wire.session_status_message(session.id, "error", error=message))
+        _send(push, wire.session_status_message(session.id, "error", error=message, code=code))
 
     # --- render thread ----------------------------------------------------------------
 
@@ -600,7 +611,7 @@ class GeneratorWorker:
             session.state, session.error = "error", message
             session.pending.clear()
             self.stats_global.errors += 1
-        _send(push, wire.session_status_message(session.id, "error", error=message))
+        _send(push, wire.session_status_message(session.id, "error", error=message, code="internal"))
 
     # --- misc -------------------------------------------------------------------------
 

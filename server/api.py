@@ -160,6 +160,10 @@ async def read_multipart(request: web.Request) -> dict[str, Any]:
 # --- sessions -------------------------------------------------------------------------------
 
 
+# How a worker's refusal reaches the client: its own mistakes are 422, the server's are 503.
+REFUSAL_STATUS = {"portrait": 422, "options": 422, "busy": 503, "unavailable": 503, "internal": 500}
+
+
 async def create_session(request: web.Request) -> web.Response:
     body, portrait = await _session_body(request)
     session_request = _session_request(request, body, portrait)
@@ -168,7 +172,7 @@ async def create_session(request: web.Request) -> web.Response:
     except SessionLimit as exc:
         raise error(429, str(exc)) from None
     except PortraitRejected as exc:
-        raise error(422, str(exc)) from None
+        raise error(REFUSAL_STATUS.get(exc.code, 500), str(exc)) from None
     except WorkerUnavailable as exc:
         raise error(503, str(exc)) from None
     return web.json_response(_with_links(session), status=201)

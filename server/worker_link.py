@@ -37,7 +37,12 @@ class WorkerUnavailable(Exception):
 
 
 class PortraitRejected(Exception):
-    """The worker refused the session (bad portrait, unknown generator, bad options)."""
+    """The worker refused the session. ``code`` says why: "portrait" or "options" (the
+    client's to fix), "busy" or "unavailable" (the server's), "internal" (a generator bug)."""
+
+    def __init__(self, message: str, code: str = "internal") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class WorkerLink:
@@ -107,7 +112,8 @@ class WorkerLink:
             self._pending.pop(session_id, None)
         meta = fut.result()
         if meta.get("state") == "error":
-            raise PortraitRejected(str(meta.get("error") or "the generator refused the session"))
+            raise PortraitRejected(str(meta.get("error") or "the generator refused the session"),
+                                   str(meta.get("code") or "internal"))
         return meta
 
     async def reopen_session(self, session_id: str, *, generator: str, options: Mapping[str, Any],

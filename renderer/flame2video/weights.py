@@ -18,6 +18,8 @@ layout:
 
 from __future__ import annotations
 
+from flamecast.plugins import GeneratorUnavailable
+
 import os
 import re
 from dataclasses import dataclass
@@ -46,7 +48,7 @@ SOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(GeneratorUnavailable):
     """Components are missing; the message lists each file, where it goes and how to import it."""
 
 

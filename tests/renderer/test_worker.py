@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
-from flamecast.plugins import FlameFrame, Generator, GeneratorSession, RenderedFrame, hookimpl
+from flamecast.plugins import FlameFrame, Generator, GeneratorSession, GeneratorUnavailable, RenderedFrame, hookimpl
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.renderer.portrait import default_portrait_image, encode_png, load_portrait
@@ -72,11 +72,25 @@ class SlowGenerator(FakeGenerator):
         return SlowSession(np.zeros(3, np.uint8), spec.options.size, ("front",))
 
 
+class NoWeightsGenerator(FakeGenerator):
+    name = "noweights"
+
+    def open_session(self, spec):
+        raise GeneratorUnavailable("weights missing: put unet/ in ~/.cache/flamecast/weights")
+
+
+class BrokenGenerator(FakeGenerator):
+    name = "broken"
+
+    def open_session(self, spec):
+        raise ZeroDivisionError("a bug")
+
+
 class FakePlugin:
     @hookimpl
     def flamecast_register_generators(self, register):
-        register(FakeGenerator)
-        register(SlowGenerator)
+        for cls in (FakeGenerator, SlowGenerator, NoWeightsGenerator, BrokenGenerator):
+            register(cls)
 
 
 def fake_host():
@@ -289,6 +303,21 @@ def test_bad_options_and_unknown_generator_say_what_to_fix(client):
     status = client.open("sess-gen", generator="nope")
     assert status.meta["state"] == "error" and "unknown generator 'nope'" in status.meta["error"]
     assert "fake" in status.meta["error"]
+
+
+@pytest.mark.parametrize(
+    "generator, options, code",
+    [("fake", {"size": "huge"}, "options"), ("nope", {}, "options"), ("noweights", {}, "unavailable"),
+     ("broken", {}, "internal")],
+)
+def test_refusals_say_whose_fault_it_is(client, generator, options, code):
+    status = client.open(f"sess-code-{generator}-{code}", generator=generator, **options)
+    assert status.meta["state"] == "error" and status.meta["code"] == code, status.meta
+
+
+def test_a_bad_portrait_is_the_clients_fault(client):
+    status = client.open("sess-code-portrait", b"not an image", size=16)
+    assert status.meta["code"] == "portrait"
 
 
 def test_open_twice_is_idempotent_and_new_settings_reopen(worker, client):

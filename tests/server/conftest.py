@@ -18,7 +18,15 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from flamecast.plugins import Driver, Generator, GeneratorSession, RenderedFrame, hookimpl, pose_slice
+from flamecast.plugins import (
+    Driver,
+    Generator,
+    GeneratorSession,
+    GeneratorUnavailable,
+    RenderedFrame,
+    hookimpl,
+    pose_slice,
+)
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 from flamecast.server.app import create_app
@@ -63,10 +71,19 @@ class SwatchGenerator(Generator):
         return SwatchSession(tone, spec.options.size, views)
 
 
+class NoWeightsGenerator(SwatchGenerator):
+    name = "noweights"
+    description = "refuses every session: its weights are missing (tests)"
+
+    def open_session(self, spec):
+        raise GeneratorUnavailable("missing: unet/diffusion_pytorch_model.safetensors; put it in ~/.cache/flamecast/weights")
+
+
 class SwatchPlugin:
     @hookimpl
     def flamecast_register_generators(self, register):
         register(SwatchGenerator)
+        register(NoWeightsGenerator)
 
 
 def plugin_host(*extra):
@@ -75,7 +92,7 @@ def plugin_host(*extra):
 
 @pytest.fixture
 def worker():
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("swatch",),
+    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("swatch", "noweights"),
                               default_backend="swatch", stats_interval_s=0)
     w = GeneratorWorker(settings, host=plugin_host())
     w.start()

@@ -120,6 +120,13 @@ async def test_session_limit_is_429(worker):
         assert "at most 1 sessions" in (await _json(resp))["error"]
 
 
+async def test_generator_that_cannot_run_here_is_503_naming_what_is_missing(http):
+    resp = await http.post("/api/sessions", json={"driver": "idle", "generator": "noweights"})
+    assert resp.status == 503
+    assert "unet/diffusion_pytorch_model.safetensors" in (await _json(resp))["error"]
+    assert not http.app[SESSIONS].sessions
+
+
 async def test_worker_that_does_not_answer_is_503():
     from flamecast.server.settings import Settings
 
