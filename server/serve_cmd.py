@@ -47,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--viewer-timeout", type=float, help="seconds without RTCP before a viewer counts as gone (default 10)")
     p.add_argument("--idle-timeout", type=float, help="seconds without any client before a session ends (default 30)")
     p.add_argument("--default-driver", help="driver for sessions that name none (default idle)")
+    p.add_argument("--weights-dir", metavar="DIR", help="model weights folder for the local worker (see docs/weights.md)")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="let the local worker run neural generators without weights (benchmarks only; the output is noise)")
+    p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
+                   help="torch.compile the local worker's neural generator at start (takes minutes)")
     p.add_argument("--worker-input", metavar="ENDPOINT", help="use a running worker: its flame endpoint")
     p.add_argument("--worker-output", metavar="ENDPOINT", help="use a running worker: its video endpoint")
     return p
@@ -74,7 +79,19 @@ def build_settings(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     external = bool(args.worker_input or (args.config and "worker_input" in _config_keys(args.config)))
-    return asyncio.run(serve(settings, device=args.device, start_worker=not external))
+    return asyncio.run(serve(settings, device=args.device, start_worker=not external, worker_args=worker_args(args)))
+
+
+def worker_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """Flags handed to the local ``flamecast generator`` process."""
+    extra: list[str] = []
+    if args.weights_dir:
+        extra += ["--weights-dir", args.weights_dir]
+    if args.allow_random_weights:
+        extra.append("--allow-random-weights")
+    if args.compile:
+        extra += ["--compile", args.compile]
+    return tuple(extra)
 
 
 def _config_keys(path: str) -> set[str]:
@@ -83,13 +100,13 @@ def _config_keys(path: str) -> set[str]:
     return set(load_toml(Path(path)))
 
 
-async def serve(settings, *, device: str = "cpu", start_worker: bool = True) -> int:
+async def serve(settings, *, device: str = "cpu", start_worker: bool = True, worker_args: tuple[str, ...] = ()) -> int:
     from aiohttp import web
 
     from .app import create_app
     from .worker_proc import WorkerProcess, WorkerStartError
 
-    worker = WorkerProcess(settings.generator, device=device) if start_worker else None
+    worker = WorkerProcess(settings.generator, device=device, extra_args=worker_args) if start_worker else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -49,6 +49,16 @@ def test_off_loopback_gets_a_token_unless_given():
     assert build_settings(_args("--host", "0.0.0.0", "--token", "abc")).token == "abc"
 
 
+def test_generator_flags_are_handed_to_the_local_worker():
+    from flamecast.server.serve_cmd import worker_args
+
+    assert worker_args(_args()) == ()
+    args = _args("--weights-dir", "/w", "--allow-random-weights", "--compile", "reduce-overhead")
+    assert worker_args(args) == ("--weights-dir", "/w", "--allow-random-weights", "--compile", "reduce-overhead")
+    # and `flamecast generator` accepts exactly those flags
+    build_parser().parse_args(["generator", *worker_args(args)])
+
+
 class Served:
     """A running `flamecast serve`: its URL, token and worker pid, read from its output."""
 
