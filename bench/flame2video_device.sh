@@ -28,18 +28,7 @@ if [ "$MODE" = eager ]; then
   $BENCH --profile live,hq,paper --warmup 8 --frames 64 --max-seconds 20 --json "$OUT/bench_eager.json" 2>&1 | grep -v "should be kept"
 elif [ "$MODE" = final ]; then
   python3 -m pytest -q -x -p no:cacheprovider tests/renderer/test_flame2video_gpu.py 2>&1 | tail -2
-  # bench/raster.py (the rasterizer's own benchmark); make_cameras needs its centre on the CPU
-  if [ -f bench/raster.py ]; then python3 - --device cuda --json "$OUT/raster.json" <<'PY' 2>&1 | tail -15
-import runpy, sys
-import flamecast.renderer.raster as raster, flamecast.renderer.raster.cameras as cameras
-orig = cameras.make_cameras
-def make_cameras(views, center, *a, **k):
-    return orig(views, center.detach().cpu() if hasattr(center, "detach") else center, *a, **k)
-raster.make_cameras = cameras.make_cameras = make_cameras
-sys.argv = ["bench/raster.py", *sys.argv[1:]]
-runpy.run_path("bench/raster.py", run_name="__main__")
-PY
-  fi
+  if [ -f bench/raster.py ]; then python3 bench/raster.py --device cuda --json "$OUT/raster.json" 2>&1 | tail -15; fi
   $BENCH --profile live,hq,paper --compile reduce-overhead --eager paper --warmup 24 --frames 96 --max-seconds 20 \
     --json "$OUT/bench_final.json" 2>&1 | grep -v "should be kept"
 else
