@@ -104,10 +104,22 @@ class Text2Flame:
         return Generated(self.fps, head, jaw, expr.astype(np.float32), match)
 
 
-@functools.lru_cache(maxsize=2)
+_LOAD_LOCK = threading.Lock()
+
+
 def shared_pipeline(folder: str | None, encoder: str | None, clip_path: str | None) -> Text2Flame:
     """One loaded pipeline per (weights, encoder) in a process, shared by sessions (models are
-    only read; sampling is serialised by the pipeline's lock)."""
+    only read; sampling is serialised by the pipeline's lock).
+
+    Loading is single-flight: sessions that ask at the same time wait for one load. Two
+    concurrent first imports of transformers' lazy modules fail with an ImportError.
+    """
+    with _LOAD_LOCK:
+        return _load_pipeline(folder, encoder, clip_path)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_pipeline(folder: str | None, encoder: str | None, clip_path: str | None) -> Text2Flame:
     return Text2Flame.load(Path(folder) if folder else None, encoder, clip_path)
 
 

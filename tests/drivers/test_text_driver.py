@@ -195,3 +195,32 @@ async def test_shipped_models_flag_nonsense_as_weak():
     assert reply["weak_match"] is False and reply["emotion_changed"] is True
     h.check(await h.collect(30))
     await h.close()
+
+
+CONCURRENT_LOAD = """
+import sys, threading
+from flamecast.drivers.text import pipeline
+target = getattr(pipeline, sys.argv[1])
+barrier, results, errors = threading.Barrier(4), [], []
+def load():
+    barrier.wait()
+    try:
+        results.append(target(None, None, None))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=load) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+assert not errors, errors
+assert len({id(r) for r in results}) == 1, "each caller got its own pipeline"
+print("ok")
+"""
+
+
+def test_sessions_loading_the_pipeline_at_once_share_one_load():
+    """Two sessions (or a prompt option and a first control message) load at the same time in
+    a fresh process; transformers' lazy imports must not race."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", CONCURRENT_LOAD, "shared_pipeline"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
