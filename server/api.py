@@ -43,7 +43,7 @@ def error_response(status: int, message: str) -> web.Response:
 async def read_json(request: web.Request, limit: int = MAX_JSON_BYTES) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise error(413, f"the JSON body is larger than {limit} bytes")
-    raw = await _read_limited(request.content, limit, "the JSON body")
+    raw = await _read_limited(request.content.read, limit, "the JSON body")
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -115,22 +115,13 @@ async def _read_portrait_body(request: web.Request) -> bytes:
         if not isinstance(data, bytes):
             raise error(400, "the multipart body needs a file field named 'portrait'")
         return data
-    return await _read_limited(request.content, request.app[SETTINGS].max_upload_bytes)
+    return await _read_limited(request.content.read, request.app[SETTINGS].max_upload_bytes)
 
 
-async def _read_limited(stream, limit: int, what: str = "the portrait") -> bytes:
+async def _read_limited(read, limit: int, what: str = "the portrait") -> bytes:
+    """Read a body or multipart part in chunks with ``read(n)``; 413 past ``limit`` bytes."""
     chunks, size = [], 0
-    while chunk := await stream.read(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise error(413, f"{what} is larger than the {limit}-byte limit; send a smaller one")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_part(part, limit: int, what: str) -> bytes:
-    chunks, size = [], 0
-    while chunk := await part.read_chunk(64 * 1024):
+    while chunk := await read(64 * 1024):
         size += len(chunk)
         if size > limit:
             raise error(413, f"{what} is larger than the {limit}-byte limit; send a smaller one")
@@ -148,9 +139,9 @@ async def read_multipart(request: web.Request) -> dict[str, Any]:
             if len(fields) >= 32:
                 raise error(400, "too many multipart fields")
             if part.filename:
-                fields[part.name or ""] = await _read_part(part, limit, "the portrait")
+                fields[part.name or ""] = await _read_limited(part.read_chunk, limit, "the portrait")
             else:
-                raw = await _read_part(part, MAX_JSON_BYTES, f"form field {part.name!r}")
+                raw = await _read_limited(part.read_chunk, MAX_JSON_BYTES, f"form field {part.name!r}")
                 fields[part.name or ""] = raw.decode("utf-8", "replace")
         return fields
     except (ValueError, AssertionError) as exc:
