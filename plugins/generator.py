@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from .frame import FlameFrame
-from .head import HeadSpace
+from .head import HeadSpace, builtin_head_space
 
 
 class PortraitError(ValueError):
@@ -95,8 +95,6 @@ class Generator(abc.ABC):
 
     @property
     def head(self) -> HeadSpace:
-        from .head import builtin_head_space
-
         return builtin_head_space()
 
     @abc.abstractmethod
