@@ -85,14 +85,7 @@ def eyeball(center: np.ndarray, radius: float = EYE_RADIUS, n_lat: int = 10, n_l
     front = np.array([[0, 0, radius * CORNEA]])
     back = np.array([[0, 0, -radius]])
     verts = np.concatenate([front, pts, back]) + center
-    idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731
-    tris = [(0, idx(0, j), idx(0, j + 1)) for j in range(n_lon)]
-    for i in range(n_lat - 2):
-        for j in range(n_lon):
-            tris += [(idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1))]
-    last = len(verts) - 1
-    tris += [(last, idx(n_lat - 2, j + 1), idx(n_lat - 2, j)) for j in range(n_lon)]
-    tris = np.array(tris, np.int64)
+    tris = _sphere_faces(n_lat, n_lon)
     n = meshops.face_normals(verts, tris)
     if np.mean(((verts[tris].mean(1) - center) * n).sum(1)) < 0:
         tris = tris[:, [0, 2, 1]]
@@ -166,14 +159,19 @@ def _unit_sphere(n_lat: int, n_lon: int):
     t, p = np.meshgrid(th, ph, indexing="ij")
     pts = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
     verts = np.concatenate([[[0, 0, 1.0]], pts, [[0, 0, -1.0]]])
+    return verts, _sphere_faces(n_lat, n_lon)
+
+
+def _sphere_faces(n_lat: int, n_lon: int) -> np.ndarray:
+    """Triangles of a UV sphere laid out as [front pole, (n_lat - 1) rings of n_lon, back pole]."""
     idx = lambda i, j: 1 + i * n_lon + (j % n_lon)  # noqa: E731
     tris = [(0, idx(0, j), idx(0, j + 1)) for j in range(n_lon)]
     for i in range(n_lat - 2):
         for j in range(n_lon):
             tris += [(idx(i, j), idx(i + 1, j), idx(i + 1, j + 1)), (idx(i, j), idx(i + 1, j + 1), idx(i, j + 1))]
-    last = len(verts) - 1
+    last = 1 + (n_lat - 1) * n_lon
     tris += [(last, idx(n_lat - 2, j + 1), idx(n_lat - 2, j)) for j in range(n_lon)]
-    return verts, np.array(tris, np.int64)
+    return np.array(tris, np.int64)
 
 
 def ear(side_sign: float, center: np.ndarray, height=0.060, width=0.032, thickness=0.011):
