@@ -3,6 +3,7 @@
 # docs/benchmarks.md) and flamecast into /tmp/site, check correctness, benchmark.
 #   bash bench/flame2video_device.sh eager     # GPU tests, bf16 check, live/hq/paper eager
 #   bash bench/flame2video_device.sh compile   # live/hq with torch.compile modes
+#   PROFILES=live,paper NAME=a bash bench/flame2video_device.sh final   # GPU tests + compiled run
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -28,9 +29,9 @@ if [ "$MODE" = eager ]; then
   $BENCH --profile live,hq,paper --warmup 8 --frames 64 --max-seconds 20 --json "$OUT/bench_eager.json" 2>&1 | grep -v "should be kept"
 elif [ "$MODE" = final ]; then
   python3 -m pytest -q -x -p no:cacheprovider tests/renderer/test_flame2video_gpu.py 2>&1 | tail -2
-  if [ -f bench/raster.py ]; then python3 bench/raster.py --device cuda --json "$OUT/raster.json" 2>&1 | tail -15; fi
-  $BENCH --profile live,hq,paper --compile reduce-overhead --eager paper --warmup 24 --frames 96 --max-seconds 20 \
-    --json "$OUT/bench_final.json" 2>&1 | grep -v "should be kept"
+  if [ -n "${RASTER:-}" ] && [ -f bench/raster.py ]; then python3 bench/raster.py --device cuda --json "$OUT/raster.json" 2>&1 | tail -15; fi
+  $BENCH --profile ${PROFILES:-live,hq,paper} --compile reduce-overhead --eager paper --warmup 24 --frames 96 \
+    --max-seconds 20 --json "$OUT/bench_${NAME:-final}.json" 2>&1 | grep -v "should be kept"
 else
   for c in ${COMPILE_MODES:-default reduce-overhead}; do
     $BENCH --profile ${PROFILES:-live,hq} --compile "$c" --warmup 24 --frames 96 --max-seconds 20 --json "$OUT/bench_compile_$c.json" 2>&1 | grep -v "should be kept"

@@ -15,7 +15,8 @@ For each profile: open a session (default portrait), warm up, then
   loading and opening; per-stage times when the backend reports them (``stage_times()``).
 
 Works for any registered generator backend; ``--profile`` is passed only to backends whose
-options have a ``profile`` field.
+options have a ``profile`` field. A profile may carry option overrides after colons, to compare
+variants in one run: ``--profile live,live:carry_mode=renoise,live:steps=2``.
 """
 
 from __future__ import annotations
@@ -115,14 +116,36 @@ def latency_pass(session, frames, fps: float, max_seconds: float) -> dict[str, A
             "p95_ms": _percentile(ms, 0.95), "max_ms": max(ms) if ms else None}
 
 
+def split_profile(spec: str) -> tuple[str, dict[str, str]]:
+    """``"live:carry_mode=renoise:steps=2"`` -> ("live", {"carry_mode": "renoise", "steps": "2"})."""
+    from flamecast.server.cli import UsageError
+
+    name, *pairs = spec.split(":")
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"profile override {pair!r} in {spec!r} is not KEY=VALUE")
+        overrides[key] = value
+    return name, overrides
+
+
 def _options(cls, profile: str, size: int | None) -> Any:
+    from pydantic import ValidationError
+
+    from flamecast.server.cli import UsageError
+
     fields = getattr(cls.Options, "model_fields", {})
-    data: dict[str, Any] = {}
+    name, overrides = split_profile(profile)
+    data: dict[str, Any] = dict(overrides)
     if "profile" in fields:
-        data["profile"] = profile
+        data["profile"] = name
     if size:
-        data["size"] = size
-    return cls.Options(**data)
+        data["size"] = str(size)
+    try:
+        return cls.Options.model_validate_strings(data)
+    except ValidationError as exc:
+        raise UsageError(f"profile {profile!r}: {exc}") from None
 
 
 def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +155,7 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
     eager = {p.strip() for p in (args.eager or "").split(",") if p.strip()}
     settings = {"device": args.device, "weights_dir": args.weights_dir,
                 "allow_random_weights": args.allow_random_weights,
-                "compile": None if profile in eager else args.compile, "detect_face": not args.no_face_detect}
+                "compile": None if split_profile(profile)[0] in eager else args.compile, "detect_face": not args.no_face_detect}
     if torch is not None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

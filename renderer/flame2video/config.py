@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 SchedulerName = Literal["ddim", "lcm", "tcd"]
 DecoderName = Literal["vae", "tiny"]
+CarryMode = Literal["renoise", "cache"]
 
 # SD1.5's noise schedule with the zero-terminal-SNR / v-prediction / trailing-timestep
 # settings that AniPortrait and Moore-AnimateAnyone sample with.
@@ -194,6 +195,10 @@ class Profile:
         guidance: classifier-free guidance scale (1 = off; > 1 doubles the UNet batch).
         rerun_reference: run the reference UNet at every step (the paper's baseline) instead
             of once per session.
+        carry_mode: how the W - S carried frames take part in a window: "renoise" (their final
+            latents re-noised to every step's level and run through the UNet with the new
+            frames) or "cache" (the UNet runs on the new frames only; the motion modules attend
+            over the carried frames' cached inputs from the previous window, temporal.py).
         dtype: "bfloat16" or "float32" on a GPU (CPU always runs float32).
     """
 
@@ -208,6 +213,7 @@ class Profile:
     decoder: DecoderName = "tiny"
     guidance: float = 1.0
     rerun_reference: bool = False
+    carry_mode: CarryMode = "renoise"
     dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
@@ -217,6 +223,8 @@ class Profile:
             raise ValueError("steps must be at least 1")
         if self.views < 1:
             raise ValueError("views must be at least 1")
+        if self.carry_mode not in ("renoise", "cache"):
+            raise ValueError(f"carry_mode must be 'renoise' or 'cache'; got {self.carry_mode!r}")
 
     @property
     def carry(self) -> int:
@@ -230,8 +238,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile("tiny", model="tiny", size=64, views=2, window=4, stride=2, steps=2, decoder="tiny", dtype="float32"),
-    "live": Profile("live", size=256, views=4, window=8, stride=4, steps=4, decoder="tiny"),
-    "hq": Profile("hq", size=512, views=4, window=8, stride=4, steps=4, decoder="tiny"),
+    "live": Profile("live", size=256, views=4, window=8, stride=4, steps=4, decoder="tiny", carry_mode="cache"),
+    "hq": Profile("hq", size=512, views=4, window=8, stride=4, steps=4, decoder="tiny", carry_mode="cache"),
     "paper": Profile(
         "paper", size=512, views=4, window=8, stride=4, steps=25, decoder="vae", guidance=3.5, rerun_reference=True
     ),

@@ -35,6 +35,8 @@ class FLAME2VideoOptions(GeneratorOptions):
     window: int | None = Field(None, ge=1, le=24, description="W: frames denoised together")
     stride: int | None = Field(None, ge=1, le=24, description="S: new frames per window (<= W)")
     scheduler: Literal["ddim", "lcm", "tcd"] | None = Field(None, description="few-step scheduler")
+    carry_mode: Literal["renoise", "cache"] | None = Field(
+        None, description="how carried frames join a window: re-noised and recomputed, or cached context")
     seed: int = Field(0, description="noise seed")
 
 
@@ -46,7 +48,7 @@ def resolve_profile(options: FLAME2VideoOptions):
     views = len(options.views) if options.views else None
     size = options.size if "size" in options.model_fields_set else None
     return base.replace(size=size, views=views, steps=options.steps, window=options.window,
-                        stride=options.stride, scheduler=options.scheduler)
+                        stride=options.stride, scheduler=options.scheduler, carry_mode=options.carry_mode)
 
 
 def portrait_tensor(data: bytes | None, *, detect_face: bool = True):

@@ -203,6 +203,41 @@ class FLAME2VideoPipeline:
             latents[:k] = carry.float()
         return latents
 
+    @torch.no_grad()
+    def denoise_cached(self, cond: torch.Tensor, ref: ReferenceState, context: list | None = None,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, list]:
+        """Denoise the frames of ``cond`` (F, V, C, h, w) next to the carried frames' cached
+        temporal context (the ``cache`` carry mode, temporal.py).
+
+        ``context`` is what the previous call returned (one entry per step), or None for a
+        window without a past: then ``cond`` is the whole window. Returns the frames' final
+        latents (F, V, 4, h, w) and the context for the next window.
+        """
+        f, v = cond.shape[:2]
+        side = self.latent_side
+        sched = self.scheduler
+        sched.set_timesteps(self.profile.steps, device=self.device)
+        if context is not None and len(context) != len(sched.timesteps):
+            raise ValueError(f"context has {len(context)} steps; the profile samples {len(sched.timesteps)}")
+        latents = torch.randn((f, v, 4, side, side), generator=generator, device=self.device, dtype=torch.float32)
+        latents = latents * sched.init_noise_sigma
+        carry = self.unet.temporal
+        self.reference.activate(ref.cache)
+        nxt = []
+        try:
+            for i, t in enumerate(sched.timesteps):
+                carry.begin(self.profile.stride, None if context is None else context[i])
+                if self.profile.rerun_reference:
+                    with self.timer.stage("reference_unet"):
+                        self.reference.activate(self.run_reference(ref.latent, ref.image_embeds))
+                with self.timer.stage("unet"):
+                    eps = self._model_output(sched.scale_model_input(latents, t), t, ref, cond)
+                nxt.append(carry.take())
+                latents = sched.step(eps, t, latents, generator=generator).prev_sample
+        finally:
+            carry.end()
+        return latents, nxt
+
     def _model_output(self, latents: torch.Tensor, t: torch.Tensor, ref: ReferenceState,
                       cond: torch.Tensor) -> torch.Tensor:
         # (W, V, 4, h, w) -> (N, V, 4, W, h, w)

@@ -4,6 +4,11 @@ Frames arrive one or a few at a time. Each window holds W frames: the last W - S
 previous window (their final latents carried over, see ``FLAME2VideoPipeline.denoise``) and S
 new ones. A window runs as soon as S new frames are buffered and yields those S frames.
 
+How the carried frames take part depends on the profile's ``carry_mode``: "renoise" keeps
+their final latents and conditions and denoises them again with the new frames
+(``FLAME2VideoPipeline.denoise``); "cache" keeps the motion modules' per-step context and
+denoises the new frames only (``FLAME2VideoPipeline.denoise_cached``, temporal.py).
+
 The first window has nothing to carry: it is filled with W - S copies of its first frame's
 condition in front of the S new frames and denoised from noise.
 
@@ -32,6 +37,7 @@ class WindowStream:
         self.pending: list[Any] = []
         self.carry_latents: torch.Tensor | None = None
         self.carry_cond: torch.Tensor | None = None
+        self.context: list | None = None  # carry_mode "cache": per-step temporal context
         self.windows = 0
         self.generator = torch.Generator(device=pipeline.device).manual_seed(seed)
 
@@ -50,6 +56,8 @@ class WindowStream:
             renders = self.conditioner(items)
         cond_new = p.encode_conditions(renders)
         k = self.window - self.stride
+        if k and p.profile.carry_mode == "cache":
+            return self._run_cached(items, cond_new, k)
         if self.carry_cond is None:
             cond = torch.cat([cond_new[:1].expand(k, *cond_new.shape[1:]), cond_new])
         else:
@@ -59,4 +67,13 @@ class WindowStream:
             self.carry_latents, self.carry_cond = latents[-k:].clone(), cond[-k:].clone()
         self.windows += 1
         images = p.decode(latents[k:])
+        return list(zip(items, images))
+
+    def _run_cached(self, items: list[Any], cond_new: torch.Tensor, k: int) -> list[tuple[Any, torch.Tensor]]:
+        p = self.pipeline
+        first = self.context is None
+        cond = torch.cat([cond_new[:1].expand(k, *cond_new.shape[1:]), cond_new]) if first else cond_new
+        latents, self.context = p.denoise_cached(cond, self.reference, self.context, self.generator)
+        self.windows += 1
+        images = p.decode(latents[k:] if first else latents)
         return list(zip(items, images))

@@ -8,6 +8,9 @@ right after that motion module (a forward hook), on the same features regrouped 
 sequence axis is the views instead of the frames. No block is copied or forked; the state-dict
 keys of the UNet, the motion module and the view module stay diffusers' own.
 
+The motion modules' temporal attention and GroupNorm can also take the frames a sliding window
+carries over from a cache instead of recomputing them (``temporal.py``).
+
 The FLAME encoder's features are added to the output of ``conv_in`` (AnimateAnyone/AniPortrait
 add the pose guider's features to the noisy latents' first features the same way).
 
@@ -22,6 +25,7 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from torch import nn
 
 from .attention import use_short_sequence_attention
+from .temporal import TemporalCarry, install_temporal_carry
 
 
 def motion_module_names(model: nn.Module) -> list[str]:
@@ -54,8 +58,11 @@ class MultiViewUNet(nn.Module):
             motion.register_forward_hook(self._view_hook(views[name]))
             self._pairs.append(name)
         unet.conv_in.register_forward_hook(self._condition_hook)
-        for name in self._pairs:  # attention over frames and over views: short sequences
-            use_short_sequence_attention(unet.get_submodule(name))
+        # attention over frames and over views: short sequences; over frames it can also take
+        # the carried frames from a cache (temporal.py, off unless a window asks for it)
+        self.temporal = TemporalCarry()
+        install_temporal_carry({name: unet.get_submodule(name) for name in self._pairs}, self.temporal)
+        for name in self._pairs:
             use_short_sequence_attention(views[name])
 
     @classmethod

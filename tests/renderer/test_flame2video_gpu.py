@@ -41,3 +41,28 @@ def test_stream_runs_on_cuda():
     out = stream.push(list(range(6)))
     assert [i for i, _ in out] == list(range(6))
     assert out[0][1].shape == (2, 64, 64, 3) and out[0][1].dtype == torch.uint8
+
+
+def test_cached_carry_survives_cuda_graphs():
+    """The carried context a compiled (CUDA-graph) UNet records is copied out before the next
+    step overwrites it: compiled and eager cache-mode windows agree."""
+    profile = get_profile("tiny").replace(dtype="float32", carry_mode="cache")
+    comps = random_components(tiny_config(), seed=4, device="cuda")
+    portrait = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for compiled in (False, True):
+        pipe = FLAME2VideoPipeline(comps, profile, device="cuda")
+        if compiled:
+            pipe.compile("reduce-overhead")
+        ref = pipe.prepare_reference(portrait)
+        g = torch.Generator("cuda").manual_seed(1)
+        cond = pipe.encode_conditions(torch.rand(4, 2, 3, 64, 64, device="cuda", generator=g))
+        latents, ctx = pipe.denoise_cached(cond, ref, None, torch.Generator("cuda").manual_seed(2))
+        windows = [latents]
+        for i in range(3):
+            new = pipe.encode_conditions(torch.rand(2, 2, 3, 64, 64, device="cuda", generator=g))
+            latents, ctx = pipe.denoise_cached(new, ref, ctx, torch.Generator("cuda").manual_seed(3 + i))
+            windows.append(latents)
+        outs.append(torch.cat(windows))
+    err = float((outs[1] - outs[0]).norm() / outs[0].norm())
+    assert err < 1e-2, err

@@ -48,18 +48,27 @@ def test_bench_refuses_without_weights(tmp_path, capsys):
 
 def test_bench_tiny_profile_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--backend", "flame2video", "--profile", "tiny", "--allow-random-weights",
+    code = main(["bench", "--backend", "flame2video", "--profile", "tiny,tiny:carry_mode=cache", "--allow-random-weights",
                  "--device", "cpu", "--weights-dir", str(tmp_path), "--frames", "2", "--warmup", "2",
                  "--fps", "1000", "--max-seconds", "60", "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    (r,) = report["results"]
+    r, cached = report["results"]
     assert r["backend"] == "flame2video" and r["profile"] == "tiny"
+    assert r["config"]["carry_mode"] == "renoise" and cached["config"]["carry_mode"] == "cache"
+    assert cached["profile"] == "tiny:carry_mode=cache" and cached["throughput"]["frames_out"] == 2
     assert r["throughput"]["frames_out"] == 2 and r["throughput"]["fps"] > 0
     assert r["latency"]["frames_out"] == 2 and r["latency"]["p95_ms"] >= r["latency"]["p50_ms"] > 0
     assert {"rasterize", "flame_encoder", "unet", "decode"} <= set(r["stages"])
     assert report["environment"]["command"].startswith("flamecast bench")
     assert "flame2video/tiny" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec,message", [("tiny:carry_mode", "not KEY=VALUE"), ("tiny:carry_mode=guess", "carry_mode")])
+def test_bench_refuses_bad_profile_overrides(tmp_path, capsys, spec, message):
+    with pytest.raises(SystemExit) as err:
+        main(["bench", "--profile", spec, "--allow-random-weights", "--device", "cpu", "--weights-dir", str(tmp_path)])
+    assert err.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_bench_unknown_backend(capsys):
