@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-sessions", type=int, default=32, metavar="N", help="open sessions at most (default 32)")
     p.add_argument("--video-hwm", type=int, default=VIDEO_SNDHWM, metavar="N",
                    help=f"send high-water mark of the video socket in messages (default {VIDEO_SNDHWM})")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch intra-op threads (default 1: a worker renders one frame at a time; 0: torch's choice)")
     p.add_argument("--weights-dir", metavar="DIR", help="model weights folder (default $FLAMECAST_WEIGHTS or ~/.cache/flamecast/weights)")
     p.add_argument("--allow-random-weights", action="store_true",
                    help="run neural generators with random weights when files are missing (benchmarks only; the output is noise)")
