@@ -145,6 +145,7 @@ class ReferenceAttention:
         if missing:
             raise ValueError(f"denoising UNet lacks self-attention layers {missing[:3]}...")
         self.bank: dict[str, torch.Tensor] = {}
+        self._static: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         ref_modules = dict(reference_unet.named_modules())
         dn_modules = dict(denoising_unet.named_modules())
         self.joins: dict[str, tuple[Attention, ReferenceJoinProcessor]] = {}
@@ -165,6 +166,19 @@ class ReferenceAttention:
         return cache
 
     def activate(self, cache: ReferenceCache | None) -> None:
-        """Point every join processor at ``cache`` (None: plain self-attention)."""
+        """Give every join processor ``cache``'s keys/values (None: plain self-attention).
+
+        They are copied into buffers that keep their addresses across sessions: torch.compile
+        treats tensors reached through a module as static, and CUDA graphs would be recorded
+        again each time another session's cache took their place."""
         for name, (_, proc) in self.joins.items():
-            proc.kv = None if cache is None else cache.kv[name]
+            if cache is None:
+                proc.kv = None
+                continue
+            k, v = cache.kv[name]
+            held = self._static.get(name)
+            if held is None or held[0].shape != k.shape or held[0].dtype != k.dtype or held[0].device != k.device:
+                held = self._static[name] = (torch.empty_like(k), torch.empty_like(v))
+            held[0].copy_(k)
+            held[1].copy_(v)
+            proc.kv = held

@@ -41,21 +41,38 @@ Context = dict[str, tuple[torch.Tensor, ...]]
 
 
 class TemporalCarry:
-    """Mode and per-step context shared by the motion modules' carry layers."""
+    """Mode and per-step context shared by the motion modules' carry layers.
+
+    The layers read the context from buffers that keep their addresses from call to call (each
+    call's context is copied in): torch.compile treats tensors reached through a module as
+    static, and CUDA graphs would be recorded again whenever such an address changed."""
 
     def __init__(self) -> None:
         self.mode: Mode = "off"
         self.stride = 0
         self.context: Context = {}
         self.recorded: Context = {}
+        self._static: Context = {}
 
     def begin(self, stride: int, context: Context | None) -> None:
         """Before a UNet call: record only (``context`` None, a window without a past) or use
         ``context`` and record; ``stride`` new frames per window."""
         self.stride = stride
-        self.context = context or {}
+        self.context = self._load(context) if context else {}
         self.mode = "use" if context else "record"
         self.recorded = {}
+
+    def _load(self, context: Context) -> Context:
+        same = context.keys() == self._static.keys() and all(
+            len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and x.device == y.device
+                                     for x, y in zip(a, b))
+            for a, b in ((context[k], self._static[k]) for k in context))
+        if not same:
+            self._static = {k: tuple(torch.empty_like(t) for t in v) for k, v in context.items()}
+        for k, v in context.items():
+            for dst, src in zip(self._static[k], v):
+                dst.copy_(src)
+        return self._static
 
     def take(self) -> Context:
         """After a UNet call: what the next window needs at this step (copied out of any

@@ -144,3 +144,29 @@ def test_renoise_and_cache_agree_on_the_first_window():
 def test_unknown_carry_mode_is_refused():
     with pytest.raises(ValueError, match="carry_mode"):
         PROFILE.replace(carry_mode="guess")
+
+
+def test_layers_read_context_and_reference_from_fixed_addresses(pipe):
+    """torch.compile treats tensors reached through a module as static inputs, so CUDA graphs
+    would be recorded again whenever one moved: sessions' data are copied into fixed buffers."""
+    ref_a = pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(4)))
+    ref_b = pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(5)))
+    _, join = next(iter(pipe.reference.joins.values()))
+    name = next(iter(pipe.reference.joins))
+    pipe.reference.activate(ref_a.cache)
+    ptr = join.kv[0].data_ptr()
+    pipe.reference.activate(ref_b.cache)
+    assert join.kv[0].data_ptr() == ptr
+    torch.testing.assert_close(join.kv[0], ref_b.cache.kv[name][0])
+
+    carry = pipe.unet.temporal
+    cond = pipe.encode_conditions(conditioner([0, 0, 0, 1]))
+    _, ctx_a = pipe.denoise_cached(cond, ref_a, None, torch.Generator().manual_seed(0))
+    _, ctx_b = pipe.denoise_cached(cond, ref_b, None, torch.Generator().manual_seed(1))
+    key = next(iter(ctx_a[0]))
+    carry.begin(PROFILE.stride, ctx_a[0])
+    ptr = carry.context[key][0].data_ptr()
+    carry.begin(PROFILE.stride, ctx_b[1])
+    assert carry.context[key][0].data_ptr() == ptr
+    torch.testing.assert_close(carry.context[key][0], ctx_b[1][key][0])
+    carry.end()
