@@ -4,6 +4,7 @@
 #   bash bench/flame2video_device.sh eager     # GPU tests, bf16 check, live/hq/paper eager
 #   bash bench/flame2video_device.sh compile   # live/hq with torch.compile modes
 #   PROFILES=live,paper NAME=a bash bench/flame2video_device.sh final   # GPU tests + compiled run
+#   PROFILES=live,paper bash bench/flame2video_device.sh carry   # replay check + compiled run
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -32,6 +33,13 @@ elif [ "$MODE" = final ]; then
   if [ -n "${RASTER:-}" ] && [ -f bench/raster.py ]; then python3 bench/raster.py --device cuda --json "$OUT/raster.json" 2>&1 | tail -15; fi
   $BENCH --profile ${PROFILES:-live,hq,paper} --compile reduce-overhead --eager paper --warmup 24 --frames 96 \
     --max-seconds 20 --json "$OUT/bench_${NAME:-final}.json" 2>&1 | grep -v "should be kept"
+elif [ "$MODE" = carry ]; then  # CUDA-graph replay check on the tiny config, then a compiled run
+  python3 bench/flame2video_carry_check.py --modes ${CARRY_MODES:-cache} --sessions 2 --windows 20 \
+    --json "$OUT/carry_check.json" 2>&1 | grep --line-buffered -v "should be kept"
+  if [ -n "${PROFILES:-}" ]; then
+    $BENCH --profile "$PROFILES" --compile reduce-overhead --eager paper --warmup ${WARMUP:-12} --frames 64 \
+      --max-seconds 20 --json "$OUT/bench_${NAME:-carry}.json" 2>&1 | grep --line-buffered -v "should be kept"
+  fi
 else
   for c in ${COMPILE_MODES:-default reduce-overhead}; do
     $BENCH --profile ${PROFILES:-live,hq} --compile "$c" --warmup 24 --frames 96 --max-seconds 20 --json "$OUT/bench_compile_$c.json" 2>&1 | grep -v "should be kept"
