@@ -105,7 +105,8 @@ class FLAME2VideoPipeline:
     def compile(self, mode: str | None = None) -> None:
         """Speed the denoising UNet up: fused QKV projections, cuDNN autotuning, and torch.compile
         (``mode``: None/"default", "reduce-overhead" for CUDA graphs,
-        "max-autotune-no-cudagraphs"); the first windows pay the compilation."""
+        "max-autotune-no-cudagraphs") of the UNet and of the tiny decoder; the first windows pay
+        the compilation."""
         from .attention import fuse_self_attention_projections
 
         mode = None if mode in (None, "default", True) else mode
@@ -115,6 +116,8 @@ class FLAME2VideoPipeline:
         # compile the UNetMotionModel in place (its hooks are traced with it); the wrapper that
         # sets the per-call view count and condition stays eager
         self.unet.unet.compile(mode=mode, dynamic=False)
+        if self.decoder is not self.vae:  # the tiny decoder runs once per window on fixed shapes
+            self.decoder.decoder.compile(mode=mode, dynamic=False)
 
     def modules(self) -> list[torch.nn.Module]:
         mods = [self.unet, self.reference_unet, self.flame_encoder, self.image_encoder, self.vae, self.decoder]
