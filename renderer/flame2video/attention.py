@@ -28,6 +28,24 @@ def _qkv(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     return attn.to_q(x), attn.to_k(x), attn.to_v(x)
 
 
+class FixedBuffers:
+    """Tensors copied into buffers that keep their addresses from call to call.
+
+    torch.compile treats tensors reached through a module as static inputs, and CUDA graphs are
+    recorded again whenever such an address changes; per-call or per-session data therefore
+    enter the compiled UNet through these buffers (one per key, remade if the shape changes)."""
+
+    def __init__(self) -> None:
+        self._held: dict = {}
+
+    def hold(self, key, x: torch.Tensor) -> torch.Tensor:
+        buf = self._held.get(key)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+            buf = self._held[key] = torch.empty_like(x, memory_format=torch.contiguous_format)
+        buf.copy_(x)
+        return buf
+
+
 def fuse_self_attention_projections(module: nn.Module) -> int:
     """Fuse to_q/to_k/to_v into one linear layer (``Attention.fuse_projections``) for every
     attention under ``module`` whose processor is one of ours; the separate weights stay (the
@@ -98,14 +116,19 @@ class ShortSequenceAttnProcessor:
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
-        batch, length, _ = hidden_states.shape
         if encoder_hidden_states is None:
             query, key, value = _qkv(attn, hidden_states)
         else:
             query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        return self.attend(attn, query, key, value)
+
+    @staticmethod
+    def attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Projected (B, Lq, D) queries over (B, Lk, D) keys/values, then ``attn``'s output layer."""
+        batch, length, _ = query.shape
         heads = attn.heads
         head_dim = query.shape[-1] // heads
-        q = query.view(batch, length, heads, head_dim).transpose(1, 2)
+        q = query.reshape(batch, length, heads, head_dim).transpose(1, 2)
         k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
         v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
         scores = torch.matmul(q, k.transpose(-1, -2)) * (head_dim ** -0.5)
@@ -145,7 +168,7 @@ class ReferenceAttention:
         if missing:
             raise ValueError(f"denoising UNet lacks self-attention layers {missing[:3]}...")
         self.bank: dict[str, torch.Tensor] = {}
-        self._static: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._fixed = FixedBuffers()
         ref_modules = dict(reference_unet.named_modules())
         dn_modules = dict(denoising_unet.named_modules())
         self.joins: dict[str, tuple[Attention, ReferenceJoinProcessor]] = {}
@@ -168,17 +191,10 @@ class ReferenceAttention:
     def activate(self, cache: ReferenceCache | None) -> None:
         """Give every join processor ``cache``'s keys/values (None: plain self-attention).
 
-        They are copied into buffers that keep their addresses across sessions: torch.compile
-        treats tensors reached through a module as static, and CUDA graphs would be recorded
-        again each time another session's cache took their place."""
+        They are copied into ``FixedBuffers``, so another session's cache does not move them."""
         for name, (_, proc) in self.joins.items():
             if cache is None:
                 proc.kv = None
                 continue
             k, v = cache.kv[name]
-            held = self._static.get(name)
-            if held is None or held[0].shape != k.shape or held[0].dtype != k.dtype or held[0].device != k.device:
-                held = self._static[name] = (torch.empty_like(k), torch.empty_like(v))
-            held[0].copy_(k)
-            held[1].copy_(v)
-            proc.kv = held
+            proc.kv = (self._fixed.hold((name, "k"), k), self._fixed.hold((name, "v"), v))

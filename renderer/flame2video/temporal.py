@@ -34,7 +34,7 @@ import torch
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from .attention import ShortSequenceAttnProcessor, _qkv
+from .attention import FixedBuffers, ShortSequenceAttnProcessor, _qkv
 
 Mode = Literal["off", "record", "use"]
 Context = dict[str, tuple[torch.Tensor, ...]]
@@ -43,36 +43,25 @@ Context = dict[str, tuple[torch.Tensor, ...]]
 class TemporalCarry:
     """Mode and per-step context shared by the motion modules' carry layers.
 
-    The layers read the context from buffers that keep their addresses from call to call (each
-    call's context is copied in): torch.compile treats tensors reached through a module as
-    static, and CUDA graphs would be recorded again whenever such an address changed."""
+    The layers read each call's context from ``FixedBuffers``: torch.compile treats tensors
+    reached through a module as static, and CUDA graphs would be recorded again whenever one
+    moved."""
 
     def __init__(self) -> None:
         self.mode: Mode = "off"
         self.stride = 0
         self.context: Context = {}
         self.recorded: Context = {}
-        self._static: Context = {}
+        self._fixed = FixedBuffers()
 
     def begin(self, stride: int, context: Context | None) -> None:
         """Before a UNet call: record only (``context`` None, a window without a past) or use
         ``context`` and record; ``stride`` new frames per window."""
         self.stride = stride
-        self.context = self._load(context) if context else {}
+        self.context = {k: tuple(self._fixed.hold((k, i), t) for i, t in enumerate(v))
+                        for k, v in (context or {}).items()}
         self.mode = "use" if context else "record"
         self.recorded = {}
-
-    def _load(self, context: Context) -> Context:
-        same = context.keys() == self._static.keys() and all(
-            len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and x.device == y.device
-                                     for x, y in zip(a, b))
-            for a, b in ((context[k], self._static[k]) for k in context))
-        if not same:
-            self._static = {k: tuple(torch.empty_like(t) for t in v) for k, v in context.items()}
-        for k, v in context.items():
-            for dst, src in zip(self._static[k], v):
-                dst.copy_(src)
-        return self._static
 
     def take(self) -> Context:
         """After a UNet call: what the next window needs at this step (copied out of any
@@ -115,23 +104,8 @@ class CarryAttnProcessor(ShortSequenceAttnProcessor):
         if pe is not None:  # the kept frames move to positions 0..w-s-1 of the next window
             keep = keep + (pe[:, : w - s] - pe[:, s:w])
         c.recorded[self.key] = (keep,)
-        return self._attend(attn, z, f)
-
-    @staticmethod
-    def _attend(attn: Attention, z: torch.Tensor, f: int) -> torch.Tensor:
-        """Queries from the last ``f`` frames of ``z``, keys and values from all of it."""
-        batch, w, _ = z.shape
-        query, key, value = _qkv(attn, z)
-        heads = attn.heads
-        head_dim = query.shape[-1] // heads
-        q = query[:, w - f:].reshape(batch, f, heads, head_dim).transpose(1, 2)
-        k = key.view(batch, w, heads, head_dim).transpose(1, 2)
-        v = value.view(batch, w, heads, head_dim).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * (head_dim ** -0.5)
-        probs = scores.float().softmax(dim=-1).to(v.dtype)
-        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, f, heads * head_dim)
-        out = attn.to_out[1](attn.to_out[0](out))
-        return out / attn.rescale_output_factor
+        query, key, value = _qkv(attn, z)  # queries from the new frames, keys/values from all
+        return self.attend(attn, query[:, w - f:], key, value)
 
 
 class CarryGroupNorm(nn.GroupNorm):

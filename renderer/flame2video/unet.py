@@ -24,7 +24,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from torch import nn
 
-from .attention import use_short_sequence_attention
+from .attention import FixedBuffers, use_short_sequence_attention
 from .temporal import TemporalCarry, install_temporal_carry
 
 
@@ -49,7 +49,7 @@ class MultiViewUNet(nn.Module):
         self._frames = 1
         self._skip_views = False  # profiling only: run without the view module
         self._condition: torch.Tensor | None = None
-        self._buffers_by_shape: dict[tuple, torch.Tensor] = {}
+        self._fixed = FixedBuffers()
         views = dict(view_module.named_modules())
         self._pairs = []
         for name in motion_module_names(unet):
@@ -83,17 +83,6 @@ class MultiViewUNet(nn.Module):
 
         return hook
 
-    def _fixed(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` copied into a buffer kept per shape: the hook reads it from a module attribute,
-        which torch.compile treats as a static input, and CUDA graphs would be recorded again
-        whenever its address changed."""
-        key = (tuple(x.shape), x.dtype, x.device)
-        buf = self._buffers_by_shape.get(key)
-        if buf is None:
-            buf = self._buffers_by_shape[key] = torch.empty_like(x, memory_format=torch.contiguous_format)
-        buf.copy_(x)
-        return buf
-
     def _condition_hook(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return output if self._condition is None else output + self._condition
 
@@ -104,7 +93,10 @@ class MultiViewUNet(nn.Module):
         n, v, c, f, h, w = sample.shape
         self._views, self._frames = v, f
         if condition is not None:
-            self._condition = self._fixed(condition.permute(0, 1, 3, 2, 4, 5).reshape(n * v * f, -1, h, w))
+            # the hook reads it from a module attribute: a static input to torch.compile, so it is
+            # held at a fixed address (one buffer per shape: each compiled graph keeps its own)
+            flat = condition.permute(0, 1, 3, 2, 4, 5).reshape(n * v * f, -1, h, w)
+            self._condition = self._fixed.hold(tuple(flat.shape), flat)
         ehs = encoder_hidden_states.repeat_interleave(v * f, dim=0)
         try:
             out = self.unet(sample.reshape(n * v, c, f, h, w), timestep, encoder_hidden_states=ehs).sample
