@@ -13,15 +13,9 @@ from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline
 from flamecast.renderer.flame2video.stream import WindowStream
 from flamecast.renderer.flame2video.temporal import CarryAttnProcessor, CarryGroupNorm, TemporalCarry
 
+from .test_flame2video_stream import conditioner  # the same fake FLAME renderings (tiny: 2 views, 64 px)
+
 PROFILE = get_profile("tiny").replace(carry_mode="cache")  # W = 4, S = 2, 2 views, 2 steps
-
-
-def conditioner(items):
-    out = torch.zeros(len(items), PROFILE.views, 3, PROFILE.size, PROFILE.size)
-    for i, item in enumerate(items):
-        x = 4 * (item % 8)
-        out[i, :, :, 20:40, x:x + 20] = 1.0
-    return out
 
 
 @pytest.fixture(scope="module")
