@@ -131,11 +131,29 @@ class ShortSequenceAttnProcessor:
         q = query.reshape(batch, length, heads, head_dim).transpose(1, 2)
         k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
         v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * (head_dim ** -0.5)
-        probs = scores.float().softmax(dim=-1).to(v.dtype)
-        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
+        short = short_attention_products if torch.compiler.is_compiling() else short_attention_matmul
+        out = short(q, k, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
+
+
+def short_attention_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q kᵀ / √d) v for (..., L, d) tensors as two batched matrix products (eager)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    probs = scores.float().softmax(dim=-1).to(v.dtype)
+    return torch.matmul(probs, v)
+
+
+def short_attention_products(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The same as broadcast products summed over the short axes, for torch.compile.
+
+    Batched GEMMs with L = 4-16 run on tiles of 64+ rows and waste most of their work
+    (cuBLAS picks misaligned WMMA kernels for them); written as products and sums, Inductor
+    fuses scores, softmax and the weighted sum into a few memory-bound kernels that read q, k
+    and v once. Never run eagerly: eagerly it would materialise (..., Lq, Lk, d)."""
+    scores = (q.float().unsqueeze(-2) * k.float().unsqueeze(-3)).sum(-1) * (q.shape[-1] ** -0.5)
+    probs = scores.softmax(dim=-1)
+    return (probs.unsqueeze(-1) * v.float().unsqueeze(-3)).sum(-2).to(v.dtype)
 
 
 def use_short_sequence_attention(module: nn.Module) -> int:
@@ -144,6 +162,40 @@ def use_short_sequence_attention(module: nn.Module) -> int:
     for mod in module.modules():
         if isinstance(mod, Attention):
             mod.set_processor(ShortSequenceAttnProcessor())
+            n += 1
+    return n
+
+
+class SingleTokenCrossAttnProcessor(AttnProcessor2_0):
+    """Cross-attention whose context is one token (the portrait's CLIP image embedding).
+
+    A softmax over one key is 1 for every query, so the output is that token's value, the same
+    for every query: ``to_out(to_v(context))``, broadcast. The query and key projections and the
+    attention kernel are skipped; the result is exact. Other inputs (longer contexts, masks,
+    spatial or group norms) go through ``AttnProcessor2_0``."""
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
+        ctx = encoder_hidden_states
+        if (ctx is None or ctx.shape[1] != 1 or attention_mask is not None or hidden_states.ndim != 3
+                or attn.spatial_norm is not None or attn.group_norm is not None
+                or ctx.shape[0] != hidden_states.shape[0]):
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(ctx))).expand(-1, hidden_states.shape[1], -1)
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def use_single_token_cross_attention(module: nn.Module) -> int:
+    """Give every cross-attention under ``module`` that still has a stock diffusers processor
+    the SingleTokenCrossAttnProcessor; returns how many."""
+    n = 0
+    for mod in module.modules():
+        if isinstance(mod, Attention) and mod.is_cross_attention and type(mod.processor) in (AttnProcessor2_0,):
+            mod.set_processor(SingleTokenCrossAttnProcessor())
             n += 1
     return n
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .attention import ReferenceAttention, ReferenceCache
+from .attention import ReferenceAttention, ReferenceCache, use_single_token_cross_attention
 from .components import Components
 from .config import SCHEDULER_CONFIG, Profile
 from .unet import MultiViewUNet
@@ -48,10 +48,13 @@ class StageTimer:
             torch.cuda.synchronize(self.device)
 
     def stage(self, name: str):
+        """Time a stage; it is also a ``flame2video.<name>`` range in ``torch.profiler`` traces."""
         timer = self
 
         class _Ctx:
             def __enter__(self):
+                self.range = torch.profiler.record_function(f"flame2video.{name}")
+                self.range.__enter__()
                 if timer.enabled:
                     timer._sync()
                     self.t0 = time.perf_counter()
@@ -61,6 +64,7 @@ class StageTimer:
                     timer._sync()
                     timer.seconds[name] += time.perf_counter() - self.t0
                     timer.counts[name] += 1
+                self.range.__exit__(*exc)
 
         return _Ctx()
 
@@ -90,6 +94,8 @@ class FLAME2VideoPipeline:
         self.unet = MultiViewUNet.build(components.denoising_unet, components.motion_module, components.view_module)
         self.reference_unet = components.reference_unet
         self.reference = ReferenceAttention(self.reference_unet, self.unet.unet)
+        for unet in (self.unet.unet, self.reference_unet):  # the CLIP embedding is one token
+            use_single_token_cross_attention(unet)
         self.flame_encoder = components.flame_encoder
         self.image_encoder = components.image_encoder
         self.vae = components.vae

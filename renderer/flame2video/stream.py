@@ -51,6 +51,10 @@ class WindowStream:
         return out
 
     def _run_window(self, items: list[Any]) -> list[tuple[Any, torch.Tensor]]:
+        with self.pipeline.timer.stage("window"):
+            return self._window(items)
+
+    def _window(self, items: list[Any]) -> list[tuple[Any, torch.Tensor]]:
         p = self.pipeline
         with p.timer.stage("rasterize"):
             renders = self.conditioner(items)

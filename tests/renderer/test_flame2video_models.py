@@ -11,8 +11,11 @@ from flamecast.renderer.flame2video.attention import (
     ReferenceAttention,
     ReferenceJoinProcessor,
     ShortSequenceAttnProcessor,
+    SingleTokenCrossAttnProcessor,
     fuse_self_attention_projections,
     self_attention_names,
+    short_attention_matmul,
+    short_attention_products,
 )
 from flamecast.renderer.flame2video.components import build_component
 from flamecast.renderer.flame2video.config import tiny_config
@@ -58,6 +61,49 @@ def test_short_sequence_processor_equals_sdpa_and_survives_fusing():
     torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
     assert fuse_self_attention_projections(attn) == 1 and attn.fused_projections
     torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_single_token_cross_attention_is_exact_and_falls_back_otherwise():
+    torch.manual_seed(3)
+    attn = Attention(32, cross_attention_dim=24, heads=4, dim_head=8).eval()
+    x, one, many = torch.randn(3, 10, 32), torch.randn(3, 1, 24), torch.randn(3, 5, 24)
+    proc = SingleTokenCrossAttnProcessor()
+    calls = []
+    attn.to_q.register_forward_hook(lambda *a: calls.append("q"))
+    for ctx in (one, many):
+        calls.clear()
+        expected = AttnProcessor2_0()(attn, x, encoder_hidden_states=ctx)
+        torch.testing.assert_close(proc(attn, x, encoder_hidden_states=ctx), expected, atol=1e-5, rtol=1e-5)
+        assert calls == ["q"] * (1 if ctx is one else 2)  # one token: no query projection
+
+
+@torch.no_grad()
+def test_short_attention_products_equal_the_matmul_form():
+    torch.manual_seed(2)
+    q, k, v = torch.randn(6, 4, 3, 8), torch.randn(6, 4, 7, 8), torch.randn(6, 4, 7, 8)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v
+    torch.testing.assert_close(short_attention_matmul(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(short_attention_products(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    half = [t.bfloat16() for t in (q, k, v)]
+    assert short_attention_products(*half).dtype == torch.bfloat16
+    torch.testing.assert_close(short_attention_products(*half).float(), expected, atol=3e-2, rtol=3e-2)
+
+
+@torch.no_grad()
+def test_short_sequence_processor_takes_the_products_form_under_compile():
+    attn = _attn()
+    attn.set_processor(ShortSequenceAttnProcessor())
+    x = torch.randn(20, 8, 32)
+    seen = []
+
+    def backend(gm, inputs):  # record the traced ops, run the graph as traced
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_method"))
+        return gm.forward
+
+    compiled = torch.compile(attn, backend=backend, fullgraph=True)
+    torch.testing.assert_close(compiled(x), attn(x), atol=1e-5, rtol=1e-5)
+    assert not any("matmul" in t for t in seen) and any("sum" in t for t in seen)
 
 
 @torch.no_grad()

@@ -116,8 +116,25 @@ def test_stage_timer_counts_each_stage(pipe):
         pipe.timer.enabled = False
         pipe.timer.seconds.clear()
         pipe.timer.counts.clear()
-    assert {"rasterize", "flame_encoder", "unet", "decode"} <= set(stages)
-    assert stages["unet"]["calls"] == PROFILE.steps
+    assert {"window", "rasterize", "flame_encoder", "unet", "decode"} <= set(stages)
+    assert stages["unet"]["calls"] == PROFILE.steps and stages["window"]["calls"] == 1
+
+
+def test_cross_attention_on_the_clip_token_skips_queries(pipe):
+    from diffusers.models.attention_processor import Attention
+
+    cross = [m for u in (pipe.unet.unet, pipe.reference_unet) for m in u.modules()
+             if isinstance(m, Attention) and m.is_cross_attention]
+    values, queries = [], []
+    hooks = [h for m in cross for h in (m.to_v.register_forward_hook(lambda *a: values.append(1)),
+                                        m.to_q.register_forward_hook(lambda *a: queries.append(1)))]
+    try:
+        ref = pipe.prepare_reference(torch.rand(3, 64, 64))
+        WindowStream(pipe, ref, conditioner).push([0, 1])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert cross and values and not queries
 
 
 def test_bad_inputs_are_refused(pipe):
