@@ -5,6 +5,7 @@
 #   bash bench/flame2video_device.sh compile   # live/hq with torch.compile modes
 #   PROFILES=live,paper NAME=a bash bench/flame2video_device.sh final   # GPU tests + compiled run
 #   PROFILES=live,paper bash bench/flame2video_device.sh carry   # replay check + compiled run
+#   PROFILES=live NAME=a TRACE_ARGS="--inductor coordinate_descent_tuning=True" bash bench/flame2video_device.sh trace
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -40,6 +41,9 @@ elif [ "$MODE" = carry ]; then  # CUDA-graph replay check on the tiny config, th
     $BENCH --profile "$PROFILES" --compile reduce-overhead --eager paper --warmup ${WARMUP:-12} --frames 64 \
       --max-seconds 20 --json "$OUT/bench_${NAME:-carry}.json" 2>&1 | grep --line-buffered -v "should be kept"
   fi
+elif [ "$MODE" = trace ]; then  # where a compiled window's wall time goes (bench/flame2video_trace.py)
+  python3 bench/flame2video_trace.py --profile ${PROFILES:-live} --json "$OUT/trace_${NAME:-trace}.json" ${TRACE_ARGS:-} \
+    2>&1 | grep --line-buffered -v "should be kept"
 else
   for c in ${COMPILE_MODES:-default reduce-overhead}; do
     $BENCH --profile ${PROFILES:-live,hq} --compile "$c" --warmup 24 --frames 96 --max-seconds 20 --json "$OUT/bench_compile_$c.json" 2>&1 | grep -v "should be kept"
