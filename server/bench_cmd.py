@@ -12,7 +12,10 @@ For each profile: open a session (default portrait), warm up, then
   coming out (p50/p95/max);
 * peak GPU memory of the open session (``torch.cuda.max_memory_allocated`` from after the
   session opened to the end: its weights, caches and work), and separately the peak while
-  loading and opening; per-stage times when the backend reports them (``stage_times()``).
+  loading and opening;
+* per-stage times when the backend reports them (``stage_times()``), from a last short pass
+  (``--stage-frames``): timing a stage synchronises the GPU around it, which would slow the
+  throughput and latency passes.
 
 Works for any registered generator backend; ``--profile`` is passed only to backends whose
 options have a ``profile`` field. A profile may carry option overrides after colons, to compare
@@ -40,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=16, help="driving frames before measuring (compiled runs)")
     p.add_argument("--eager-warmup", type=int, default=8, help="driving frames before measuring without --compile")
     p.add_argument("--fps", type=float, default=30.0, help="driving frame rate of the latency pass")
+    p.add_argument("--stage-frames", type=int, default=16,
+                   help="driving frames of the per-stage timing pass (after the others: it synchronises the GPU)")
     p.add_argument("--max-seconds", type=float, default=30.0, help="stop a pass after this long")
     p.add_argument("--compile", default=None, help="torch.compile mode for the generator (default, reduce-overhead, ...)")
     p.add_argument("--eager", default="paper", help="profiles that always run without --compile (comma list)")
@@ -181,17 +186,21 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
     warm_s = time.perf_counter() - t0
     thr = throughput_pass(session, take(args.frames), args.max_seconds)
     pace = args.fps if (thr["fps"] or 0) >= args.fps else 0.9 * (thr["fps"] or 1.0)
-    if hasattr(session, "enable_stage_timing"):
-        session.enable_stage_timing()
     lat = latency_pass(session, take(args.frames), pace, args.max_seconds)
+    stages = None
+    if hasattr(session, "enable_stage_timing"):  # its synchronisations would slow the passes above
+        session.enable_stage_timing()
+        throughput_pass(session, take(args.stage_frames), args.max_seconds)
+        stages = session.stage_times()
+        session.enable_stage_timing(False)
     result: dict[str, Any] = {
         "backend": cls.name, "profile": profile if "profile" in getattr(cls.Options, "model_fields", {}) else None,
         "compile": settings["compile"],
         "open_s": open_s, "warmup_s": warm_s, "throughput": thr, "latency": lat,
         "view_ids": list(getattr(session, "view_ids", ()) or ()),
     }
-    if hasattr(session, "stage_times"):
-        result["stages"] = session.stage_times()
+    if stages is not None:
+        result["stages"] = stages
     if hasattr(session, "describe"):
         result["config"] = session.describe()
     if torch is not None:

@@ -50,7 +50,7 @@ def test_bench_tiny_profile_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", "--backend", "flame2video", "--profile", "tiny,tiny:carry_mode=cache", "--allow-random-weights",
                  "--device", "cpu", "--weights-dir", str(tmp_path), "--frames", "2", "--warmup", "2",
-                 "--fps", "1000", "--max-seconds", "60", "--json", str(out)])
+                 "--fps", "1000", "--max-seconds", "60", "--stage-frames", "2", "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     r, cached = report["results"]
@@ -59,7 +59,8 @@ def test_bench_tiny_profile_writes_json(tmp_path, capsys):
     assert cached["profile"] == "tiny:carry_mode=cache" and cached["throughput"]["frames_out"] == 2
     assert r["throughput"]["frames_out"] == 2 and r["throughput"]["fps"] > 0
     assert r["latency"]["frames_out"] == 2 and r["latency"]["p95_ms"] >= r["latency"]["p50_ms"] > 0
-    assert {"rasterize", "flame_encoder", "unet", "decode"} <= set(r["stages"])
+    assert {"window", "rasterize", "flame_encoder", "unet", "decode"} <= set(r["stages"])
+    assert r["stages"]["window"]["calls"] == 1  # the timing pass only: two frames, one window
     assert report["environment"]["command"].startswith("flamecast bench")
     assert "flame2video/tiny" in capsys.readouterr().out
 
