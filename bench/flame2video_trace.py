@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import math
 from collections import defaultdict
 
 
@@ -38,7 +38,7 @@ def main() -> None:
 
     from flamecast.plugins import GeneratorSessionSpec
     from flamecast.renderer.flame2video.generator import FLAME2VideoGenerator
-    from flamecast.server.bench_cmd import _options, synthetic_frames
+    from flamecast.server.bench_cmd import _options, synthetic_frames, throughput_pass
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="live")
@@ -72,29 +72,24 @@ def main() -> None:
     n_expr = gen.head.n_expression
     seq = 0
 
-    def feed(n: int) -> tuple[float, int]:
+    def feed(n: int) -> dict:
+        """Frames back to back, as ``flamecast bench``'s throughput pass."""
         nonlocal seq
         frames = synthetic_frames(n, n_expr, seq)
         seq += n
-        t0, out = time.perf_counter(), 0
-        for f in frames:
-            out += len(session.step([f]))
-        return time.perf_counter() - t0, out
+        return throughput_pass(session, frames, math.inf)
 
-    t0 = time.perf_counter()
-    feed(args.warmup)
-    res: dict = {"profile": args.profile, "compile": args.compile, "inductor": args.inductor, "warmup_s": time.perf_counter() - t0}
-    dt, out = feed(args.frames)
-    res["throughput_fps"] = out / dt
+    res: dict = {"profile": args.profile, "compile": args.compile, "inductor": args.inductor,
+                 "warmup_s": feed(args.warmup)["seconds"]}
+    res["throughput_fps"] = feed(args.frames)["fps"]
     print(f"warmup {res['warmup_s']:.0f} s; throughput {res['throughput_fps']:.2f} frames/s", flush=True)
 
     cuda = args.device.startswith("cuda")
     act = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with torch.profiler.profile(activities=act) as prof:
-        dt, out = feed(args.traced)
+        res["traced_fps"] = feed(args.traced)["fps"]
         if cuda:
             torch.cuda.synchronize()
-    res["traced_fps"] = out / dt
     events = prof.events()
     cuda_type = torch.autograd.DeviceType.CUDA
     kernels, host, gpu = [], defaultdict(list), defaultdict(list)

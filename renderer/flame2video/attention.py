@@ -194,7 +194,7 @@ def use_single_token_cross_attention(module: nn.Module) -> int:
     the SingleTokenCrossAttnProcessor; returns how many."""
     n = 0
     for mod in module.modules():
-        if isinstance(mod, Attention) and mod.is_cross_attention and type(mod.processor) in (AttnProcessor2_0,):
+        if isinstance(mod, Attention) and mod.is_cross_attention and type(mod.processor) is AttnProcessor2_0:
             mod.set_processor(SingleTokenCrossAttnProcessor())
             n += 1
     return n

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -47,26 +48,21 @@ class StageTimer:
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    @contextmanager
     def stage(self, name: str):
         """Time a stage; it is also a ``flame2video.<name>`` range in ``torch.profiler`` traces."""
-        timer = self
-
-        class _Ctx:
-            def __enter__(self):
-                self.range = torch.profiler.record_function(f"flame2video.{name}")
-                self.range.__enter__()
-                if timer.enabled:
-                    timer._sync()
-                    self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                if timer.enabled:
-                    timer._sync()
-                    timer.seconds[name] += time.perf_counter() - self.t0
-                    timer.counts[name] += 1
-                self.range.__exit__(*exc)
-
-        return _Ctx()
+        with torch.profiler.record_function(f"flame2video.{name}"):
+            if not self.enabled:
+                yield
+                return
+            self._sync()
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._sync()
+                self.seconds[name] += time.perf_counter() - t0
+                self.counts[name] += 1
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         return {k: {"total_s": v, "calls": self.counts[k], "mean_ms": 1e3 * v / max(1, self.counts[k])}
