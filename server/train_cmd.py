@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initial weights and the batches")
     p.add_argument("--clips", type=int, default=6000, help="procedural clips to generate (default 6000)")
+    p.add_argument("--paraphrases", type=int, default=8,
+                   help="captions per procedural clip: its own plus paraphrases of what it shows (default 8; 1 = none)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--smoothing", type=int, default=3, help="smoothing window on the data in frames (1 = none)")
@@ -36,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.steps <= 0 or args.clips <= 0 or args.batch <= 0:
-        raise UsageError("--steps, --clips and --batch must be positive")
+    if args.steps <= 0 or args.clips <= 0 or args.batch <= 0 or args.paraphrases <= 0:
+        raise UsageError("--steps, --clips, --paraphrases and --batch must be positive")
     if args.smoothing < 1:
         raise UsageError("--smoothing must be at least 1 (1 = no smoothing)")
     import torch
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.celebv and not Path(args.celebv).is_dir():
         raise UsageError(f"--celebv {args.celebv}: no such folder")
     settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
-                             batch=args.batch, lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
+                             paraphrases=args.paraphrases, batch=args.batch, lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
                              smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
     try:
         summary = train(settings)

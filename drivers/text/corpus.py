@@ -291,6 +291,41 @@ def caption_for(spec_kind: tuple[str | None, str | None], words: Words, rng: np.
     return caption, Spec(motion=motion, emotion=emotion, **fields)
 
 
+def _key_of(table: dict, attr: str, value) -> object | None:
+    """The modifier key whose ``attr`` equals ``value`` (None for the neutral value)."""
+    return next((k for k, m in table.items() if getattr(m, attr) == value), None)
+
+
+def paraphrase(spec: Spec, words: Words, rng: np.random.Generator) -> str:
+    """Another caption for ``spec``: a random phrase for its motion and emotion with the words
+    of its modifiers. Training gives each clip several of these so that the models learn what
+    the captions of a clip share rather than one caption's wording."""
+    parts = []
+    if spec.motion is not None:
+        adverbs = []
+        for table, attr, value, choices in ((V.TEMPO, "tempo", spec.tempo, words.tempo),
+                                            (V.AMPLITUDE, "amplitude", spec.amplitude, words.amplitude),
+                                            (V.REPEAT, "count", spec.count, words.repeat)):
+            key = _key_of(table, attr, value)
+            if key is not None:
+                adverbs.append(_pick(rng, choices[key]))
+        rng.shuffle(adverbs)
+        parts.append(" ".join([_pick(rng, words.motions[spec.motion]), *adverbs]))
+    if spec.emotion is not None:
+        key = _key_of(V.INTENSITY, "amplitude", spec.intensity)
+        phrases = words.emotions[spec.emotion]
+        if key is None:
+            parts.append(_pick(rng, phrases))
+        else:
+            first, _, rest = _pick(rng, [p for p in phrases if p.split(" ", 1)[0] in ("looks", "is", "seems")
+                                         and " " in p]).partition(" ")
+            parts.append(f"{first} {_pick(rng, V.INTENSITY[key].words)} {rest}")
+    if len(parts) == 2 and rng.random() < 0.4:
+        parts.reverse()
+    caption = _pick(rng, words.joiners).join(parts) if len(parts) == 2 else parts[0]
+    return (_pick(rng, words.subjects) + caption).strip()
+
+
 def draw_kind(rng: np.random.Generator) -> tuple[str | None, str | None]:
     """Motion only (45%), emotion only (25%) or both (30%)."""
     r = rng.random()

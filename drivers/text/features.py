@@ -39,10 +39,11 @@ def motion_from_features(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Sequences:
-    """Variable-length feature sequences of one model with their text embeddings."""
+    """Variable-length feature sequences of one model with the embeddings of their captions
+    (several per sequence when the captions were paraphrased)."""
 
     features: list[np.ndarray]  # each (T_i, F)
-    text: np.ndarray  # (N, D)
+    text: np.ndarray  # (N, K, D): K captions per sequence
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature mean and std over all frames; tiny stds are floored so that nearly
@@ -51,8 +52,9 @@ class Sequences:
         mean, std = allf.mean(0), allf.std(0)
         return mean, np.maximum(std, 0.05 * std.max() + 1e-6)
 
-    def batch(self, idx: np.ndarray, mean: np.ndarray, std: np.ndarray):
-        """Padded normalised batch: x (B, T, F), text (B, D), pad (B, T) True on padding."""
+    def batch(self, idx: np.ndarray, mean: np.ndarray, std: np.ndarray, caption: np.ndarray | None = None):
+        """Padded normalised batch: x (B, T, F), text (B, D), pad (B, T) True on padding.
+        ``caption`` (B,) picks which of each sequence's captions to use (default the first)."""
         lengths = [self.features[i].shape[0] for i in idx]
         t = max(lengths)
         f = self.features[idx[0]].shape[1]
@@ -61,4 +63,5 @@ class Sequences:
         for j, i in enumerate(idx):
             x[j, : lengths[j]] = (self.features[i] - mean) / std
             pad[j, : lengths[j]] = False
-        return x, self.text[idx], pad
+        caption = np.zeros(len(idx), int) if caption is None else caption
+        return x, self.text[idx, caption], pad

@@ -34,6 +34,7 @@ class TrainSettings:
     seed: int = 0
     resume: bool = False
     clips: int = 6000
+    paraphrases: int = 8  # captions per procedural clip: its own and paraphrases of its Spec
     batch: int = 64
     lr: float = 1e-3
     encoder: str = "minilm"
@@ -64,15 +65,26 @@ def load_clips(s: TrainSettings) -> list[corpus.Clip]:
     return corpus.generate(s.clips, s.seed)
 
 
+def clip_captions(s: TrainSettings, clips: list[corpus.Clip]) -> list[list[str]]:
+    """Each clip's captions: its own, then ``paraphrases - 1`` more for its Spec (procedural
+    clips only; CelebV-Text clips keep their one caption per window)."""
+    if s.celebv is not None or s.paraphrases <= 1:
+        return [[c.caption] for c in clips]
+    rng = np.random.default_rng([s.seed, 1])
+    return [[c.caption] + [corpus.paraphrase(c.spec, corpus.TRAIN_WORDS, rng) for _ in range(s.paraphrases - 1)]
+            for c in clips]
+
+
 def build_data(s: TrainSettings, encoder) -> Data:
     clips = load_clips(s)
-    captions = sorted({c.caption for c in clips})
+    per_clip = clip_captions(s, clips)
+    captions = sorted({c for group in per_clip for c in group})
     log.info("encoding %d captions of %d clips with %s", len(captions), len(clips), encoder.name)
     emb = {}
     for i in range(0, len(captions), 256):
         chunk = captions[i : i + 256]
         emb.update(zip(chunk, encoder.encode(chunk)))
-    text = np.stack([emb[c.caption] for c in clips]).astype(np.float32)
+    text = np.stack([np.stack([emb[c] for c in group]) for group in per_clip]).astype(np.float32)
     w, k = s.smoothing, s.decimate
     motion = [decimate(motion_features(smooth(c.head, w), smooth(c.jaw, w)), k) for c in clips]
     emotion = [decimate(smooth(c.expression, w), k) for c in clips]
@@ -106,7 +118,7 @@ class Trainer:
         sorted by length, shuffled."""
         n, b = len(self.by_length), min(self.s.batch, len(self.by_length))
         start = int(self.rng.integers(0, n - b + 1))
-        window = self.by_length[start : start + 4 * b] if start + 4 * b <= n else self.by_length[n - 4 * b :]
+        window = self.by_length[start : start + 4 * b] if start + 4 * b <= n else self.by_length[max(0, n - 4 * b) :]
         return self.rng.choice(window, b, replace=False)
 
     def lr_at(self, step: int) -> float:
@@ -115,11 +127,12 @@ class Trainer:
 
     def train_step(self) -> dict:
         idx = self.draw_batch()
+        caption = self.rng.integers(0, self.data.motion.text.shape[1], len(idx))
         row = {"step": self.step}
         for kind, seqs in (("motion", self.data.motion), ("emotion", self.data.emotion)):
             model, opt = self.models[kind], self.opts[kind]
             x, text, pad = (torch.from_numpy(a) for a in seqs.batch(idx, np.array(model.cfg.mean, np.float32),
-                                                                     np.array(model.cfg.std, np.float32)))
+                                                                     np.array(model.cfg.std, np.float32), caption))
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             model.train()
@@ -194,7 +207,7 @@ def finish(s: TrainSettings, trainer: Trainer, data: Data, encoder) -> dict:
     w = max(1, min(50, len(history) // 4))
     summary = {
         "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "clips": len(data.clips),
-        "captions": len(data.captions), "seed": s.seed, "batch": s.batch, "lr": s.lr,
+        "captions": len(data.captions), "paraphrases": data.motion.text.shape[1], "seed": s.seed, "batch": s.batch, "lr": s.lr,
         "data": "celebv" if s.celebv else "procedural",
         "first_loss": {k: float(np.mean([h[k] for h in history[:w]])) for k in ("motion", "emotion")} if history else {},
         "last_loss": {k: float(np.mean([h[k] for h in history[-w:]])) for k in ("motion", "emotion")} if history else {},

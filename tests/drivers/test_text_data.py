@@ -32,6 +32,36 @@ def test_heldout_phrases_are_never_training_phrases():
     assert not train_captions & held
 
 
+def _says(caption: str, phrases) -> bool:
+    return any(p in caption for p in phrases)
+
+
+def test_paraphrases_describe_the_same_spec_in_training_words():
+    rng = np.random.default_rng(0)
+    held_phrases = [p for table in (V.MOTION_HELDOUT, V.EMOTION_HELDOUT) for ps in table.values() for p in ps]
+    distinct = 0
+    for clip in corpus.generate(300, seed=5):
+        spec = clip.spec
+        captions = {corpus.paraphrase(spec, corpus.TRAIN_WORDS, rng) for _ in range(6)}
+        distinct += len(captions) > 1
+        for caption in captions:
+            if spec.motion is not None:
+                assert _says(caption, V.MOTION_PHRASES[spec.motion]), (caption, spec)
+            if spec.emotion is not None:
+                stems = [p.split(" ", 1)[-1] for p in V.EMOTION_PHRASES[spec.emotion]]
+                assert _says(caption, stems), (caption, spec)
+            for table, value in ((V.TEMPO, spec.tempo), (V.AMPLITUDE, spec.amplitude), (V.REPEAT, spec.count)):
+                for key, mod in table.items():
+                    wanted = value == (mod.tempo if table is V.TEMPO else mod.amplitude if table is V.AMPLITUDE else mod.count)
+                    if wanted:
+                        assert _says(caption, mod.words), (caption, spec)
+            if spec.intensity != 1.0:
+                key = next(k for k, m in V.INTENSITY.items() if m.amplitude == spec.intensity)
+                assert _says(caption, [f" {w} " for w in V.INTENSITY[key].words]), (caption, spec)
+            assert not _says(caption, held_phrases), caption
+    assert distinct > 200
+
+
 def _head(axis: int, signal: np.ndarray) -> np.ndarray:
     h = np.zeros((signal.size, 3))
     h[:, axis] = signal

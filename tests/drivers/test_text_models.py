@@ -9,7 +9,7 @@ import torch
 from flamecast.drivers.text import rotation
 from flamecast.drivers.text.features import motion_features, motion_from_features, smooth
 from flamecast.drivers.text.model import DMConfig, TextDM, ddim_timesteps, load_models
-from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, train
+from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, Trainer, build_data, train
 
 from .text_fakes import HashEncoder
 
@@ -68,6 +68,30 @@ def test_training_loss_falls_and_artefacts_load(tmp_path):
     assert models["motion"].cfg.features == 12 and models["emotion"].cfg.features == 16
     assert models["motion"].cfg.latent == 32 and config["encoder"] == "hash"
     assert config["models"]["motion"]["smoothing"] == 3 and config["models"]["motion"]["diffusion_steps"] == 1000
+
+
+def test_each_clip_trains_on_its_caption_and_its_paraphrases(tmp_path):
+    enc = HashEncoder()
+    data = build_data(_settings(tmp_path, 1, paraphrases=3), enc)
+    n = len(data.clips)
+    assert data.motion.text.shape == (n, 3, enc.dim)
+    assert np.allclose(data.motion.text[:, 0], enc.encode([c.caption for c in data.clips]))
+    assert len(data.captions) > n  # the paraphrases add captions
+    mean, std = data.motion.stats()
+    idx = np.array([0, 1, 2])
+    _, text, _ = data.motion.batch(idx, mean, std, caption=np.array([2, 0, 1]))
+    assert np.array_equal(text, data.motion.text[idx, [2, 0, 1]])
+    single = build_data(_settings(tmp_path, 1, paraphrases=1), enc)
+    assert single.motion.text.shape == (n, 1, enc.dim)
+
+
+def test_batches_are_full_with_fewer_clips_than_four_batches(tmp_path):
+    s = _settings(tmp_path, 1, paraphrases=2)
+    data = build_data(TrainSettings(**{**s.__dict__, "clips": 56}), HashEncoder())
+    trainer = Trainer(s, data, {})
+    for _ in range(20):
+        idx = trainer.draw_batch()
+        assert len(idx) == s.batch == len(set(idx.tolist())) and idx.max() < 56
 
 
 def test_resume_continues_to_the_same_weights(tmp_path):
