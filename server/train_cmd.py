@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=6000, help="procedural clips to generate (default 6000)")
     p.add_argument("--paraphrases", type=int, default=8,
                    help="captions per procedural clip: its own plus paraphrases of what it shows (default 8; 1 = none)")
+    p.add_argument("--caption-mix", action="store_true",
+                   help="train on random blends of two of a clip's caption embeddings")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--smoothing", type=int, default=3, help="smoothing window on the data in frames (1 = none)")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.celebv and not Path(args.celebv).is_dir():
         raise UsageError(f"--celebv {args.celebv}: no such folder")
     settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
-                             paraphrases=args.paraphrases, batch=args.batch, lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
+                             paraphrases=args.paraphrases, caption_mix=args.caption_mix, batch=args.batch, lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
                              smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
     try:
         summary = train(settings)

@@ -54,7 +54,8 @@ class Sequences:
 
     def batch(self, idx: np.ndarray, mean: np.ndarray, std: np.ndarray, caption: np.ndarray | None = None):
         """Padded normalised batch: x (B, T, F), text (B, D), pad (B, T) True on padding.
-        ``caption`` (B,) picks which of each sequence's captions to use (default the first)."""
+        ``caption`` (B,) picks which of each sequence's captions to use (default the first); (B, K)
+        weights mix them instead (the weighted sum of the embeddings, made unit length again)."""
         lengths = [self.features[i].shape[0] for i in idx]
         t = max(lengths)
         f = self.features[idx[0]].shape[1]
@@ -64,4 +65,7 @@ class Sequences:
             x[j, : lengths[j]] = (self.features[i] - mean) / std
             pad[j, : lengths[j]] = False
         caption = np.zeros(len(idx), int) if caption is None else caption
-        return x, self.text[idx, caption], pad
+        if caption.ndim == 1:
+            return x, self.text[idx, caption], pad
+        text = np.einsum("bk,bkd->bd", caption, self.text[idx])
+        return x, (text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-6)).astype(np.float32), pad

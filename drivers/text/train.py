@@ -35,6 +35,7 @@ class TrainSettings:
     resume: bool = False
     clips: int = 6000
     paraphrases: int = 8  # captions per procedural clip: its own and paraphrases of its Spec
+    caption_mix: bool = False  # train on a random blend of two of a clip's caption embeddings
     batch: int = 64
     lr: float = 1e-3
     encoder: str = "minilm"
@@ -121,13 +122,26 @@ class Trainer:
         window = self.by_length[start : start + 4 * b] if start + 4 * b <= n else self.by_length[max(0, n - 4 * b) :]
         return self.rng.choice(window, b, replace=False)
 
+    def draw_captions(self, b: int) -> np.ndarray:
+        """Which caption of each clip to train on, (b,); with ``caption_mix`` the (b, K) weights
+        of a blend of two of them (lam and 1 - lam, lam uniform)."""
+        k = self.data.motion.text.shape[1]
+        first = self.rng.integers(0, k, b)
+        if not self.s.caption_mix or k == 1:
+            return first
+        weights = np.zeros((b, k), np.float32)
+        lam = self.rng.uniform(0.0, 1.0, b).astype(np.float32)
+        np.add.at(weights, (np.arange(b), first), lam)
+        np.add.at(weights, (np.arange(b), self.rng.integers(0, k, b)), 1 - lam)
+        return weights
+
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / 200)
         return self.s.lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, self.s.steps)))))
 
     def train_step(self) -> dict:
         idx = self.draw_batch()
-        caption = self.rng.integers(0, self.data.motion.text.shape[1], len(idx))
+        caption = self.draw_captions(len(idx))
         row = {"step": self.step}
         for kind, seqs in (("motion", self.data.motion), ("emotion", self.data.emotion)):
             model, opt = self.models[kind], self.opts[kind]

@@ -85,6 +85,23 @@ def test_each_clip_trains_on_its_caption_and_its_paraphrases(tmp_path):
     assert single.motion.text.shape == (n, 1, enc.dim)
 
 
+def test_caption_mix_blends_two_captions_of_a_clip(tmp_path):
+    s = _settings(tmp_path, 1, paraphrases=4, caption_mix=True)
+    data = build_data(s, HashEncoder())
+    weights = Trainer(s, data, {}).draw_captions(500)
+    assert weights.shape == (500, 4) and np.allclose(weights.sum(1), 1.0)
+    assert ((weights > 0).sum(1) <= 2).all() and ((weights > 0).sum(1) == 2).mean() > 0.5
+    mean, std = data.motion.stats()
+    idx = np.array([3, 4])
+    w = np.array([[0.25, 0.0, 0.75, 0.0], [0.0, 1.0, 0.0, 0.0]], np.float32)
+    _, text, _ = data.motion.batch(idx, mean, std, caption=w)
+    blend = 0.25 * data.motion.text[3, 0] + 0.75 * data.motion.text[3, 2]
+    assert np.allclose(text[0], blend / np.linalg.norm(blend), atol=1e-6)
+    assert np.allclose(text[1], data.motion.text[4, 1], atol=1e-6)
+    plain = Trainer(_settings(tmp_path, 1, paraphrases=4), data, {}).draw_captions(50)
+    assert plain.shape == (50,) and plain.max() < 4
+
+
 def test_batches_are_full_with_fewer_clips_than_four_batches(tmp_path):
     s = _settings(tmp_path, 1, paraphrases=2)
     data = build_data(TrainSettings(**{**s.__dict__, "clips": 56}), HashEncoder())

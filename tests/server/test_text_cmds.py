@@ -11,7 +11,7 @@ from flamecast.server.cli import main
 
 def test_train_then_eval_text(tmp_path, capsys):
     out = tmp_path / "w"
-    assert main(["train", "text", "--steps", "4", "--clips", "24", "--batch", "8", "--paraphrases", "2",
+    assert main(["train", "text", "--steps", "4", "--clips", "24", "--batch", "8", "--paraphrases", "2", "--caption-mix",
                  "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nweights in")[0])
     assert summary["steps"] == 4 and summary["paraphrases"] == 2 and (out / "motion.safetensors").is_file() and (out / "loss.png").is_file()
