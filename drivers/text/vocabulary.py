@@ -20,29 +20,24 @@ MOTION_PHRASES: dict[str, tuple[str, ...]] = {
               "says no with the head", "moves the head side to side", "shaking head"),
     "tilt_left": ("tilts the head to the left", "tilts head left", "leans the head to the left",
                   "cocks the head to the left", "tilting head to the left side", "bends the head toward the left shoulder",
-                  "tilts the head sideways to the left", "drops the head onto the left shoulder",
-                  "leans the head sideways to the left", "cocks the head toward the left"),
+                  "tilts the head sideways to the left", "drops the head onto the left shoulder"),
     "tilt_right": ("tilts the head to the right", "tilts head right", "leans the head to the right",
                    "cocks the head to the right", "tilting head to the right side", "bends the head toward the right shoulder",
-                   "tilts the head sideways to the right", "drops the head onto the right shoulder",
-                   "leans the head sideways to the right", "cocks the head toward the right"),
+                   "tilts the head sideways to the right", "drops the head onto the right shoulder"),
     "turn_left": ("turns left", "turns the head to the left", "looks to the left", "turns head left",
-                  "looks left", "faces left", "rotates the head to the left", "glances left",
-                  "swivels the head to the left", "looks toward the left"),
+                  "looks left", "faces left", "rotates the head to the left", "glances left"),
     "turn_right": ("turns right", "turns the head to the right", "looks to the right", "turns head right",
-                   "looks right", "faces right", "rotates the head to the right", "glances right",
-                   "swivels the head to the right", "looks toward the right"),
+                   "looks right", "faces right", "rotates the head to the right", "glances right"),
     "look_up": ("looks up", "looks upward", "raises the head", "tilts the head back and looks up",
                 "gazes up", "lifts the chin"),
     "look_down": ("looks down", "looks downward", "lowers the head", "bows the head", "gazes down",
-                  "drops the chin", "peers downward", "looks toward the lap"),
+                  "drops the chin"),
     "wag": ("wags the head", "wags head side to side", "wobbles the head", "sways the head from side to side",
             "rocks the head side to side"),
     "bob": ("bobs the head", "bobs head to the beat", "bobs along to music", "grooves to the music",
-            "head bobbing", "bobs the head to the rhythm"),
+            "head bobbing"),
     "still": ("holds still", "stays still", "keeps the head still", "does not move", "remains motionless",
-              "stands still", "stays calm and still",
-              "is not moving", "stays motionless", "keeps the head steady"),
+              "stands still", "stays calm and still"),
     "talk": ("talks", "speaks", "is talking", "says something", "chats", "is speaking", "talking",
              "has a conversation", "talks to someone", "speaks to the audience", "tells a story"),
 }
@@ -103,29 +98,28 @@ class Modifier:
 
 
 TEMPO = {
-    "slow": Modifier(("slowly", "gently and slowly", "at a slow pace", "in slow motion", "unhurriedly"), tempo=0.55),
-    "fast": Modifier(("quickly", "fast", "rapidly", "energetically", "swiftly", "at a fast pace"), tempo=1.7),
+    "slow": Modifier(("slowly", "gently and slowly", "at a slow pace", "in slow motion"), tempo=0.55),
+    "fast": Modifier(("quickly", "fast", "rapidly", "energetically"), tempo=1.7),
 }
 TEMPO_HELDOUT = {"slow": ("leisurely", "very slowly"), "fast": ("briskly", "in a hurry")}
 AMPLITUDE = {
-    "small": Modifier(("slightly", "a little", "subtly", "barely", "lightly", "softly"), amplitude=0.5),
-    "big": Modifier(("a lot", "vigorously", "emphatically", "strongly", "widely", "forcefully"), amplitude=1.5),
+    "small": Modifier(("slightly", "a little", "subtly", "barely"), amplitude=0.5),
+    "big": Modifier(("a lot", "vigorously", "emphatically", "strongly"), amplitude=1.5),
 }
 AMPLITUDE_HELDOUT = {"small": ("just a tiny bit", "faintly"), "big": ("dramatically", "with big movements")}
 REPEAT = {
     1: Modifier(("once", "one time"), count=1),
-    2: Modifier(("twice", "two times", "two separate times"), count=2),
-    3: Modifier(("three times", "a few times", "three separate times"), count=3),
+    2: Modifier(("twice", "two times"), count=2),
+    3: Modifier(("three times", "a few times"), count=3),
 }
 REPEAT_HELDOUT = {2: ("a couple of times",), 3: ("thrice",)}
 INTENSITY = {
     "mild": Modifier(("slightly", "a bit", "a little"), amplitude=0.55),
     "strong": Modifier(("very", "really", "extremely"), amplitude=1.35),
 }
-SUBJECTS = ("", "", "", "the person ", "he ", "she ", "they ", "the avatar ", "the streamer ", "the girl ",
-            "the boy ", "the character ", "my avatar ", "the host ", "the guy ", "the lady ")
+SUBJECTS = ("", "", "", "the person ", "he ", "she ", "they ", "the avatar ")
 HELDOUT_SUBJECTS = ("", "the man ", "the woman ")
-JOINERS = (" and ", ", then ", " while it ", ", ", " while ", " and then ", "; ")
+JOINERS = (" and ", ", then ", " while it ", ", ")
 HELDOUT_JOINERS = (" and also ", " as it ")
 
 # Motions that oscillate (repetition counts cycles) and that hold a direction (counts pulses).
