@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initial weights and the batches")
     p.add_argument("--clips", type=int, default=6000, help="procedural clips to generate (default 6000)")
-    p.add_argument("--paraphrases", type=int, default=8,
-                   help="captions per procedural clip: its own plus paraphrases of what it shows (default 8; 1 = none)")
+    p.add_argument("--paraphrases", type=int, default=1,
+                   help="captions per procedural clip: its own plus K-1 paraphrases of what it shows (default 1)")
     p.add_argument("--caption-mix", action="store_true",
                    help="train on random blends of two of a clip's caption embeddings")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")

@@ -34,7 +34,7 @@ class TrainSettings:
     seed: int = 0
     resume: bool = False
     clips: int = 6000
-    paraphrases: int = 8  # captions per procedural clip: its own and paraphrases of its Spec
+    paraphrases: int = 1  # captions per procedural clip: its own and paraphrases of its Spec
     caption_mix: bool = False  # train on a random blend of two of a clip's caption embeddings
     batch: int = 64
     lr: float = 1e-3
@@ -126,8 +126,10 @@ class Trainer:
         """Which caption of each clip to train on, (b,); with ``caption_mix`` the (b, K) weights
         of a blend of two of them (lam and 1 - lam, lam uniform)."""
         k = self.data.motion.text.shape[1]
+        if k == 1:  # no draw: one caption a clip trains exactly as before paraphrases existed
+            return np.zeros(b, int)
         first = self.rng.integers(0, k, b)
-        if not self.s.caption_mix or k == 1:
+        if not self.s.caption_mix:
             return first
         weights = np.zeros((b, k), np.float32)
         lam = self.rng.uniform(0.0, 1.0, b).astype(np.float32)

@@ -83,6 +83,10 @@ def test_each_clip_trains_on_its_caption_and_its_paraphrases(tmp_path):
     assert np.array_equal(text, data.motion.text[idx, [2, 0, 1]])
     single = build_data(_settings(tmp_path, 1, paraphrases=1), enc)
     assert single.motion.text.shape == (n, 1, enc.dim)
+    trainer = Trainer(_settings(tmp_path, 1), single, {})
+    state = trainer.rng.bit_generator.state
+    assert np.array_equal(trainer.draw_captions(5), np.zeros(5, int))
+    assert trainer.rng.bit_generator.state == state  # one caption a clip draws nothing: old runs replay exactly
 
 
 def test_caption_mix_blends_two_captions_of_a_clip(tmp_path):
