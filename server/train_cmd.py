@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.celebv and not Path(args.celebv).is_dir():
         raise UsageError(f"--celebv {args.celebv}: no such folder")
     settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
-                             paraphrases=args.paraphrases, caption_mix=args.caption_mix, batch=args.batch, lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
+                             paraphrases=args.paraphrases, caption_mix=args.caption_mix, batch=args.batch,
+                             lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
                              smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
     try:
         summary = train(settings)

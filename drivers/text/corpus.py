@@ -261,15 +261,32 @@ def motion_phrase(motion: str, words: Words, rng: np.random.Generator) -> tuple[
     return " ".join([phrase, *adverbs]), fields
 
 
+def _intensifiable(phrase: str) -> bool:
+    """"looks ..."/"is ..."/"seems ..." phrases take an intensity word after their verb."""
+    first, _, rest = phrase.partition(" ")
+    return bool(rest) and first in ("looks", "is", "seems")
+
+
+def _intensify(phrase: str, word: str) -> str:
+    first, _, rest = phrase.partition(" ")
+    return f"{first} {word} {rest}"
+
+
 def emotion_phrase(emotion: str, words: Words, rng: np.random.Generator) -> tuple[str, dict]:
     """An emotion phrase; "looks ..."/"is ..." phrases may get an intensity word."""
     phrase = _pick(rng, words.emotions[emotion])
-    first, _, rest = phrase.partition(" ")
-    if emotion != "neutral" and rest and first in ("looks", "is", "seems") and rng.random() < 0.35:
+    if emotion != "neutral" and _intensifiable(phrase) and rng.random() < 0.35:
         key = _pick(rng, sorted(V.INTENSITY))
-        word = _pick(rng, V.INTENSITY[key].words)
-        return f"{first} {word} {rest}", {"intensity": V.INTENSITY[key].amplitude}
+        return _intensify(phrase, _pick(rng, V.INTENSITY[key].words)), {"intensity": V.INTENSITY[key].amplitude}
     return phrase, {}
+
+
+def _sentence(parts: list[str], words: Words, rng: np.random.Generator) -> str:
+    """One caption from a motion and/or an emotion phrase: in either order, joined, with a subject."""
+    if len(parts) == 2 and rng.random() < 0.4:
+        parts.reverse()
+    caption = _pick(rng, words.joiners).join(parts) if len(parts) == 2 else parts[0]
+    return (_pick(rng, words.subjects) + caption).strip()
 
 
 def caption_for(spec_kind: tuple[str | None, str | None], words: Words, rng: np.random.Generator) -> tuple[str, Spec]:
@@ -284,11 +301,7 @@ def caption_for(spec_kind: tuple[str | None, str | None], words: Words, rng: np.
         text, f = emotion_phrase(emotion, words, rng)
         parts.append(text)
         fields.update(f)
-    if len(parts) == 2 and rng.random() < 0.4:
-        parts.reverse()
-    caption = _pick(rng, words.joiners).join(parts) if len(parts) == 2 else parts[0]
-    caption = (_pick(rng, words.subjects) + caption).strip()
-    return caption, Spec(motion=motion, emotion=emotion, **fields)
+    return _sentence(parts, words, rng), Spec(motion=motion, emotion=emotion, **fields)
 
 
 def _key_of(table: dict, attr: str, value) -> object | None:
@@ -317,13 +330,9 @@ def paraphrase(spec: Spec, words: Words, rng: np.random.Generator) -> str:
         if key is None:
             parts.append(_pick(rng, phrases))
         else:
-            first, _, rest = _pick(rng, [p for p in phrases if p.split(" ", 1)[0] in ("looks", "is", "seems")
-                                         and " " in p]).partition(" ")
-            parts.append(f"{first} {_pick(rng, V.INTENSITY[key].words)} {rest}")
-    if len(parts) == 2 and rng.random() < 0.4:
-        parts.reverse()
-    caption = _pick(rng, words.joiners).join(parts) if len(parts) == 2 else parts[0]
-    return (_pick(rng, words.subjects) + caption).strip()
+            phrase = _pick(rng, [p for p in phrases if _intensifiable(p)])
+            parts.append(_intensify(phrase, _pick(rng, V.INTENSITY[key].words)))
+    return _sentence(parts, words, rng)
 
 
 def draw_kind(rng: np.random.Generator) -> tuple[str | None, str | None]:

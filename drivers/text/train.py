@@ -223,7 +223,8 @@ def finish(s: TrainSettings, trainer: Trainer, data: Data, encoder) -> dict:
     w = max(1, min(50, len(history) // 4))
     summary = {
         "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "clips": len(data.clips),
-        "captions": len(data.captions), "paraphrases": data.motion.text.shape[1], "seed": s.seed, "batch": s.batch, "lr": s.lr,
+        "captions": len(data.captions), "paraphrases": data.motion.text.shape[1], "seed": s.seed,
+        "batch": s.batch, "lr": s.lr,
         "data": "celebv" if s.celebv else "procedural",
         "first_loss": {k: float(np.mean([h[k] for h in history[:w]])) for k in ("motion", "emotion")} if history else {},
         "last_loss": {k: float(np.mean([h[k] for h in history[-w:]])) for k in ("motion", "emotion")} if history else {},
