@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="captions per procedural clip: its own plus K-1 paraphrases of what it shows (default 1)")
     p.add_argument("--caption-mix", action="store_true",
                    help="train on random blends of two of a clip's caption embeddings")
+    p.add_argument("--text-noise", type=float, default=0.0, metavar="L",
+                   help="add Gaussian noise of length L to each unit text embedding in training (default 0: none)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--smoothing", type=int, default=3, help="smoothing window on the data in frames (1 = none)")
@@ -42,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.steps <= 0 or args.clips <= 0 or args.batch <= 0 or args.paraphrases <= 0:
         raise UsageError("--steps, --clips, --paraphrases and --batch must be positive")
+    if not 0 <= args.text_noise <= 4:
+        raise UsageError("--text-noise must be between 0 (none) and 4")
     if args.smoothing < 1:
         raise UsageError("--smoothing must be at least 1 (1 = no smoothing)")
     import torch
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.celebv and not Path(args.celebv).is_dir():
         raise UsageError(f"--celebv {args.celebv}: no such folder")
     settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
-                             paraphrases=args.paraphrases, caption_mix=args.caption_mix, batch=args.batch,
+                             paraphrases=args.paraphrases, caption_mix=args.caption_mix,
+                             text_noise=args.text_noise, batch=args.batch,
                              lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
                              smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
     try:

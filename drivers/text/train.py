@@ -36,6 +36,7 @@ class TrainSettings:
     clips: int = 6000
     paraphrases: int = 1  # captions per procedural clip: its own and paraphrases of its Spec
     caption_mix: bool = False  # train on a random blend of two of a clip's caption embeddings
+    text_noise: float = 0.0  # length of the Gaussian noise added to each unit text embedding
     batch: int = 64
     lr: float = 1e-3
     encoder: str = "minilm"
@@ -103,6 +104,12 @@ def make_models(s: TrainSettings, data: Data, text_dim: int) -> dict[str, TextDM
     return models
 
 
+def with_noise(text: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The text embeddings moved by ``noise`` and made unit length again (condition
+    augmentation: nearby wordings the corpus does not have should mean the same)."""
+    return torch.nn.functional.normalize(text + noise, dim=-1)
+
+
 class Trainer:
     def __init__(self, s: TrainSettings, data: Data, models: dict[str, TextDM]) -> None:
         self.s, self.data, self.models = s, data, models
@@ -137,6 +144,13 @@ class Trainer:
         np.add.at(weights, (np.arange(b), self.rng.integers(0, k, b)), 1 - lam)
         return weights
 
+    def draw_text_noise(self, b: int, dim: int) -> np.ndarray | None:
+        """(b, dim) isotropic Gaussian noise of length about ``text_noise`` (None when off:
+        no draw, so runs without it replay exactly)."""
+        if self.s.text_noise <= 0:
+            return None
+        return (self.rng.standard_normal((b, dim)) * (self.s.text_noise / np.sqrt(dim))).astype(np.float32)
+
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / 200)
         return self.s.lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, self.s.steps)))))
@@ -144,11 +158,14 @@ class Trainer:
     def train_step(self) -> dict:
         idx = self.draw_batch()
         caption = self.draw_captions(len(idx))
+        noise = self.draw_text_noise(len(idx), self.data.motion.text.shape[-1])
         row = {"step": self.step}
         for kind, seqs in (("motion", self.data.motion), ("emotion", self.data.emotion)):
             model, opt = self.models[kind], self.opts[kind]
             x, text, pad = (torch.from_numpy(a) for a in seqs.batch(idx, np.array(model.cfg.mean, np.float32),
                                                                      np.array(model.cfg.std, np.float32), caption))
+            if noise is not None:
+                text = with_noise(text, torch.from_numpy(noise))
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             model.train()
@@ -223,7 +240,8 @@ def finish(s: TrainSettings, trainer: Trainer, data: Data, encoder) -> dict:
     w = max(1, min(50, len(history) // 4))
     summary = {
         "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "clips": len(data.clips),
-        "captions": len(data.captions), "paraphrases": data.motion.text.shape[1], "seed": s.seed,
+        "captions": len(data.captions), "paraphrases": data.motion.text.shape[1],
+        "caption_mix": s.caption_mix, "text_noise": s.text_noise, "seed": s.seed,
         "batch": s.batch, "lr": s.lr,
         "data": "celebv" if s.celebv else "procedural",
         "first_loss": {k: float(np.mean([h[k] for h in history[:w]])) for k in ("motion", "emotion")} if history else {},

@@ -9,7 +9,7 @@ import torch
 from flamecast.drivers.text import rotation
 from flamecast.drivers.text.features import motion_features, motion_from_features, smooth
 from flamecast.drivers.text.model import DMConfig, TextDM, ddim_timesteps, load_models
-from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, Trainer, build_data, train
+from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, Trainer, build_data, train, with_noise
 
 from .text_fakes import HashEncoder
 
@@ -104,6 +104,24 @@ def test_caption_mix_blends_two_captions_of_a_clip(tmp_path):
     assert np.allclose(text[1], data.motion.text[4, 1], atol=1e-6)
     plain = Trainer(_settings(tmp_path, 1, paraphrases=4), data, {}).draw_captions(50)
     assert plain.shape == (50,) and plain.max() < 4
+
+
+def test_text_noise_moves_embeddings_by_its_length_and_keeps_them_unit(tmp_path):
+    data = build_data(_settings(tmp_path, 1), HashEncoder())
+    off = Trainer(_settings(tmp_path, 1), data, {})
+    state = off.rng.bit_generator.state
+    assert off.draw_text_noise(4, 384) is None and off.rng.bit_generator.state == state  # off: no draw
+    dim = data.motion.text.shape[-1]
+    noise = Trainer(_settings(tmp_path, 1, text_noise=0.8), data, {}).draw_text_noise(2000, dim)
+    assert noise.shape == (2000, dim) and abs(np.linalg.norm(noise, axis=1).mean() - 0.8) < 0.02
+    text = torch.from_numpy(data.motion.text[:, 0])
+    moved = with_noise(text, torch.from_numpy(noise[: len(text)]))
+    assert torch.allclose(moved.norm(dim=-1), torch.ones(len(text)), atol=1e-5)
+    cos = (moved * text).sum(-1)
+    assert (cos < 0.99).all() and cos.mean() > 0.6  # moved, but mostly still the caption
+    torch.set_num_threads(1)
+    summary = train(_settings(tmp_path / "n", 3, text_noise=0.8), encoder=HashEncoder())
+    assert summary["text_noise"] == 0.8 and np.isfinite(summary["last_loss"]["motion"])
 
 
 def test_batches_are_full_with_fewer_clips_than_four_batches(tmp_path):

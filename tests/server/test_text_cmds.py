@@ -12,7 +12,7 @@ from flamecast.server.cli import main
 def test_train_then_eval_text(tmp_path, capsys):
     out = tmp_path / "w"
     assert main(["train", "text", "--steps", "4", "--clips", "24", "--batch", "8", "--paraphrases", "2", "--caption-mix",
-                 "--out", str(out)]) == 0
+                 "--text-noise", "0.5", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out.split("\nweights in")[0])
     assert summary["steps"] == 4 and summary["paraphrases"] == 2 and (out / "motion.safetensors").is_file() and (out / "loss.png").is_file()
     assert main(["train", "text", "--steps", "6", "--clips", "24", "--batch", "8", "--out", str(out), "--resume"]) == 0
@@ -31,6 +31,9 @@ def test_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "text", "--paraphrases", "0", "--out", str(tmp_path / "p")])
     assert exc.value.code == 2 and "--paraphrases" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "text", "--text-noise", "-1", "--out", str(tmp_path / "n")])
+    assert exc.value.code == 2 and "--text-noise" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "text", "--weights", str(tmp_path)])
     assert "weights missing" in capsys.readouterr().err
