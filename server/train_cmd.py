@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="train on random blends of two of a clip's caption embeddings")
     p.add_argument("--text-noise", type=float, default=0.0, metavar="L",
                    help="add Gaussian noise of length L to each unit text embedding in training (default 0: none)")
+    p.add_argument("--text-tokens", type=int, default=0, metavar="N",
+                   help="the models also attend to up to N token states of the caption (default 0: pooled embedding only)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--smoothing", type=int, default=3, help="smoothing window on the data in frames (1 = none)")
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--steps, --clips, --paraphrases and --batch must be positive")
     if not 0 <= args.text_noise <= 4:
         raise UsageError("--text-noise must be between 0 (none) and 4")
+    if not 0 <= args.text_tokens <= 128:
+        raise UsageError("--text-tokens must be between 0 (pooled embedding only) and 128")
     if args.smoothing < 1:
         raise UsageError("--smoothing must be at least 1 (1 = no smoothing)")
     import torch
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--celebv {args.celebv}: no such folder")
     settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
                              paraphrases=args.paraphrases, caption_mix=args.caption_mix,
-                             text_noise=args.text_noise, batch=args.batch,
+                             text_noise=args.text_noise, text_tokens=args.text_tokens, batch=args.batch,
                              lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
                              smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
     try:

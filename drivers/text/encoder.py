@@ -34,6 +34,9 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32, each row of unit length."""
 
+    def encode_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's token states, (L_i, dim) float32."""
+
 
 @contextmanager
 def offline():
@@ -80,14 +83,23 @@ class MiniLMEncoder:
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         self._torch = torch
 
+    def _hidden(self, texts: Sequence[str]):
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+        return self.model(**batch).last_hidden_state, batch["attention_mask"]
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            hidden, attention = self._hidden(texts)
+            mask = attention.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
+
+    def encode_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's token states (L_i, dim), the special tokens included."""
+        with self._torch.inference_mode():
+            hidden, attention = self._hidden(texts)
+            return [h[m.bool()].float().numpy() for h, m in zip(hidden, attention)]
 
 
 def check_clip_folder(path: Path) -> None:
@@ -122,12 +134,21 @@ class ClipTextEncoder:
             self.model = CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True).eval()
         self._torch = torch
 
+    def _outputs(self, texts: Sequence[str]):
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
+        return self.model(**batch), batch["attention_mask"]
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
-            out = self.model(**batch).text_embeds
-            return torch.nn.functional.normalize(out, dim=-1).float().numpy()
+            out, _ = self._outputs(texts)
+            return torch.nn.functional.normalize(out.text_embeds, dim=-1).float().numpy()
+
+    def encode_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's token states (L_i, 512: the text tower's width), the special tokens included."""
+        with self._torch.inference_mode():
+            out, attention = self._outputs(texts)
+            return [h[m.bool()].float().numpy() for h, m in zip(out.last_hidden_state, attention)]
 
 
 def load_encoder(name: str = "minilm", clip_path: str | Path | None = None) -> TextEncoder:
@@ -147,6 +168,7 @@ class CachedEncoder:
         self.encoder, self.capacity = encoder, capacity
         self.name, self.dim = encoder.name, encoder.dim
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._tokens: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -161,4 +183,15 @@ class CachedEncoder:
         out = np.stack([self._cache[t] for t in texts])
         while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
+        return out
+
+    def encode_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._tokens]
+        if missing:
+            self._tokens.update(zip(missing, self.encoder.encode_tokens(missing)))
+        for text in texts:
+            self._tokens.move_to_end(text)
+        out = [self._tokens[t] for t in texts]
+        while len(self._tokens) > self.capacity:
+            self._tokens.popitem(last=False)
         return out

@@ -44,6 +44,7 @@ class Sequences:
 
     features: list[np.ndarray]  # each (T_i, F)
     text: np.ndarray  # (N, K, D): K captions per sequence
+    tokens: list[list[np.ndarray]] | None = None  # [N][K] token states (L, D), when the models use them
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature mean and std over all frames; tiny stds are floored so that nearly

@@ -43,6 +43,7 @@ class DMConfig:
     time_head: bool = True  # add a text-chosen mix of the position sinusoids to the output
     broadcast_cond: bool = True  # also add the condition to every frame token (one layer needs it)
     positions: str = "seconds"  # "seconds": sinusoids over the motion band in clip time; "index": MDM's
+    text_tokens: int = 0  # also attend to up to this many of the encoder's token states (0: pooled only)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
@@ -84,6 +85,10 @@ class Denoiser(nn.Module):
         self.input = nn.Linear(cfg.features, d)
         self.step_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.text = nn.Linear(cfg.text_dim, d)
+        if cfg.text_tokens > 0:  # token states: normalised, projected, marked as text by a learned offset
+            self.token_norm = nn.LayerNorm(cfg.text_dim)
+            self.token_proj = nn.Linear(cfg.text_dim, d)
+            self.token_type = nn.Parameter(torch.zeros(d))
         layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ff, cfg.dropout, activation="gelu", batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.output = nn.Linear(d, cfg.features)
@@ -97,8 +102,10 @@ class Denoiser(nn.Module):
             positions = sinusoid(torch.arange(cfg.max_frames + 1), d)
         self.register_buffer("positions", positions, persistent=False)
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor, text: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, T, F), step (B,), text (B, text_dim; zeros = no text), pad (B, T) True where padding."""
+    def forward(self, x: torch.Tensor, step: torch.Tensor, text: torch.Tensor, pad: torch.Tensor | None = None,
+                tokens: Tokens | None = None) -> torch.Tensor:
+        """x (B, T, F), step (B,), text (B, text_dim; zeros = no text), pad (B, T) True where
+        padding, tokens: the caption's token states (with ``text_tokens``; all masked = no text)."""
         b, t, _ = x.shape
         cond = self.step_mlp(sinusoid(step, self.cfg.latent)) + self.text(text)
         frames = self.input(x) + cond[:, None] if self.cfg.broadcast_cond else self.input(x)
@@ -106,12 +113,48 @@ class Denoiser(nn.Module):
         mask = None
         if pad is not None:
             mask = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), pad], dim=1)
+        if self.cfg.text_tokens > 0:
+            tokens = tokens if tokens is not None else Tokens.empty(b, self.cfg.text_dim)
+            words = self.token_proj(self.token_norm(tokens.states)) + self.token_type
+            mask = torch.zeros(b, t + 1, dtype=torch.bool) if mask is None else mask
+            h, mask = torch.cat([h, words], dim=1), torch.cat([mask, tokens.pad], dim=1)
         h = self.encoder(h, src_key_padding_mask=mask)
-        out = self.output(h[:, 1:])
+        out = self.output(h[:, 1 : t + 1])
         if self.cfg.time_head:  # (B, F, d) coefficients of the (T, d) position sinusoids
             coef = self.time_head(cond).view(b, self.cfg.features, self.cfg.latent)
             out = out + torch.einsum("td,bfd->btf", self.positions[1 : t + 1], coef)
         return out
+
+
+@dataclass
+class Tokens:
+    """A batch of token states (B, L, text_dim) with its padding mask (B, L), True = absent."""
+
+    states: torch.Tensor
+    pad: torch.Tensor
+
+    @classmethod
+    def empty(cls, b: int, dim: int) -> Tokens:
+        return cls(torch.zeros(b, 1, dim), torch.ones(b, 1, dtype=torch.bool))
+
+    @classmethod
+    def stack(cls, rows: list, limit: int) -> Tokens:
+        """Pads a list of (L_i, dim) arrays, each cut to ``limit`` tokens."""
+        rows = [torch.as_tensor(r[:limit], dtype=torch.float32) for r in rows]
+        n = max(1, max(len(r) for r in rows))
+        states = torch.zeros(len(rows), n, rows[0].shape[-1])
+        pad = torch.ones(len(rows), n, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            states[i, : len(r)], pad[i, : len(r)] = r, False
+        return cls(states, pad)
+
+    def dropped(self, keep: torch.Tensor) -> Tokens:
+        """Rows where ``keep`` is 0 lose all their tokens (classifier-free guidance's no-text)."""
+        return Tokens(self.states, self.pad | (keep.view(-1, 1) == 0))
+
+    def twice(self) -> Tokens:
+        """This batch (with text) followed by the same rows without text."""
+        return Tokens(torch.cat([self.states, self.states]), torch.cat([self.pad, torch.ones_like(self.pad)]))
 
 
 def cosine_alphas_cumprod(steps: int, s: float = 0.008) -> torch.Tensor:
@@ -133,7 +176,8 @@ class TextDM(nn.Module):
 
     # --- training ------------------------------------------------------------------------
 
-    def loss(self, x0: torch.Tensor, text: torch.Tensor, pad: torch.Tensor, generator: torch.Generator | None = None):
+    def loss(self, x0: torch.Tensor, text: torch.Tensor, pad: torch.Tensor, generator: torch.Generator | None = None,
+             tokens: Tokens | None = None):
         """Simple loss on x0 + velocity_weight x velocity loss, both masked to real frames."""
         b = x0.shape[0]
         step = torch.randint(0, self.cfg.diffusion_steps, (b,), generator=generator)
@@ -141,7 +185,7 @@ class TextDM(nn.Module):
         a = self.alphas_cumprod[step].view(b, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         keep = (torch.rand(b, generator=generator) >= self.cfg.cond_drop).float()[:, None]
-        pred = self.denoiser(xt, step, text * keep, pad)
+        pred = self.denoiser(xt, step, text * keep, pad, tokens.dropped(keep) if tokens is not None else None)
         real = (~pad).float()[..., None]
         simple = ((pred - x0) ** 2 * real).sum() / (real.sum() * x0.shape[-1])
         vreal = real[:, 1:] * real[:, :-1]
@@ -153,15 +197,16 @@ class TextDM(nn.Module):
 
     @torch.inference_mode()
     def sample(self, text: torch.Tensor, frames: int, *, steps: int = 20, guidance: float = 2.5,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, tokens: Tokens | None = None) -> torch.Tensor:
         """DDIM (eta 0) with classifier-free guidance; returns normalised clips (B, frames, F)."""
         b = text.shape[0]
         x = torch.randn((b, frames, self.cfg.features), generator=generator)
         both = torch.cat([text, torch.zeros_like(text)])
+        both_tokens = tokens.twice() if tokens is not None else None
         timesteps = ddim_timesteps(self.cfg.diffusion_steps, steps)
         for i, t in enumerate(timesteps):
             step = torch.full((2 * b,), int(t), dtype=torch.long)
-            cond, uncond = self.denoiser(torch.cat([x, x]), step, both).chunk(2)
+            cond, uncond = self.denoiser(torch.cat([x, x]), step, both, None, both_tokens).chunk(2)
             x0 = uncond + guidance * (cond - uncond)
             if i + 1 == len(timesteps):
                 return x0

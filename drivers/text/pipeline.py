@@ -18,7 +18,7 @@ import torch
 from .bank import WEAK_MATCH, CaptionBank, Match
 from .encoder import CachedEncoder, TextEncoder, load_encoder
 from .features import motion_from_features
-from .model import TextDM, load_models
+from .model import TextDM, Tokens, load_models
 from .prompts import CALM_PROMPT, MAX_PROMPT_CHARS, MAX_SECONDS, check_prompt
 
 DEFAULT_STEPS = 20
@@ -78,9 +78,13 @@ class Text2Flame:
             return emb, Match(1.0, text, None, None)
         return emb, self.bank.match(emb)
 
-    def _sample(self, model: TextDM, emb: np.ndarray, frames: int, steps: int, guidance: float, seed: int) -> np.ndarray:
+    def _sample(self, model: TextDM, text: str, emb: np.ndarray, frames: int, steps: int, guidance: float,
+                seed: int) -> np.ndarray:
         gen = torch.Generator().manual_seed(seed)
-        x = model.sample(torch.from_numpy(emb[None]).float(), frames, steps=steps, guidance=guidance, generator=gen)
+        limit = model.cfg.text_tokens
+        tokens = Tokens.stack(self.encoder.encode_tokens([text]), limit) if limit > 0 else None
+        x = model.sample(torch.from_numpy(emb[None]).float(), frames, steps=steps, guidance=guidance, generator=gen,
+                         tokens=tokens)
         return model.denormalise(x)[0].numpy()
 
     def frames_for(self, seconds: float) -> int:
@@ -93,11 +97,12 @@ class Text2Flame:
         text = check_prompt(text)
         with self._lock:
             emb, match = self.embed(text)
+            said = CALM_PROMPT if match.weak else text
             if match.weak:
                 emb = self.embed(CALM_PROMPT)[0]
             n = self.frames_for(seconds)
-            feats = self._sample(self.motion, emb, n, steps, guidance, seed) if motion else None
-            expr = self._sample(self.emotion, emb, n, steps, guidance, seed + 1) if emotion and not match.weak else None
+            feats = self._sample(self.motion, said, emb, n, steps, guidance, seed) if motion else None
+            expr = self._sample(self.emotion, said, emb, n, steps, guidance, seed + 1) if emotion and not match.weak else None
         head, jaw = motion_from_features(feats) if feats is not None else (np.zeros((n, 3), np.float32),) * 2
         if expr is None:
             expr = np.zeros((n, self.emotion.cfg.features), np.float32)

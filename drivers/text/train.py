@@ -21,7 +21,7 @@ from . import corpus
 from .bank import CaptionBank
 from .encoder import load_encoder
 from .features import Sequences, decimate, motion_features, smooth
-from .model import DMConfig, TextDM, save_models
+from .model import DMConfig, TextDM, Tokens, save_models
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -37,6 +37,7 @@ class TrainSettings:
     paraphrases: int = 1  # captions per procedural clip: its own and paraphrases of its Spec
     caption_mix: bool = False  # train on a random blend of two of a clip's caption embeddings
     text_noise: float = 0.0  # length of the Gaussian noise added to each unit text embedding
+    text_tokens: int = 0  # the models also attend to up to this many token states of the caption
     batch: int = 64
     lr: float = 1e-3
     encoder: str = "minilm"
@@ -87,10 +88,20 @@ def build_data(s: TrainSettings, encoder) -> Data:
         chunk = captions[i : i + 256]
         emb.update(zip(chunk, encoder.encode(chunk)))
     text = np.stack([np.stack([emb[c] for c in group]) for group in per_clip]).astype(np.float32)
+    tokens = caption_tokens(captions, per_clip, encoder, s.text_tokens) if s.text_tokens > 0 else None
     w, k = s.smoothing, s.decimate
     motion = [decimate(motion_features(smooth(c.head, w), smooth(c.jaw, w)), k) for c in clips]
     emotion = [decimate(smooth(c.expression, w), k) for c in clips]
-    return Data(Sequences(motion, text), Sequences(emotion, text), captions, clips)
+    return Data(Sequences(motion, text, tokens), Sequences(emotion, text, tokens), captions, clips)
+
+
+def caption_tokens(captions: list[str], per_clip: list[list[str]], encoder, limit: int) -> list[list[np.ndarray]]:
+    """Each clip's captions' token states, cut to ``limit`` tokens (shared between clips)."""
+    states = {}
+    for i in range(0, len(captions), 256):
+        chunk = captions[i : i + 256]
+        states.update(zip(chunk, (t[:limit].astype(np.float32) for t in encoder.encode_tokens(chunk))))
+    return [[states[c] for c in group] for group in per_clip]
 
 
 def make_models(s: TrainSettings, data: Data, text_dim: int) -> dict[str, TextDM]:
@@ -98,6 +109,7 @@ def make_models(s: TrainSettings, data: Data, text_dim: int) -> dict[str, TextDM
     for kind, seqs in (("motion", data.motion), ("emotion", data.emotion)):
         mean, std = seqs.stats()
         cfg = DMConfig(kind=kind, features=seqs.features[0].shape[1], text_dim=text_dim, smoothing=s.smoothing,
+                       text_tokens=s.text_tokens,
                        fps=data.clips[0].fps / s.decimate, max_frames=max(128, max(len(f) for f in seqs.features)),
                        mean=mean.tolist(), std=std.tolist())
         models[kind] = TextDM(replace(cfg, **s.model))
@@ -151,6 +163,13 @@ class Trainer:
             return None
         return (self.rng.standard_normal((b, dim)) * (self.s.text_noise / np.sqrt(dim))).astype(np.float32)
 
+    def tokens(self, seqs: Sequences, idx: np.ndarray, caption: np.ndarray) -> Tokens | None:
+        """The token states of the captions the batch trains on (the heavier caption of a blend)."""
+        if seqs.tokens is None:
+            return None
+        pick = caption if caption.ndim == 1 else caption.argmax(1)
+        return Tokens.stack([seqs.tokens[i][k] for i, k in zip(idx, pick)], self.s.text_tokens)
+
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / 200)
         return self.s.lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, self.s.steps)))))
@@ -166,10 +185,11 @@ class Trainer:
                                                                      np.array(model.cfg.std, np.float32), caption))
             if noise is not None:
                 text = with_noise(text, torch.from_numpy(noise))
+            tokens = self.tokens(seqs, idx, caption)
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             model.train()
-            loss, parts = model.loss(x, text, pad, self.gen)
+            loss, parts = model.loss(x, text, pad, self.gen, tokens)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -241,7 +261,7 @@ def finish(s: TrainSettings, trainer: Trainer, data: Data, encoder) -> dict:
     summary = {
         "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "clips": len(data.clips),
         "captions": len(data.captions), "paraphrases": data.motion.text.shape[1],
-        "caption_mix": s.caption_mix, "text_noise": s.text_noise, "seed": s.seed,
+        "caption_mix": s.caption_mix, "text_noise": s.text_noise, "text_tokens": s.text_tokens, "seed": s.seed,
         "batch": s.batch, "lr": s.lr,
         "data": "celebv" if s.celebv else "procedural",
         "first_loss": {k: float(np.mean([h[k] for h in history[:w]])) for k in ("motion", "emotion")} if history else {},

@@ -124,6 +124,32 @@ def test_text_noise_moves_embeddings_by_its_length_and_keeps_them_unit(tmp_path)
     assert summary["text_noise"] == 0.8 and np.isfinite(summary["last_loss"]["motion"])
 
 
+def test_token_states_condition_the_models_and_guidance_drops_them(tmp_path):
+    from flamecast.drivers.text.model import Tokens
+    from flamecast.drivers.text.pipeline import Text2Flame
+
+    torch.set_num_threads(1)
+    enc = HashEncoder()
+    summary = train(_settings(tmp_path, 60, text_tokens=6), encoder=enc)
+    assert summary["text_tokens"] == 6 and summary["last_loss"]["motion"] < 0.8 * summary["first_loss"]["motion"]
+    models, config = load_models(tmp_path)
+    model = models["motion"]
+    assert model.cfg.text_tokens == 6 and "token_proj.weight" in {k.split("denoiser.")[-1] for k in model.state_dict()}
+    tokens = Tokens.stack(enc.encode_tokens(["she nods slowly three times and smiles broadly today"]), 6)
+    assert tokens.states.shape == (1, 6, enc.dim) and not tokens.pad.any()  # cut to the limit
+    x, step, text = torch.randn(1, 10, 12), torch.tensor([500]), torch.from_numpy(enc.encode(["she nods"]))
+    with torch.no_grad():
+        with_tokens = model.denoiser(x, step, text, None, tokens)
+        other = model.denoiser(x, step, text, None, Tokens.stack(enc.encode_tokens(["he turns right"]), 6))
+        dropped = model.denoiser(x, step, text, None, tokens.dropped(torch.zeros(1)))
+        none = model.denoiser(x, step, text, None, None)
+    assert not torch.allclose(with_tokens, other)  # the words reach the output
+    assert torch.allclose(dropped, none, atol=1e-5)  # no tokens and all tokens masked are the same
+    pipe = Text2Flame(models, config, enc, None)
+    a, b = pipe.generate("she nods", seconds=1.0, steps=3), pipe.generate("he turns right", seconds=1.0, steps=3)
+    assert a.head.shape == b.head.shape and not np.allclose(a.head, b.head)
+
+
 def test_batches_are_full_with_fewer_clips_than_four_batches(tmp_path):
     s = _settings(tmp_path, 1, paraphrases=2)
     data = build_data(TrainSettings(**{**s.__dict__, "clips": 56}), HashEncoder())
