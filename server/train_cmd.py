@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--celebv", metavar="DIR", help="train on CelebV-Text-style data (docs/text-driver.md)")
     p.add_argument("--encoder", choices=["minilm", "clip"], default="minilm", help="text encoder (default minilm)")
     p.add_argument("--clip-path", metavar="DIR", help="local CLIP ViT-B/32 folder (with --encoder clip)")
+    p.add_argument("--device", default="cpu", help="where the models train: cpu (default) or cuda (a GPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1: fastest on a shared CPU)")
     return p
 
@@ -57,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from flamecast.drivers.text.encoder import EncoderError
     from flamecast.drivers.text.train import CHECKPOINT, TrainSettings, train
 
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        raise UsageError(f"--device {args.device}: no such device here (torch sees no GPU); use --device cpu")
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     if args.resume and not (out / CHECKPOINT).is_file():
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--celebv {args.celebv}: no such folder")
     settings = TrainSettings(out=out, steps=args.steps, seed=args.seed, resume=args.resume, clips=args.clips,
                              paraphrases=args.paraphrases, caption_mix=args.caption_mix,
-                             text_noise=args.text_noise, text_tokens=args.text_tokens, batch=args.batch,
+                             text_noise=args.text_noise, text_tokens=args.text_tokens, device=args.device,
+                             batch=args.batch,
                              lr=args.lr, encoder=args.encoder, clip_path=args.clip_path,
                              smoothing=args.smoothing, celebv=Path(args.celebv) if args.celebv else None)
     try:

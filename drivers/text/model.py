@@ -56,7 +56,7 @@ class DMConfig:
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """(N,) -> (N, dim) sinusoidal embedding (Transformer positions, diffusion steps)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
     args = positions.float()[:, None] * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
@@ -114,9 +114,9 @@ class Denoiser(nn.Module):
         if pad is not None:
             mask = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), pad], dim=1)
         if self.cfg.text_tokens > 0:
-            tokens = tokens if tokens is not None else Tokens.empty(b, self.cfg.text_dim)
+            tokens = tokens if tokens is not None else Tokens.empty(b, self.cfg.text_dim, x.device)
             words = self.token_proj(self.token_norm(tokens.states)) + self.token_type
-            mask = torch.zeros(b, t + 1, dtype=torch.bool) if mask is None else mask
+            mask = torch.zeros(b, t + 1, dtype=torch.bool, device=x.device) if mask is None else mask
             h, mask = torch.cat([h, words], dim=1), torch.cat([mask, tokens.pad], dim=1)
         h = self.encoder(h, src_key_padding_mask=mask)
         out = self.output(h[:, 1 : t + 1])
@@ -134,8 +134,8 @@ class Tokens:
     pad: torch.Tensor
 
     @classmethod
-    def empty(cls, b: int, dim: int) -> Tokens:
-        return cls(torch.zeros(b, 1, dim), torch.ones(b, 1, dtype=torch.bool))
+    def empty(cls, b: int, dim: int, device: torch.device | str = "cpu") -> Tokens:
+        return cls(torch.zeros(b, 1, dim, device=device), torch.ones(b, 1, dtype=torch.bool, device=device))
 
     @classmethod
     def stack(cls, rows: list, limit: int) -> Tokens:
@@ -147,6 +147,9 @@ class Tokens:
         for i, r in enumerate(rows):
             states[i, : len(r)], pad[i, : len(r)] = r, False
         return cls(states, pad)
+
+    def to(self, device: torch.device | str) -> Tokens:
+        return Tokens(self.states.to(device), self.pad.to(device))
 
     def dropped(self, keep: torch.Tensor) -> Tokens:
         """Rows where ``keep`` is 0 lose all their tokens (classifier-free guidance's no-text)."""
@@ -179,12 +182,12 @@ class TextDM(nn.Module):
     def loss(self, x0: torch.Tensor, text: torch.Tensor, pad: torch.Tensor, generator: torch.Generator | None = None,
              tokens: Tokens | None = None):
         """Simple loss on x0 + velocity_weight x velocity loss, both masked to real frames."""
-        b = x0.shape[0]
-        step = torch.randint(0, self.cfg.diffusion_steps, (b,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        b, device = x0.shape[0], x0.device  # random numbers are drawn on the CPU: the same on any device
+        step = torch.randint(0, self.cfg.diffusion_steps, (b,), generator=generator).to(device)
+        noise = torch.randn(x0.shape, generator=generator).to(device)
         a = self.alphas_cumprod[step].view(b, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        keep = (torch.rand(b, generator=generator) >= self.cfg.cond_drop).float()[:, None]
+        keep = (torch.rand(b, generator=generator) >= self.cfg.cond_drop).float()[:, None].to(device)
         pred = self.denoiser(xt, step, text * keep, pad, tokens.dropped(keep) if tokens is not None else None)
         real = (~pad).float()[..., None]
         simple = ((pred - x0) ** 2 * real).sum() / (real.sum() * x0.shape[-1])
@@ -238,7 +241,7 @@ def save_models(folder: Path, models: dict[str, TextDM], meta: dict) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     for kind, model in models.items():
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(folder / f"{kind}.safetensors"))
     config = dict(meta, models={kind: asdict(m.cfg) for kind, m in models.items()})
     (folder / "config.json").write_text(json.dumps(config, indent=1))

@@ -38,6 +38,7 @@ class TrainSettings:
     caption_mix: bool = False  # train on a random blend of two of a clip's caption embeddings
     text_noise: float = 0.0  # length of the Gaussian noise added to each unit text embedding
     text_tokens: int = 0  # the models also attend to up to this many token states of the caption
+    device: str = "cpu"  # where the models train ("cuda" on a GPU); the data stays on the CPU
     batch: int = 64
     lr: float = 1e-3
     encoder: str = "minilm"
@@ -186,6 +187,8 @@ class Trainer:
             if noise is not None:
                 text = with_noise(text, torch.from_numpy(noise))
             tokens = self.tokens(seqs, idx, caption)
+            dev = self.s.device
+            x, text, pad, tokens = x.to(dev), text.to(dev), pad.to(dev), tokens.to(dev) if tokens is not None else None
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             model.train()
@@ -230,7 +233,7 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.s.out / CHECKPOINT, weights_only=False)
+        state = torch.load(self.s.out / CHECKPOINT, weights_only=False, map_location="cpu")
         self.step, self.elapsed, self.history = state["step"], state["elapsed"], state["history"]
         for k in self.models:
             self.models[k].load_state_dict(state["models"][k])
@@ -246,7 +249,8 @@ def train(s: TrainSettings, encoder=None) -> dict:
     s.out.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(s.encoder, s.clip_path)
     data = build_data(s, encoder)
-    trainer = Trainer(s, data, make_models(s, data, encoder.dim))
+    models = {k: m.to(s.device) for k, m in make_models(s, data, encoder.dim).items()}
+    trainer = Trainer(s, data, models)
     if s.resume and (s.out / CHECKPOINT).is_file():
         trainer.load_checkpoint()
         log.info("resumed at step %d", trainer.step)
@@ -261,7 +265,8 @@ def finish(s: TrainSettings, trainer: Trainer, data: Data, encoder) -> dict:
     summary = {
         "steps": trainer.step, "seconds": round(trainer.elapsed, 1), "clips": len(data.clips),
         "captions": len(data.captions), "paraphrases": data.motion.text.shape[1],
-        "caption_mix": s.caption_mix, "text_noise": s.text_noise, "text_tokens": s.text_tokens, "seed": s.seed,
+        "caption_mix": s.caption_mix, "text_noise": s.text_noise, "text_tokens": s.text_tokens,
+        "device": s.device, "seed": s.seed,
         "batch": s.batch, "lr": s.lr,
         "data": "celebv" if s.celebv else "procedural",
         "first_loss": {k: float(np.mean([h[k] for h in history[:w]])) for k in ("motion", "emotion")} if history else {},

@@ -150,6 +150,14 @@ def test_token_states_condition_the_models_and_guidance_drops_them(tmp_path):
     assert a.head.shape == b.head.shape and not np.allclose(a.head, b.head)
 
 
+@pytest.mark.gpu
+def test_training_on_a_gpu_writes_cpu_weights(tmp_path):
+    summary = train(_settings(tmp_path, 30, text_tokens=4, text_noise=0.5, device="cuda"), encoder=HashEncoder())
+    assert summary["device"] == "cuda" and summary["last_loss"]["motion"] < summary["first_loss"]["motion"]
+    models, _ = load_models(tmp_path)
+    assert all(p.device.type == "cpu" for m in models.values() for p in m.parameters())
+
+
 def test_batches_are_full_with_fewer_clips_than_four_batches(tmp_path):
     s = _settings(tmp_path, 1, paraphrases=2)
     data = build_data(TrainSettings(**{**s.__dict__, "clips": 56}), HashEncoder())

@@ -32,6 +32,9 @@ def test_usage_errors(tmp_path, capsys):
         main(["train", "text", "--paraphrases", "0", "--out", str(tmp_path / "p")])
     assert exc.value.code == 2 and "--paraphrases" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
+        main(["train", "text", "--device", "tpu", "--out", str(tmp_path / "d")])
+    assert exc.value.code == 2 and "--device tpu" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         main(["train", "text", "--text-noise", "-1", "--out", str(tmp_path / "n")])
     assert exc.value.code == 2 and "--text-noise" in capsys.readouterr().err
     with pytest.raises(SystemExit):
