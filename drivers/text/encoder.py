@@ -82,10 +82,16 @@ class MiniLMEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         self._torch = torch
+        self._last: tuple = (None, None)
 
     def _hidden(self, texts: Sequence[str]):
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-        return self.model(**batch).last_hidden_state, batch["attention_mask"]
+        """Last hidden states and attention mask; the last call's are kept, so that the pooled
+        embedding and the token states of one prompt cost one encoder pass."""
+        key = tuple(texts)
+        if self._last[0] != key:
+            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            self._last = (key, (self.model(**batch).last_hidden_state, batch["attention_mask"]))
+        return self._last[1]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
@@ -133,10 +139,15 @@ class ClipTextEncoder:
             self.tokenizer = CLIPTokenizerFast.from_pretrained(str(path), local_files_only=True)
             self.model = CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True).eval()
         self._torch = torch
+        self._last: tuple = (None, None)
 
     def _outputs(self, texts: Sequence[str]):
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
-        return self.model(**batch), batch["attention_mask"]
+        """The text tower's outputs and attention mask; the last call's are kept (see MiniLM's)."""
+        key = tuple(texts)
+        if self._last[0] != key:
+            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
+            self._last = (key, (self.model(**batch), batch["attention_mask"]))
+        return self._last[1]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch

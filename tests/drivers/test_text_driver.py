@@ -187,6 +187,23 @@ def test_driver_command_writes_a_clip_offline(tmp_path, monkeypatch):
     assert yaw_track[40:70].mean() > 0.15  # turned to the avatar's own left
 
 
+def test_minilm_pooled_embedding_and_token_states_come_from_one_pass(monkeypatch):
+    from flamecast.drivers.text.encoder import CachedEncoder, MiniLMEncoder
+
+    enc = MiniLMEncoder()
+    calls = []
+    forward = enc.model.forward
+    monkeypatch.setattr(enc.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    cached = CachedEncoder(enc)
+    pooled = cached.encode(["tilts the head to the right"])[0]
+    tokens = cached.encode_tokens(["tilts the head to the right"])[0]
+    assert len(calls) == 1 and tokens.shape[1] == 384 and tokens.shape[0] >= 7  # words + [CLS] + [SEP]
+    mean = tokens.mean(0)
+    assert np.allclose(pooled, mean / np.linalg.norm(mean), atol=1e-5)
+    cached.encode_tokens(["nods"])
+    assert len(calls) == 2  # another prompt runs the encoder again
+
+
 async def test_shipped_models_flag_nonsense_as_weak():
     h = DriverHarness(TextDriver, {})
     reply = await h.control("prompt", "der Zug fährt um acht Uhr ab")
