@@ -29,10 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="captions per procedural clip: its own plus K-1 paraphrases of what it shows (default 1)")
     p.add_argument("--caption-mix", action="store_true",
                    help="train on random blends of two of a clip's caption embeddings")
-    p.add_argument("--text-noise", type=float, default=0.0, metavar="L",
-                   help="add Gaussian noise of length L to each unit text embedding in training (default 0: none)")
-    p.add_argument("--text-tokens", type=int, default=0, metavar="N",
-                   help="the models also attend to up to N token states of the caption (default 0: pooled embedding only)")
+    p.add_argument("--text-noise", type=float, default=0.5, metavar="L",
+                   help="add Gaussian noise of length L to each unit text embedding in training "
+                        "(default 0.5, as the shipped weights; 0 = none)")
+    p.add_argument("--text-tokens", type=int, default=32, metavar="N",
+                   help="the models also attend to up to N token states of the caption "
+                        "(default 32, as the shipped weights; 0 = the pooled embedding only)")
     p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--smoothing", type=int, default=3, help="smoothing window on the data in frames (1 = none)")
