@@ -67,6 +67,20 @@ def minilm_path() -> Path:
     return path
 
 
+class LastBatch:
+    """The encoder outputs of the last batch of texts, so that the pooled embedding and the token
+    states of one prompt cost one encoder pass."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, ...] | None = None
+        self._value = None
+
+    def get(self, texts: Sequence[str], compute):
+        if self._key != tuple(texts):
+            self._key, self._value = tuple(texts), compute(list(texts))
+        return self._value
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 through transformers: mean pooling over tokens, then L2 normalisation."""
 
@@ -82,16 +96,15 @@ class MiniLMEncoder:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         self._torch = torch
-        self._last: tuple = (None, None)
+        self._last = LastBatch()
 
     def _hidden(self, texts: Sequence[str]):
-        """Last hidden states and attention mask; the last call's are kept, so that the pooled
-        embedding and the token states of one prompt cost one encoder pass."""
-        key = tuple(texts)
-        if self._last[0] != key:
-            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-            self._last = (key, (self.model(**batch).last_hidden_state, batch["attention_mask"]))
-        return self._last[1]
+        """Last hidden states and attention mask (the last batch's are kept)."""
+        return self._last.get(texts, self._run)
+
+    def _run(self, texts: list[str]):
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        return self.model(**batch).last_hidden_state, batch["attention_mask"]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
@@ -139,15 +152,15 @@ class ClipTextEncoder:
             self.tokenizer = CLIPTokenizerFast.from_pretrained(str(path), local_files_only=True)
             self.model = CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True).eval()
         self._torch = torch
-        self._last: tuple = (None, None)
+        self._last = LastBatch()
 
     def _outputs(self, texts: Sequence[str]):
-        """The text tower's outputs and attention mask; the last call's are kept (see MiniLM's)."""
-        key = tuple(texts)
-        if self._last[0] != key:
-            batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
-            self._last = (key, (self.model(**batch), batch["attention_mask"]))
-        return self._last[1]
+        """The text tower's outputs and attention mask (the last batch's are kept)."""
+        return self._last.get(texts, self._run)
+
+    def _run(self, texts: list[str]):
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        return self.model(**batch), batch["attention_mask"]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
@@ -183,26 +196,23 @@ class CachedEncoder:
         self.hits = self.misses = 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            for text, emb in zip(missing, self.encoder.encode(missing)):
-                self._cache[text] = emb
-        self.misses += len(missing)
-        self.hits += len(texts) - len(missing)
-        for text in texts:
-            self._cache.move_to_end(text)
-        out = np.stack([self._cache[t] for t in texts])
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return out
+        out, missing = self._lookup(self._cache, texts, self.encoder.encode)
+        self.misses += missing
+        self.hits += len(texts) - missing
+        return np.stack(out)
 
     def encode_tokens(self, texts: Sequence[str]) -> list[np.ndarray]:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._tokens]
+        return self._lookup(self._tokens, texts, self.encoder.encode_tokens)[0]
+
+    def _lookup(self, cache: OrderedDict, texts: Sequence[str], compute) -> tuple[list, int]:
+        """Each text's entry, computing the missing ones in one call; least recently used
+        entries beyond ``capacity`` are dropped. Returns the entries and how many were missing."""
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
         if missing:
-            self._tokens.update(zip(missing, self.encoder.encode_tokens(missing)))
+            cache.update(zip(missing, compute(missing)))
         for text in texts:
-            self._tokens.move_to_end(text)
-        out = [self._tokens[t] for t in texts]
-        while len(self._tokens) > self.capacity:
-            self._tokens.popitem(last=False)
-        return out
+            cache.move_to_end(text)
+        out = [cache[t] for t in texts]
+        while len(cache) > self.capacity:
+            cache.popitem(last=False)
+        return out, len(missing)

@@ -78,9 +78,9 @@ class Text2Flame:
             return emb, Match(1.0, text, None, None)
         return emb, self.bank.match(emb)
 
-    def _sample(self, model: TextDM, text: str, emb: np.ndarray, frames: int, steps: int, guidance: float,
-                seed: int) -> np.ndarray:
+    def _sample(self, model: TextDM, text: str, frames: int, steps: int, guidance: float, seed: int) -> np.ndarray:
         gen = torch.Generator().manual_seed(seed)
+        emb = self.encoder.encode([text])[0]  # cached
         limit = model.cfg.text_tokens
         tokens = Tokens.stack(self.encoder.encode_tokens([text]), limit) if limit > 0 else None
         x = model.sample(torch.from_numpy(emb[None]).float(), frames, steps=steps, guidance=guidance, generator=gen,
@@ -96,13 +96,11 @@ class Text2Flame:
         """A clip for ``text``. A weak match plays the calm prompt's motion and no emotion."""
         text = check_prompt(text)
         with self._lock:
-            emb, match = self.embed(text)
+            match = self.embed(text)[1]
             said = CALM_PROMPT if match.weak else text
-            if match.weak:
-                emb = self.embed(CALM_PROMPT)[0]
             n = self.frames_for(seconds)
-            feats = self._sample(self.motion, said, emb, n, steps, guidance, seed) if motion else None
-            expr = self._sample(self.emotion, said, emb, n, steps, guidance, seed + 1) if emotion and not match.weak else None
+            feats = self._sample(self.motion, said, n, steps, guidance, seed) if motion else None
+            expr = self._sample(self.emotion, said, n, steps, guidance, seed + 1) if emotion and not match.weak else None
         head, jaw = motion_from_features(feats) if feats is not None else (np.zeros((n, 3), np.float32),) * 2
         if expr is None:
             expr = np.zeros((n, self.emotion.cfg.features), np.float32)

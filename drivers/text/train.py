@@ -84,25 +84,18 @@ def build_data(s: TrainSettings, encoder) -> Data:
     per_clip = clip_captions(s, clips)
     captions = sorted({c for group in per_clip for c in group})
     log.info("encoding %d captions of %d clips with %s", len(captions), len(clips), encoder.name)
-    emb = {}
-    for i in range(0, len(captions), 256):
+    emb, states = {}, {}
+    for i in range(0, len(captions), 256):  # one encoder pass a chunk gives both (the encoder keeps it)
         chunk = captions[i : i + 256]
         emb.update(zip(chunk, encoder.encode(chunk)))
+        if s.text_tokens > 0:
+            states.update(zip(chunk, (t[: s.text_tokens].astype(np.float32) for t in encoder.encode_tokens(chunk))))
     text = np.stack([np.stack([emb[c] for c in group]) for group in per_clip]).astype(np.float32)
-    tokens = caption_tokens(captions, per_clip, encoder, s.text_tokens) if s.text_tokens > 0 else None
+    tokens = [[states[c] for c in group] for group in per_clip] if s.text_tokens > 0 else None
     w, k = s.smoothing, s.decimate
     motion = [decimate(motion_features(smooth(c.head, w), smooth(c.jaw, w)), k) for c in clips]
     emotion = [decimate(smooth(c.expression, w), k) for c in clips]
     return Data(Sequences(motion, text, tokens), Sequences(emotion, text, tokens), captions, clips)
-
-
-def caption_tokens(captions: list[str], per_clip: list[list[str]], encoder, limit: int) -> list[list[np.ndarray]]:
-    """Each clip's captions' token states, cut to ``limit`` tokens (shared between clips)."""
-    states = {}
-    for i in range(0, len(captions), 256):
-        chunk = captions[i : i + 256]
-        states.update(zip(chunk, (t[:limit].astype(np.float32) for t in encoder.encode_tokens(chunk))))
-    return [[states[c] for c in group] for group in per_clip]
 
 
 def make_models(s: TrainSettings, data: Data, text_dim: int) -> dict[str, TextDM]:
@@ -179,6 +172,8 @@ class Trainer:
         idx = self.draw_batch()
         caption = self.draw_captions(len(idx))
         noise = self.draw_text_noise(len(idx), self.data.motion.text.shape[-1])
+        tokens = self.tokens(self.data.motion, idx, caption)  # both models train on the same captions
+        tokens = tokens.to(self.s.device) if tokens is not None else None
         row = {"step": self.step}
         for kind, seqs in (("motion", self.data.motion), ("emotion", self.data.emotion)):
             model, opt = self.models[kind], self.opts[kind]
@@ -186,9 +181,8 @@ class Trainer:
                                                                      np.array(model.cfg.std, np.float32), caption))
             if noise is not None:
                 text = with_noise(text, torch.from_numpy(noise))
-            tokens = self.tokens(seqs, idx, caption)
             dev = self.s.device
-            x, text, pad, tokens = x.to(dev), text.to(dev), pad.to(dev), tokens.to(dev) if tokens is not None else None
+            x, text, pad = x.to(dev), text.to(dev), pad.to(dev)
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(self.step)
             model.train()
