@@ -5,6 +5,7 @@ Plugin authors import everything from here::
     from flamecast.plugins import Driver, DriverOptions, FlameFrame, hookimpl
 """
 
+from .commands import Command, CommandError
 from .clock import Clock, FakeClock, MonotonicClock
 from .driver import Control, ControlNotSupported, Driver, DriverContext, DriverOptions, OptionsError
 from .frame import POSE_JOINTS, POSE_SIZE, FlameFrame, pose_slice
@@ -25,6 +26,8 @@ from .session import SessionInfo
 __all__ = [
     "BUILTIN_EXPRESSION_NAMES",
     "Clock",
+    "Command",
+    "CommandError",
     "Control",
     "ControlNotSupported",
     "Driver",

@@ -62,6 +62,23 @@ def flamecast_register_outputs(register: Callable[[type], None]) -> None:
 
 
 @hookspec
+def flamecast_register_commands(register: Callable[[object], None]) -> None:
+    """Register command-line commands.
+
+    Parameters:
+        register: call ``register(Command(...))`` once per ``flamecast.plugins.Command`` the
+            plugin provides: ``("train", "text")`` becomes ``flamecast train text``,
+            ``("doctor",)`` becomes ``flamecast doctor``. A path another plugin or the host
+            already uses is reported and skipped.
+
+    Returns: nothing.
+
+    Called once when ``flamecast`` builds its argument parser. Keep the plugin module's import
+    light: a command's heavy imports belong inside its ``run``.
+    """
+
+
+@hookspec
 def flamecast_session_started(session) -> None:
     """Observe a session that has started.
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, Iterable, Mapping, TypeVar
 import pluggy
 
 from . import hookspecs
+from .commands import Command
 from .driver import Driver
 from .generator import Generator, Output
 
@@ -103,6 +104,34 @@ class Registry(Generic[T]):
         return sorted(self._items.items())
 
 
+class CommandRegistry:
+    """Command path -> ``Command``, with the plugin that registered each."""
+
+    def __init__(self, reserved: Iterable[str] = ()) -> None:
+        self._items: dict[tuple[str, ...], Command] = {}
+        self.owners: dict[tuple[str, ...], str] = {}
+        self.reserved = frozenset(reserved)
+
+    def register_for(self, plugin: str):
+        def register(command: object) -> None:
+            if not isinstance(command, Command):
+                raise TypeError(f"{command!r} is not a flamecast.plugins.Command")
+            if command.path in self._items:
+                raise ValueError(f"command {command.name!r} is already registered by {self.owners[command.path]!r}")
+            if len(command.path) == 1 and command.path[0] in self.reserved:
+                raise ValueError(f"command {command.name!r} is one of flamecast's own commands")
+            self._items[command.path] = command
+            self.owners[command.path] = plugin
+
+        return register
+
+    def items(self) -> list[tuple[tuple[str, ...], Command]]:
+        return sorted(self._items.items())
+
+    def names(self) -> list[str]:
+        return [c.name for _, c in self.items()]
+
+
 @dataclass
 class PluginHost:
     """The loaded plugin manager with its registries and what failed to load."""
@@ -113,6 +142,7 @@ class PluginHost:
     drivers: Registry[Driver]
     generators: Registry[Generator]
     outputs: Registry[Output]
+    commands: CommandRegistry = field(default_factory=CommandRegistry)
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call an observer hook on every plugin; a plugin that raises is logged, not fatal."""
@@ -138,6 +168,10 @@ class PluginHost:
             "outputs": [
                 {"name": name, "description": cls.description, "plugin": self.outputs.owners[name]}
                 for name, cls in self.outputs.items()
+            ],
+            "commands": [
+                {"name": cmd.name, "help": cmd.help, "plugin": self.commands.owners[path]}
+                for path, cmd in self.commands.items()
             ],
         }
 
@@ -197,11 +231,13 @@ def make_plugin_host(
     filter: PluginFilter | None = None,
     extra_plugins: Iterable[tuple[str, object]] = (),
     load_entry_points: bool = True,
+    reserved_commands: Iterable[str] = (),
 ) -> PluginHost:
     """Build the plugin manager, load entry points, check hook signatures, fill registries.
 
     ``extra_plugins`` are ``(name, module_or_object)`` pairs registered besides the entry
-    points (tests use this).
+    points (tests use this). ``reserved_commands`` are the host's own one-word commands, which
+    no plugin may take.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -216,8 +252,10 @@ def make_plugin_host(
         if plugin is not None:
             info.hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
     infos = [i for i in infos if pm.get_plugin(i.name) is not None]
-    host = PluginHost(pm, infos, failures, Registry("driver", Driver), Registry("generator", Generator), Registry("output", Output))
+    host = PluginHost(pm, infos, failures, Registry("driver", Driver), Registry("generator", Generator),
+                      Registry("output", Output), CommandRegistry(reserved_commands))
     _collect(pm, "flamecast_register_drivers", host.drivers, failures)
     _collect(pm, "flamecast_register_generators", host.generators, failures)
     _collect(pm, "flamecast_register_outputs", host.outputs, failures)
+    _collect(pm, "flamecast_register_commands", host.commands, failures)
     return host
