@@ -5,7 +5,7 @@ from pathlib import Path
 
 from setuptools import setup
 
-FOLDERS = ("plugins", "drivers", "renderer", "server", "client_demo")
+FOLDERS = ("plugins", "drivers", "renderer", "server", "cli", "client_demo")
 
 
 def _packages() -> list[str]:

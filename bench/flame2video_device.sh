@@ -20,7 +20,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-d
 # the built-in head's asset folder is not package data of the wheel: copy it beside the package
 cp -r renderer/head/assets /tmp/site/flamecast/renderer/head/ 2>/dev/null
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-BENCH="python3 -m flamecast.server.cli bench --backend flame2video --allow-random-weights --device cuda --no-face-detect"
+BENCH="python3 -m flamecast.cli bench --backend flame2video --allow-random-weights --device cuda --no-face-detect"
 if [ "$MODE" = eager ]; then
   if [ -z "${SKIP_CHECKS:-}" ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

@@ -38,7 +38,7 @@ def main() -> None:
 
     from flamecast.plugins import GeneratorSessionSpec
     from flamecast.renderer.flame2video.generator import FLAME2VideoGenerator
-    from flamecast.server.bench_cmd import _options, synthetic_frames, throughput_pass
+    from flamecast.cli.bench import _options, synthetic_frames, throughput_pass
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="live")

@@ -76,7 +76,7 @@ async def in_process_server(args: argparse.Namespace):
 @contextlib.asynccontextmanager
 async def serve_process(args: argparse.Namespace):
     """`flamecast serve --port 0` as a child process; yields the URL it prints."""
-    cmd = [sys.executable, "-m", "flamecast.server.cli", "serve", "--port", "0", "--generator", args.generator]
+    cmd = [sys.executable, "-m", "flamecast.cli", "serve", "--port", "0", "--generator", args.generator]
     if args.size:
         cmd += ["--size", str(args.size)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

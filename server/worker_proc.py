@@ -18,9 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
-# `python -m flamecast.server.cli` would load cli.py twice (as __main__ and as a module), so
-# its UsageError would not be caught; this runs the installed entry point's function.
-FLAMECAST = (sys.executable, "-c", "import sys; from flamecast.server.cli import main; sys.exit(main())")
+FLAMECAST = (sys.executable, "-m", "flamecast.cli")
 READY_POLL = 0.1
 
 

@@ -11,4 +11,12 @@ def flamecast_register_drivers(register):
     register(TextDriver)
 
 
+@hookimpl
+def flamecast_register_commands(register):
+    from .commands import EVAL, TRAIN
+
+    register(TRAIN)
+    register(EVAL)
+
+
 __all__ = ["TextDriver", "TextOptions"]

@@ -17,4 +17,11 @@ def flamecast_register_generators(register):
     register(FLAME2VideoGenerator)
 
 
+@hookimpl
+def flamecast_register_commands(register):
+    from .commands import COMMAND as weights_command
+
+    register(weights_command)
+
+
 __all__ = ["FLAME2VideoGenerator", "FLAME2VideoOptions"]

@@ -173,7 +173,7 @@ def test_driver_command_writes_a_clip_offline(tmp_path, monkeypatch):
     """`flamecast driver text --option prompt=... --seconds 4 --out clip.npz` with no network."""
     import socket
 
-    from flamecast.server.cli import main
+    from flamecast.cli import main
 
     def no_network(*args, **kwargs):
         raise AssertionError("the text driver tried to open a network connection")

@@ -25,7 +25,7 @@ from flamecast.renderer.portrait import default_portrait_image, encode_png, load
 from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 
 TIMEOUT = 20.0
-FLAMECAST = [sys.executable, "-c", "import sys; from flamecast.server.cli import main; sys.exit(main())"]
+FLAMECAST = [sys.executable, "-m", "flamecast.cli"]
 N_EXPR = 16
 
 
@@ -434,8 +434,8 @@ def test_cli_rejects_unknown_backend():
 
 
 def test_generator_flags_reach_every_generator():
-    from flamecast.server.cli import build_parser
-    from flamecast.server.generator_cmd import settings_from_args
+    from flamecast.cli import build_parser
+    from flamecast.cli.generator import settings_from_args
 
     args = build_parser().parse_args(["generator", "--weights-dir", "/w", "--allow-random-weights", "--compile", "reduce-overhead"])
     extra = settings_from_args(args).generator_settings

@@ -83,7 +83,7 @@ def test_recorder_keeps_frames_closer_than_a_nominal_frame_period(tmp_path):
 
     import av
 
-    from flamecast.server.record_cmd import _TrackWriter
+    from flamecast.cli.record import _TrackWriter
 
     path = tmp_path / "close.mp4"
     container = av.open(str(path), "w")

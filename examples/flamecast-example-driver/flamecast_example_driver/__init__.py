@@ -10,3 +10,10 @@ __all__ = ["LookAroundDriver", "LookAroundOptions"]
 @hookimpl
 def flamecast_register_drivers(register):
     register(LookAroundDriver)
+
+
+@hookimpl
+def flamecast_register_commands(register):
+    from .commands import EVAL
+
+    register(EVAL)

@@ -7,21 +7,14 @@ import os
 import signal
 from pathlib import Path
 
-from .cli import UsageError
+from flamecast.plugins import Command, CommandError
 
 DEVICES = ("cpu", "cuda")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def configure(p: argparse.ArgumentParser) -> None:
     from flamecast.renderer.worker import DEFAULT_INPUT, DEFAULT_OUTPUT, VIDEO_SNDHWM
 
-    p = sub.add_parser(
-        "generator",
-        help="run a generator worker",
-        description="Run a generator worker: it binds a SUB socket for flame frames and session messages "
-        "and a PUB socket for video and session status (wire protocol v1, docs/protocol.md). "
-        "Port 0 binds a random port; --ready-file tells which.",
-    )
     p.add_argument("--input", default=DEFAULT_INPUT, metavar="ENDPOINT", help=f"flame/session endpoint to bind (default {DEFAULT_INPUT})")
     p.add_argument("--output", default=DEFAULT_OUTPUT, metavar="ENDPOINT", help=f"video/status endpoint to bind (default {DEFAULT_OUTPUT})")
     p.add_argument("--backend", action="append", default=[], metavar="NAME",
@@ -41,7 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; takes minutes)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
-    return p
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -49,11 +41,11 @@ def settings_from_args(args: argparse.Namespace):
 
     for name in ("queue", "max_sessions", "video_hwm"):
         if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     if args.stats_interval < 0:
-        raise UsageError("--stats-interval must not be negative")
+        raise CommandError("--stats-interval must not be negative")
     if args.threads < 0:
-        raise UsageError("--threads must not be negative")
+        raise CommandError("--threads must not be negative")
     backends = tuple(dict.fromkeys(args.backend))
     return WorkerSettings(
         input=args.input, output=args.output, backends=backends,
@@ -79,7 +71,7 @@ def _check_backends(settings, host) -> None:
     unknown = [b for b in settings.backends if b not in host.generators]
     if unknown:
         available = ", ".join(host.generators.names()) or "none"
-        raise UsageError(f"unknown --backend {', '.join(unknown)}; available: {available}")
+        raise CommandError(f"unknown --backend {', '.join(unknown)}; available: {available}")
 
 
 def _check_device(device: str) -> None:
@@ -87,7 +79,7 @@ def _check_device(device: str) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise UsageError("--device cuda, but torch sees no CUDA GPU: use --device cpu or install a CUDA build of torch")
+            raise CommandError("--device cuda, but torch sees no CUDA GPU: use --device cpu or install a CUDA build of torch")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,5 +102,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         worker.run()
     except zmq.ZMQError as exc:
-        raise UsageError(f"{exc}: pick other endpoints (--input/--output) or stop the process using them") from None
+        raise CommandError(f"{exc}: pick other endpoints (--input/--output) or stop the process using them") from None
     return 0
+
+
+COMMAND = Command(
+    path=("generator",),
+    help="run a generator worker",
+    description=(
+        "Run a generator worker: it binds a SUB socket for flame frames and session messages "
+        "and a PUB socket for video and session status (wire protocol v1, docs/protocol.md). "
+        "Port 0 binds a random port; --ready-file tells which."
+    ),
+    configure=configure,
+    run=run,
+)

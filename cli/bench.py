@@ -30,9 +30,10 @@ import math
 import time
 from typing import Any
 
+from flamecast.plugins import Command, CommandError
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench", help="measure a generator backend's throughput, latency and memory")
+
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="flame2video", help="registered generator backend (flamecast plugins)")
     p.add_argument("--profile", default="live", help="profile, or several separated by commas (run in order)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
@@ -52,7 +53,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-face-detect", action="store_true",
                    help="centre-crop the portrait instead of finding the face (machines without mediapipe)")
     p.add_argument("--json", dest="json_out", help="write the results here as JSON")
-    return p
 
 
 def synthetic_frames(n: int, n_expression: int, start: int = 0):
@@ -123,14 +123,13 @@ def latency_pass(session, frames, fps: float, max_seconds: float) -> dict[str, A
 
 def split_profile(spec: str) -> tuple[str, dict[str, str]]:
     """``"live:carry_mode=renoise:steps=2"`` -> ("live", {"carry_mode": "renoise", "steps": "2"})."""
-    from flamecast.server.cli import UsageError
 
     name, *pairs = spec.split(":")
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"profile override {pair!r} in {spec!r} is not KEY=VALUE")
+            raise CommandError(f"profile override {pair!r} in {spec!r} is not KEY=VALUE")
         overrides[key] = value
     return name, overrides
 
@@ -138,7 +137,6 @@ def split_profile(spec: str) -> tuple[str, dict[str, str]]:
 def _options(cls, profile: str, size: int | None) -> Any:
     from pydantic import ValidationError
 
-    from flamecast.server.cli import UsageError
 
     fields = getattr(cls.Options, "model_fields", {})
     name, overrides = split_profile(profile)
@@ -150,7 +148,7 @@ def _options(cls, profile: str, size: int | None) -> Any:
     try:
         return cls.Options.model_validate_strings(data)
     except ValidationError as exc:
-        raise UsageError(f"profile {profile!r}: {exc}") from None
+        raise CommandError(f"profile {profile!r}: {exc}") from None
 
 
 def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -245,23 +243,21 @@ def _summary(r: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flamecast.plugins import GeneratorUnavailable
     from flamecast.plugins.manager import make_plugin_host
-    from flamecast.server.cli import UsageError
 
     host = make_plugin_host()
     try:
         cls = host.generators.get(args.backend)
     except KeyError as exc:
-        raise UsageError(str(exc.args[0])) from None
+        raise CommandError(str(exc.args[0])) from None
     profiles = [p.strip() for p in args.profile.split(",") if p.strip()]
     report = {"environment": _environment(args), "results": []}
     for profile in profiles:
         try:
             result = bench_profile(cls, profile, args)
-        except Exception as exc:
-            if exc.__class__.__name__ == "MissingWeightsError":
-                raise UsageError(str(exc)) from None
-            raise
+        except GeneratorUnavailable as exc:
+            raise CommandError(str(exc)) from None
         report["results"].append(result)
         print(_summary(result), flush=True)
         if args.json_out:  # written after every profile so a cut-off run keeps what it measured
@@ -275,3 +271,11 @@ def run(args: argparse.Namespace) -> int:
             with open(args.json_out, "w") as fh:
                 json.dump(report, fh, indent=2, default=str)
     return 0
+
+
+COMMAND = Command(
+    path=("bench",),
+    help="measure a generator backend's throughput, latency and memory",
+    configure=configure,
+    run=run,
+)

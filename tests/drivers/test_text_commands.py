@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flamecast.server.cli import main
+from flamecast.cli import main
 
 
 def test_train_then_eval_text(tmp_path, capsys):

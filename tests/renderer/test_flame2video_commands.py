@@ -9,7 +9,7 @@ import torch
 
 from flamecast.renderer.flame2video.components import build_component
 from flamecast.renderer.flame2video.config import tiny_config
-from flamecast.server.cli import main
+from flamecast.cli import main
 
 
 def test_weights_status_lists_components_and_where(tmp_path, capsys):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from flamecast.server.cli import main
+from flamecast.cli import main
 
 
 def test_driver_idle_out_writes_five_seconds(tmp_path, capsys):
@@ -49,7 +49,7 @@ def test_bad_command_lines_exit_2_with_a_message(argv, message, capsys):
 
 
 def test_plugins_json_in_a_subprocess():
-    out = subprocess.run([sys.executable, "-m", "flamecast.server.cli", "plugins", "--json"],
+    out = subprocess.run([sys.executable, "-m", "flamecast.cli", "plugins", "--json"],
                          capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
     assert any(p["name"] == "idle" and p["version"] for p in data["plugins"])
@@ -69,7 +69,7 @@ async def test_driver_connect_publishes_to_a_zeromq_endpoint(tmp_path):
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     port = sub.bind_to_random_port("tcp://127.0.0.1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flamecast.server.cli", "driver", "idle", "--connect", f"tcp://127.0.0.1:{port}",
+        sys.executable, "-m", "flamecast.cli", "driver", "idle", "--connect", f"tcp://127.0.0.1:{port}",
         "--session", "abc", "--seconds", "3", stdout=asyncio.subprocess.PIPE)
     frames = []
     try:

@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .cli import UsageError
+from flamecast.plugins import Command, CommandError
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,7 @@ FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "ma
                "viewer_timeout", "idle_timeout", "default_driver")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "serve", help="run the server with a local generator worker",
-        description="Serve the browser client, the HTTP API and WebRTC video. Starts a generator worker "
-        "process unless --worker-input/--worker-output point at one already running. Binds 127.0.0.1 by "
-        "default; any other address needs an API token (--token, or one is generated and printed).",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.toml", help="settings file (keys named like the flags, e.g. max_sessions = 8)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
@@ -54,23 +48,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="torch.compile the local worker's neural generator at start (takes minutes)")
     p.add_argument("--worker-input", metavar="ENDPOINT", help="use a running worker: its flame endpoint")
     p.add_argument("--worker-output", metavar="ENDPOINT", help="use a running worker: its video endpoint")
-    return p
 
 
 def build_settings(args: argparse.Namespace):
-    """Defaults < config file < flags. Raises UsageError naming the bad setting."""
-    from .settings import SettingsError, load_toml, settings_from
+    """Defaults < config file < flags. Raises CommandError naming the bad setting."""
+    from flamecast.server.settings import SettingsError, load_toml, settings_from
 
     try:
         values = load_toml(Path(args.config)) if args.config else {}
         values.update({k: getattr(args, k) for k in FLAG_FIELDS if getattr(args, k) is not None})
         if bool(args.worker_input) != bool(args.worker_output):
-            raise UsageError("give both --worker-input and --worker-output (or neither, to start a local worker)")
+            raise CommandError("give both --worker-input and --worker-output (or neither, to start a local worker)")
         if args.worker_input:
             values.update(worker_input=args.worker_input, worker_output=args.worker_output)
         settings = settings_from(values)
     except SettingsError as exc:
-        raise UsageError(str(exc)) from None
+        raise CommandError(str(exc)) from None
     if not settings.loopback_only and not settings.token:
         settings = settings.replace(token=secrets.token_urlsafe(24))
     return settings
@@ -95,7 +88,7 @@ def worker_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _config_keys(path: str) -> set[str]:
-    from .settings import load_toml
+    from flamecast.server.settings import load_toml
 
     return set(load_toml(Path(path)))
 
@@ -103,8 +96,8 @@ def _config_keys(path: str) -> set[str]:
 async def serve(settings, *, device: str = "cpu", start_worker: bool = True, worker_args: tuple[str, ...] = ()) -> int:
     from aiohttp import web
 
-    from .app import create_app
-    from .worker_proc import WorkerProcess, WorkerStartError
+    from flamecast.server.app import create_app
+    from flamecast.server.worker_proc import WorkerProcess, WorkerStartError
 
     worker = WorkerProcess(settings.generator, device=device, extra_args=worker_args) if start_worker else None
     stop = asyncio.Event()
@@ -125,7 +118,7 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True, wor
         try:
             await site.start()
         except OSError as exc:
-            raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            raise CommandError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
                              "pick another --port (0 = any free one)") from None
         _announce(settings, runner)
         watchdog = asyncio.create_task(_watch_worker(worker, stop)) if worker is not None else None
@@ -134,7 +127,7 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True, wor
         if watchdog is not None and watchdog.done() and watchdog.result():
             return 1
     except WorkerStartError as exc:
-        raise UsageError(str(exc)) from None
+        raise CommandError(str(exc)) from None
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -181,3 +174,16 @@ def _announce(settings, runner) -> None:
         print(f"flamecast: serving on {url}", flush=True)
     print("flamecast: press Ctrl-C to stop", flush=True)
     sys.stdout.flush()
+
+
+COMMAND = Command(
+    path=("serve",),
+    help="run the server with a local generator worker",
+    description=(
+        "Serve the browser client, the HTTP API and WebRTC video. Starts a generator worker "
+        "process unless --worker-input/--worker-output point at one already running. Binds 127.0.0.1 by "
+        "default; any other address needs an API token (--token, or one is generated and printed)."
+    ),
+    configure=configure,
+    run=run,
+)

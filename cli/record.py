@@ -9,18 +9,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import UsageError
+from flamecast.plugins import Command, CommandError
 
 FPS_HINT = 25
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "record", help="record a session to an MP4 file",
-        description="Join a session (--session ID) or create one (--driver, --option), receive its video over "
-        "WebRTC and write it to an MP4 (H.264). --view picks one view, 'mosaic' (default: every view tiled "
-        "in one picture) or 'all' (one video stream per view).",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="output file, e.g. out.mp4")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server URL (default http://127.0.0.1:8080)")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to record (default 10)")
@@ -29,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--driver", default=None, help="driver of the session to create (default: the server's)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=JSON", help="driver option (repeatable)")
     p.add_argument("--token", help="API access token of the server")
-    return p
 
 
 @dataclass(frozen=True)
@@ -46,9 +39,9 @@ class RecordCommand:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RecordCommand:
         if args.seconds <= 0:
-            raise UsageError("--seconds must be positive")
+            raise CommandError("--seconds must be positive")
         if args.session and (args.driver or args.option):
-            raise UsageError("--driver/--option create a session; they cannot be used with --session")
+            raise CommandError("--driver/--option create a session; they cannot be used with --session")
         return cls(Path(args.out), args.url, args.seconds, args.view, args.session, args.driver,
                    _options(args.option), args.token)
 
@@ -58,7 +51,7 @@ def _options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"--option {pair!r} is not KEY=VALUE")
+            raise CommandError(f"--option {pair!r} is not KEY=VALUE")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -74,16 +67,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def record(cmd: RecordCommand) -> dict[str, int]:
-    from .client import ClientError, FlamecastClient
+    from flamecast.server.client import ClientError, FlamecastClient
 
     async with FlamecastClient(cmd.url, cmd.token) as client:
         try:
             session_id = cmd.session or await _create(client, cmd)
             info = await client.session(session_id)
         except ClientError as exc:
-            raise UsageError(f"the server at {cmd.url} said: {exc.message}") from None
+            raise CommandError(f"the server at {cmd.url} said: {exc.message}") from None
         except OSError as exc:
-            raise UsageError(f"cannot reach {cmd.url}: {exc}; is `flamecast serve` running?") from None
+            raise CommandError(f"cannot reach {cmd.url}: {exc}; is `flamecast serve` running?") from None
         tracks = _tracks(cmd.view, info)
         try:
             conn = await client.connect(session_id, tracks=tracks)
@@ -105,7 +98,7 @@ def _tracks(view: str, info: dict) -> list[str]:
     if view == "all":
         return list(info["views"])
     if view not in info["tracks"]:
-        raise UsageError(f"--view {view!r}: this session has {', '.join(info['tracks'])} (or 'all')")
+        raise CommandError(f"--view {view!r}: this session has {', '.join(info['tracks'])} (or 'all')")
     return [view]
 
 
@@ -169,3 +162,16 @@ class _TrackWriter:
         if self.stream is not None:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
+
+
+COMMAND = Command(
+    path=("record",),
+    help="record a session to an MP4 file",
+    description=(
+        "Join a session (--session ID) or create one (--driver, --option), receive its video over "
+        "WebRTC and write it to an MP4 (H.264). --view picks one view, 'mosaic' (default: every view tiled "
+        "in one picture) or 'all' (one video stream per view)."
+    ),
+    configure=configure,
+    run=run,
+)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from flamecast.plugins import Command, CommandError
+
 KINDS = ("sd15", "animatediff", "aniportrait", "image-encoder", "vae", "tiny-vae", "flamecast")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("weights", help="list model weights and import them into flamecast's layout")
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", help="weights directory (default: $FLAMECAST_WEIGHTS or ~/.cache/flamecast/weights)")
     verbs = p.add_subparsers(dest="weights_verb", metavar="VERB", required=True)
     st = verbs.add_parser("status", help="each component, the folder it is expected in, and whether it is there")
@@ -32,7 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="architecture for settings a checkpoint does not carry (heads, norm groups)")
     im.add_argument("--no-view-init", action="store_true",
                     help="animatediff: import the motion module only, leaving the view module as it is")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +65,10 @@ def _import(root, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from flamecast.renderer.flame2video import weights
-    from flamecast.server.cli import UsageError
 
     source = Path(args.source).expanduser()
     if not source.exists():
-        raise UsageError(f"{source} does not exist; give the folder or checkpoint file to import")
+        raise CommandError(f"{source} does not exist; give the folder or checkpoint file to import")
     kwargs = {}
     if args.kind in ("animatediff", "aniportrait"):
         kwargs["model"] = args.model
@@ -78,7 +77,15 @@ def _import(root, args: argparse.Namespace) -> int:
     try:
         done = weights.IMPORTERS[args.kind](root, source, **kwargs)
     except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(f"cannot import {source} as {args.kind}: {exc}") from None
+        raise CommandError(f"cannot import {source} as {args.kind}: {exc}") from None
     for name in done:
         print(f"imported {name} -> {weights.flame2video_root(root) / name}")
     return 0
+
+
+COMMAND = Command(
+    path=("weights",),
+    help="list model weights and import them into flamecast's layout",
+    configure=configure,
+    run=run,
+)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from flamecast.server.cli import UsageError, build_parser
-from flamecast.server.serve_cmd import build_settings
+from flamecast.cli import build_parser
+from flamecast.cli.serve import build_settings
+from flamecast.plugins import CommandError
 from flamecast.server.state import SESSIONS
 from flamecast.server.worker_proc import FLAMECAST, alive
 
@@ -40,7 +41,7 @@ def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
 def test_bad_config_is_a_usage_error(tmp_path, text, needle):
     config = tmp_path / "c.toml"
     config.write_text(text)
-    with pytest.raises(UsageError, match=needle):
+    with pytest.raises(CommandError, match=needle):
         build_settings(_args("--config", str(config)))
 
 
@@ -50,7 +51,7 @@ def test_off_loopback_gets_a_token_unless_given():
 
 
 def test_generator_flags_are_handed_to_the_local_worker():
-    from flamecast.server.serve_cmd import worker_args
+    from flamecast.cli.serve import worker_args
 
     assert worker_args(_args()) == ()
     args = _args("--weights-dir", "/w", "--allow-random-weights", "--compile", "reduce-overhead")
@@ -169,9 +170,9 @@ def test_busy_port_is_a_clear_error(tmp_path):
 def test_record_writes_an_mp4(worker, tmp_path):
     import asyncio
 
-    from flamecast.server.record_cmd import RecordCommand, record
+    from flamecast.cli.record import RecordCommand, record
 
-    from .conftest import running_app, settings_for
+    from tests.server.conftest import running_app, settings_for
 
     async def go():
         async with running_app(settings_for(worker)) as http:

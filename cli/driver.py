@@ -15,18 +15,12 @@ from flamecast.plugins.manager import make_plugin_host
 from flamecast.plugins.publish import FramePublisher
 from flamecast.plugins.runtime import DriverRuntime
 
-from .cli import UsageError
+from flamecast.plugins import Command, CommandError
 
 DEFAULT_OUT_SECONDS = 10.0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "driver",
-        help="run one driver on its own",
-        description="Run one driver: write its frames to an .npz file as fast as possible (--out) "
-        "or publish them in real time to a generator worker (--connect ENDPOINT --session ID).",
-    )
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="driver name (see `flamecast plugins`)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="driver option (repeatable)")
     p.add_argument("--seconds", type=float, default=None,
@@ -35,7 +29,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     target.add_argument("--out", metavar="FILE.npz", help="write t, pose, expression, eyelids, expression_names")
     target.add_argument("--connect", metavar="ENDPOINT", help="generator worker flame endpoint, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--session", help="session id to publish as (with --connect)")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,9 +47,9 @@ class DriverCommand:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriverCommand:
         if args.connect and not args.session:
-            raise UsageError("--connect needs --session ID (the session the worker has open)")
+            raise CommandError("--connect needs --session ID (the session the worker has open)")
         if args.seconds is not None and args.seconds <= 0:
-            raise UsageError("--seconds must be positive")
+            raise CommandError("--seconds must be positive")
         return cls(args.name, parse_option_pairs(args.option), args.seconds,
                    Path(args.out) if args.out else None, args.connect, args.session)
 
@@ -66,7 +59,7 @@ def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--option {pair!r} is not KEY=VALUE")
+            raise CommandError(f"--option {pair!r} is not KEY=VALUE")
         options[key.strip()] = value
     return options
 
@@ -76,11 +69,11 @@ def _resolve(cmd: DriverCommand) -> tuple[type[Driver], object]:
     try:
         driver_cls = host.drivers.get(cmd.name)
     except KeyError as exc:
-        raise UsageError(exc.args[0]) from None
+        raise CommandError(exc.args[0]) from None
     try:
         options = driver_cls.parse_options(cmd.options, from_strings=True)
     except OptionsError as exc:
-        raise UsageError(f"driver {cmd.name!r}: {exc}") from None
+        raise CommandError(f"driver {cmd.name!r}: {exc}") from None
     return driver_cls, options
 
 
@@ -110,7 +103,7 @@ async def _record(driver_cls: type[Driver], options, seconds: float) -> list[Fla
     finally:
         await driver.aclose()
     if not frames:
-        raise UsageError(f"driver {driver_cls.name!r} produced no frames")
+        raise CommandError(f"driver {driver_cls.name!r} produced no frames")
     return frames
 
 
@@ -150,3 +143,15 @@ async def _publish(driver_cls: type[Driver], options, cmd: DriverCommand) -> int
     s = runtime.stats
     print(f"published {s.frames} frames to {cmd.connect} (session {cmd.session}); restarts: {s.restarts}")
     return 0
+
+
+COMMAND = Command(
+    path=("driver",),
+    help="run one driver on its own",
+    description=(
+        "Run one driver: write its frames to an .npz file as fast as possible (--out) "
+        "or publish them in real time to a generator worker (--connect ENDPOINT --session ID)."
+    ),
+    configure=configure,
+    run=run,
+)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from flamecast.plugins import Command, CommandError
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("plugins", help="list installed plugins, drivers and generators")
+
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,6 +26,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{kind}:")
         for item in summary[kind]:
             print(f"  {item['name']:<14} {item['description']}  [{item['plugin']}]")
+    print("commands:")
+    for item in summary["commands"]:
+        print(f"  {item['name']:<14} {item['help']}  [{item['plugin']}]")
     for f in summary["failures"]:
         print(f"failed: {f['name']}: {f['error']}")
     return 0
+
+
+COMMAND = Command(
+    path=("plugins",),
+    help="list installed plugins and what they register: drivers, generators, outputs, commands",
+    configure=configure,
+    run=run,
+)
