@@ -11,13 +11,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from flamecast.plugins import Control, ControlNotSupported, OptionsError
-from flamecast.plugins.driver import MAX_PROMPT_CHARS, format_validation_error
+from flamecast.plugins.driver import format_validation_error
 
 from . import metrics
+from .control import ControlError, parse_text, resolve_driver
 from .portraits import NotAnImage, PortraitTooLarge
 from .rtc import OfferError, Viewer, parse_offer
-from .sessions import EVENT_QUEUE, Session, SessionLimit, SessionRequest
+from .sessions import EventQueue, Session, SessionLimit, SessionRequest
 from .state import HOST, LINK, PORTRAITS, SESSIONS, SETTINGS
 from .worker_link import PortraitRejected, WorkerUnavailable
 
@@ -234,18 +234,10 @@ def _string(body: dict[str, Any], key: str, default: str) -> str:
 
 
 def _driver_and_options(host, name: Any, options: Any):
-    if not isinstance(name, str):
-        raise error(422, "field 'driver' must be a driver name (see GET /api/plugins)")
     try:
-        driver_cls = host.drivers.get(name)
-    except KeyError as exc:
-        raise error(422, exc.args[0]) from None
-    if options is not None and not isinstance(options, dict):
-        raise error(422, "field 'options' must be a JSON object of the driver's options")
-    try:
-        return driver_cls, driver_cls.parse_options(options or {})
-    except OptionsError as exc:
-        raise error(422, f"driver {name!r}: {exc}") from None
+        return resolve_driver(host.drivers, name, options)
+    except ControlError as exc:
+        raise error(exc.status, str(exc)) from None
 
 
 def _generator_options(host, settings, generator: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -303,8 +295,7 @@ async def post_offer(request: web.Request) -> web.Response:
     if len(session.viewers) >= settings.max_viewers:
         raise error(429, f"session {session.id} has {settings.max_viewers} viewers already (the limit); "
                          "close one or raise --max-viewers")
-    viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout,
-                    control=lambda text: _socket_input(request.app, session, text))
+    viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout)
     try:
         answer = await viewer.answer(offer)
     except Exception as exc:  # aiortc raises ValueError/InvalidStateError etc. on odd SDP
@@ -323,39 +314,11 @@ async def post_offer(request: web.Request) -> web.Response:
 async def post_input(request: web.Request) -> web.Response:
     session = get_session(request)
     body = await read_json(request)
-    reply = await apply_input(request.app, session, body)
-    return web.json_response(reply)
-
-
-async def apply_input(app: web.Application, session: Session, body: Any) -> dict[str, Any]:
-    """One control message (HTTP body or events-socket message); raises JSON HTTP errors."""
-    if not isinstance(body, dict):
-        raise error(400, "the body must be a JSON object like {\"kind\": \"prompt\", \"text\": \"...\"}")
-    text = body.get("text")
-    if isinstance(text, str) and len(text) > MAX_PROMPT_CHARS:
-        raise error(413, f"the text is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
-    if body.get("kind") == "driver":
-        return _switch_driver(app, session, body)
     try:
-        message = Control.model_validate(body)
-    except ValidationError as exc:
-        raise error(422, format_validation_error(exc, what="field")) from None
-    try:
-        reply = await session.control(message)
-    except ControlNotSupported as exc:
-        raise error(409, str(exc)) from None
-    except (ValueError, OptionsError) as exc:
-        raise error(422, str(exc)) from None
-    return {"ok": True, "reply": reply or {}}
-
-
-def _switch_driver(app: web.Application, session: Session, body: dict[str, Any]) -> dict[str, Any]:
-    extra = sorted(set(body) - {"kind", "driver", "options"})
-    if extra:
-        raise error(422, f"unknown field(s) {', '.join(extra)} for kind 'driver'")
-    driver_cls, options = _driver_and_options(app[HOST], body.get("driver"), body.get("options"))
-    session.switch_driver(driver_cls, options)
-    return {"ok": True, "driver": driver_cls.name}
+        reply = await session.control(body)
+    except ControlError as exc:
+        raise error(exc.status, str(exc)) from None
+    return web.json_response(reply.as_json())
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -365,39 +328,36 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     session = get_session(request)
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_JSON_BYTES)
     await ws.prepare(request)
-    queue: asyncio.Queue = asyncio.Queue(maxsize=EVENT_QUEUE)
-    session.listeners.add(queue)
+    queue = EventQueue()
+    session.add_listener(queue)
     sender = asyncio.create_task(_send_events(ws, session, queue))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await ws.send_json(await _socket_input(request.app, session, msg.data))
+                await ws.send_json(await _socket_reply(session, msg.data))
     finally:
-        session.listeners.discard(queue)
-        session.touch()
+        session.remove_listener(queue)
         sender.cancel()
     return ws
 
 
-async def _socket_input(app: web.Application, session: Session, data: str) -> dict[str, Any]:
+async def _socket_reply(session: Session, text: str) -> dict[str, Any]:
+    """A control message from the events socket and its answer (docs/api.md, events)."""
     try:
-        body = json.loads(data)
-    except json.JSONDecodeError as exc:
-        return {"type": "reply", "status": 400, "error": f"malformed JSON: {exc.msg}"}
-    try:
-        return {"type": "reply", "status": 200, **await apply_input(app, session, body)}
-    except web.HTTPException as exc:
-        return {"type": "reply", "status": exc.status, **json.loads(exc.text or "{}")}
+        reply = await session.control(parse_text(text))
+    except ControlError as exc:
+        return {"type": "reply", "status": exc.status, "ok": False, "error": str(exc)}
+    return {"type": "reply", "status": 200, **reply.as_json()}
 
 
-async def _send_events(ws: web.WebSocketResponse, session: Session, queue: asyncio.Queue) -> None:
+async def _send_events(ws: web.WebSocketResponse, session: Session, queue: EventQueue) -> None:
     try:
         await _event_loop(ws, session, queue)
     except (ConnectionError, RuntimeError):  # the socket closed under us
         pass
 
 
-async def _event_loop(ws: web.WebSocketResponse, session: Session, queue: asyncio.Queue) -> None:
+async def _event_loop(ws: web.WebSocketResponse, session: Session, queue: EventQueue) -> None:
     loop = asyncio.get_running_loop()
     next_stats = loop.time()
     while not ws.closed:

@@ -7,6 +7,8 @@
   for each driving frame sent and the session's events; the client may send
   ``{"type": "latency", "ms": [...]}`` (glass-to-glass samples it measured) and control
   messages (the bodies of POST /input), each answered with ``{"type": "reply", "status", ...}``.
+* A viewer needs only what ``ViewerSession`` names from its session; the session publishes
+  events and sent frames to its viewers through ``on_event`` / ``on_frame_sent``.
 * A viewer is closed when its connection fails or closes, or when no RTCP receiver report has
   come for ``viewer_timeout`` seconds (a client that vanished without a goodbye).
 """
@@ -19,7 +21,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Protocol
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -27,6 +29,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from flamecast.plugins.protocol import AudioChunk
+
+from .control import ControlError, ControlReply
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +99,44 @@ def _parse_sdp(sdp: str) -> SessionDescription:
         raise OfferError(f"the SDP cannot be parsed: {exc.__class__.__name__}: {exc}") from None
 
 
+class ViewerSession(Protocol):
+    """What a viewer needs from the session it watches (``sessions.Session`` is one)."""
+
+    id: str
+
+    @property
+    def wants_audio(self) -> bool: ...
+
+    @property
+    def wants_video(self) -> bool: ...
+
+    def video_track(self, name: str) -> MediaStreamTrack: ...
+
+    def audio_track(self) -> MediaStreamTrack: ...
+
+    def add_viewer(self, viewer: Viewer) -> None: ...
+
+    def remove_viewer(self, viewer: Viewer) -> None: ...
+
+    def feed_audio(self, chunk: AudioChunk) -> None: ...
+
+    def feed_video(self, frame: tuple[np.ndarray, int]) -> None: ...
+
+    def add_client_latency(self, ms: float) -> None: ...
+
+    async def control(self, body: Any) -> ControlReply:
+        """Carry out a control message (decoded JSON); raises ControlError."""
+
+
 class Viewer:
     """One client's peer connection to one session."""
 
-    def __init__(self, session: Any, ice_servers: tuple[str, ...], viewer_timeout: float,
-                 control: Callable[[str], Awaitable[dict]] | None = None) -> None:
+    def __init__(self, session: ViewerSession, ice_servers: tuple[str, ...], viewer_timeout: float) -> None:
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers]) if ice_servers else None
         self.pc = RTCPeerConnection(config)
         self.session = session
         self.viewer_timeout = viewer_timeout
         self.channel = None
-        self._control = control
         self.created = time.monotonic()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -116,13 +147,13 @@ class Viewer:
     async def answer(self, offer: OfferRequest) -> RTCSessionDescription:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=offer.type))
         for name in offer.tracks:
-            self.pc.addTrack(self.session.video.subscribe(name))
+            self.pc.addTrack(self.session.video_track(name))
         if offer.audio:
-            self.pc.addTrack(self.session.video.relay.subscribe(self.session.audio, buffered=False))
+            self.pc.addTrack(self.session.audio_track())
         if offer.codec:
             self._prefer(CODECS[offer.codec])
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self.session.viewers.add(self)
+        self.session.add_viewer(self)
         self._spawn(self._watch_liveness())
         return self.pc.localDescription
 
@@ -150,21 +181,27 @@ class Viewer:
             data = json.loads(message) if isinstance(message, str) and len(message) < 65536 else None
         except ValueError:
             data = None
-        if isinstance(data, dict) and "kind" in data and self._control is not None:
-            self._spawn(self._reply(message))
+        if isinstance(data, dict) and "kind" in data:
+            self._spawn(self._reply(data))
             return
         if isinstance(data, dict) and data.get("type") == "latency" and isinstance(data.get("ms"), list):
             for ms in data["ms"][:256]:
                 if isinstance(ms, (int, float)) and not isinstance(ms, bool) and 0 <= ms < 60_000:
-                    self.session.stats.client_latency.add(float(ms))
+                    self.session.add_client_latency(float(ms))
 
-    async def _reply(self, message: str) -> None:
-        self._send(await self._control(message))
+    async def _reply(self, body: dict[str, Any]) -> None:
+        """A control message from the channel, answered on it (docs/api.md, data channel)."""
+        try:
+            reply = await self.session.control(body)
+        except ControlError as exc:
+            self._send({"type": "reply", "status": exc.status, "ok": False, "error": str(exc)})
+            return
+        self._send({"type": "reply", "status": 200, **reply.as_json()})
 
-    def frame_sent(self, seq: int, capture_ns: int, pts: int) -> None:
+    def on_frame_sent(self, seq: int, capture_ns: int, pts: int) -> None:
         self._send({"type": "frame", "seq": seq, "capture_ns": capture_ns, "pts": pts})
 
-    def send_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: dict[str, Any]) -> None:
         self._send(event)
 
     def _send(self, payload: dict[str, Any]) -> None:
@@ -222,8 +259,7 @@ class Viewer:
         if self._closed:
             return
         self._closed = True
-        self.session.viewers.discard(self)
-        self.session.touch()
+        self.session.remove_viewer(self)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

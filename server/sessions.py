@@ -9,14 +9,17 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
-from flamecast.plugins import Control, Driver, DriverContext, DriverOptions, SessionInfo, builtin_head_space
+from aiortc.mediastreams import MediaStreamTrack
+
+from flamecast.plugins import Control, ControlNotSupported, Driver, DriverContext, DriverOptions, SessionInfo, builtin_head_space
 from flamecast.plugins.manager import PluginHost
 from flamecast.plugins.protocol import AudioChunk, VideoFrame
 from flamecast.plugins.publish import FramePublisher
 from flamecast.plugins.runtime import DriverRuntime
 
+from .control import ControlReply, apply_control
 from .media import AudioSource, SessionVideo
 from .settings import Settings
 from .stats import SessionStats
@@ -33,6 +36,35 @@ REOPEN_AFTER = 5.0  # seconds without video before the session is offered to the
 
 class SessionLimit(Exception):
     """The server runs ``max_sessions`` sessions already."""
+
+
+class EventSubscriber(Protocol):
+    """What a session publishes its events to (an events socket, a viewer)."""
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """One event (JSON-able); must not block: buffer it, bounded, or send it now."""
+
+
+class ViewerSubscriber(EventSubscriber, Protocol):
+    """A peer connection watching the session: it also hears which driving frame went out with
+    which pts, and the session closes it when the session ends."""
+
+    def on_frame_sent(self, seq: int, capture_ns: int, pts: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EventQueue:
+    """An events socket's subscription: the session's events in a bounded queue, newest wins."""
+
+    def __init__(self, size: int = EVENT_QUEUE) -> None:
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=size)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        put_newest(self._queue, event)
+
+    async def get(self) -> dict[str, Any]:
+        return await self._queue.get()
 
 
 @dataclass(frozen=True)
@@ -76,8 +108,8 @@ class Session:
         self.audio_in: asyncio.Queue = asyncio.Queue(maxsize=AUDIO_QUEUE)
         self.video_in: asyncio.Queue = asyncio.Queue(maxsize=VIDEO_QUEUE)
         self.inputs_dropped = 0
-        self.viewers: set[Any] = set()
-        self.listeners: set[asyncio.Queue] = set()
+        self.viewers: set[ViewerSubscriber] = set()
+        self.listeners: set[EventSubscriber] = set()
         self.recent_events: collections.deque[dict] = collections.deque(maxlen=20)
         self.last_client = time.monotonic()
         self.last_video = self.last_reopen = time.monotonic()
@@ -168,9 +200,18 @@ class Session:
     def runtime(self) -> DriverRuntime | None:
         return self._runtime
 
-    async def control(self, message: Control) -> dict[str, Any]:
+    @property
+    def driver_name(self) -> str:
+        return self.driver_cls.name
+
+    async def control(self, body: Any) -> ControlReply:
+        """A client's control message (decoded JSON): see ``control.apply_control``."""
+        return await apply_control(self, body, self.host.drivers)
+
+    async def driver_control(self, message: Control) -> Any:
+        """The running driver's reply to ``message``, exceptions included."""
         if self._runtime is None:
-            raise RuntimeError("the session is not running")
+            raise ControlNotSupported("the driver has not started yet; try again shortly")
         return await self._runtime.control(message)
 
     def switch_driver(self, driver_cls: type[Driver], options: DriverOptions) -> None:
@@ -237,6 +278,37 @@ class Session:
 
     # --- clients --------------------------------------------------------------------------
 
+    def video_track(self, name: str) -> MediaStreamTrack:
+        """A viewer's track of view ``name`` (or "mosaic"); KeyError for an unknown name."""
+        if self.video is None:
+            raise KeyError(name)
+        return self.video.subscribe(name)
+
+    def audio_track(self) -> MediaStreamTrack:
+        """A viewer's track of the audio the driver or generator passes through."""
+        if self.video is None:
+            raise KeyError("audio")
+        return self.video.relay.subscribe(self.audio, buffered=False)
+
+    def add_viewer(self, viewer: ViewerSubscriber) -> None:
+        self.viewers.add(viewer)
+
+    def add_listener(self, listener: EventSubscriber) -> None:
+        self.listeners.add(listener)
+
+    def remove_viewer(self, viewer: ViewerSubscriber) -> None:
+        """Forget a viewer; the session counts as used until now (see idle_for)."""
+        self.viewers.discard(viewer)
+        self.touch()
+
+    def remove_listener(self, listener: EventSubscriber) -> None:
+        self.listeners.discard(listener)
+        self.touch()
+
+    def add_client_latency(self, ms: float) -> None:
+        """A glass-to-glass latency a client measured."""
+        self.stats.client_latency.add(ms)
+
     def _driver_event(self, event: dict[str, Any]) -> None:
         self.emit({"type": "driver-event", "event": event})
 
@@ -244,14 +316,14 @@ class Session:
         """Send an event to every events socket and data channel of this session only."""
         event = {**event, "session": self.id, "ts_ns": time.time_ns()}
         self.recent_events.append(event)
-        for queue in list(self.listeners):
-            put_newest(queue, event)
+        for listener in list(self.listeners):
+            listener.on_event(event)
         for viewer in list(self.viewers):
-            viewer.send_event(event)
+            viewer.on_event(event)
 
     def _frame_sent(self, frame: VideoFrame, pts: int) -> None:
         for viewer in list(self.viewers):
-            viewer.frame_sent(frame.seq, frame.capture_ns, pts)
+            viewer.on_frame_sent(frame.seq, frame.capture_ns, pts)
 
     def touch(self) -> None:
         self.last_client = time.monotonic()

@@ -8,6 +8,7 @@ import json
 import pytest
 from aiohttp import FormData
 
+from flamecast.drivers.idle import IdleDriver
 from flamecast.plugins import hookimpl
 from flamecast.plugins.driver import MAX_PROMPT_CHARS
 from flamecast.server.state import SESSIONS
@@ -257,3 +258,45 @@ async def test_lifecycle_hooks_are_called(worker):
         sid2 = (await (await http.post("/api/sessions", json={})).json())["id"]
     assert recorder.calls == [("started", sid, "idle"), ("ended", sid, "deleted"),
                               ("started", sid2, "idle"), ("ended", sid2, "shutdown")]
+
+
+class _BuggyDriver(IdleDriver):
+    """The idle motion, with a control() that has a bug."""
+
+    name = "buggy"
+
+    async def control(self, message):
+        return {"mood": message.data["mood"]}  # KeyError
+
+
+class _BuggyPlugin:
+    @hookimpl
+    def flamecast_register_drivers(self, register):
+        register(_BuggyDriver)
+
+
+async def _running_session(http, **body) -> str:
+    sid = (await (await http.post("/api/sessions", json=body)).json())["id"]
+    async with asyncio.timeout(10):
+        while (await (await http.get(f"/api/sessions/{sid}")).json())["stats"]["driver_state"] != "running":
+            await asyncio.sleep(0.02)
+    return sid
+
+
+async def test_driver_errors_reach_http_and_the_events_socket_with_the_reason(worker):
+    async with running_app(settings_for(worker), host=plugin_host(("buggy", _BuggyPlugin()))) as http:
+        sid = await _running_session(http, driver="buggy")
+        resp = await http.post(f"/api/sessions/{sid}/input", json={"kind": "prompt", "text": "hi"})
+        assert resp.status == 500 and "KeyError" in (await _json(resp))["error"]
+        async with http.ws_connect(f"/api/sessions/{sid}/events") as ws:
+            await ws.send_json({"kind": "prompt", "text": "hi"})
+            reply = await _next(ws, "reply")
+            assert reply["status"] == 500 and reply["ok"] is False and "driver 'buggy'" in reply["error"]
+            await ws.send_json({"kind": "driver", "driver": "idle"})  # the socket and the session go on
+            assert await _next(ws, "reply") == {"type": "reply", "status": 200, "ok": True, "driver": "idle"}
+        text = await _running_session(http, driver="text")
+        bad = {"kind": "prompt", "text": "nod", "data": {"seconds": [1]}}
+        resp = await http.post(f"/api/sessions/{text}/input", json=bad)
+        assert resp.status == 422 and "driver 'text'" in (await _json(resp))["error"]
+        resp = await http.post(f"/api/sessions/{text}/input", json={"kind": "interrupt"})
+        assert resp.status == 200 and await resp.json() == {"ok": True, "reply": {"ok": True, "kind": "interrupt"}}

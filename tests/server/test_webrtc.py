@@ -146,8 +146,9 @@ async def test_control_over_the_data_channel(api):
         async with asyncio.timeout(20):
             while len([e for e in conn.events if e.get("type") == "reply"]) < 2:
                 await drain(conn, "front", 1)
-    replies = sorted(e["status"] for e in conn.events if e.get("type") == "reply")
-    assert replies == [200, 413]
+    replies = sorted((e["status"], e["ok"]) for e in conn.events if e.get("type") == "reply")
+    assert replies == [(200, True), (413, False)]
+    assert "600 characters" in next(e["error"] for e in conn.events if e.get("status") == 413)
     assert (await api.session(info["id"]))["options"]["fps"] == 30
 
 
