@@ -15,6 +15,7 @@ message types of this module.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -47,6 +48,39 @@ MAX_VIDEO_SIDE = 2048
 
 # Allowed buffer dtypes: little-endian numeric types and bytes.
 DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"})
+
+
+class SessionState(enum.StrEnum):
+    """Where a session stands on a generator worker (``session.status`` meta ``state``).
+
+    ``OPENING`` never travels: it is the state between a ``session.open`` and its answer (the
+    worker's statistics show it). The worker answers ``READY`` or ``ERROR`` and, after a
+    ``session.close``, ``CLOSED``.
+    """
+
+    OPENING = "opening"
+    READY = "ready"
+    ERROR = "error"
+    CLOSED = "closed"
+
+
+class RefusalCode(enum.StrEnum):
+    """Why a session is in ``error`` (``session.status`` meta ``code``), and whose move it is.
+
+    ``PORTRAIT`` and ``OPTIONS`` are the client's to fix (another photo, other options);
+    ``BUSY`` and ``UNAVAILABLE`` the operator's (another worker, the missing weights);
+    ``INTERNAL`` is a generator bug.
+    """
+
+    PORTRAIT = "portrait"  # the portrait cannot be used: not an image, no face, several faces
+    OPTIONS = "options"  # unknown generator, options the generator rejects, malformed meta
+    BUSY = "busy"  # the worker already serves its maximum number of sessions
+    UNAVAILABLE = "unavailable"  # the generator cannot run on this worker (weights, device)
+    INTERNAL = "internal"  # the generator failed while opening or rendering
+
+    @property
+    def client_fault(self) -> bool:
+        return self in (RefusalCode.PORTRAIT, RefusalCode.OPTIONS)
 
 
 class ProtocolError(ValueError):
@@ -330,11 +364,17 @@ def session_close_message(session_id: str, reason: str = "closed") -> list[bytes
     return pack(SESSION_CLOSE, session_id, meta={"reason": reason})
 
 
-def session_status_message(session_id: str, state: str, *, error: str | None = None, **info: Any) -> list[bytes]:
-    """Worker -> server: ``state`` is "ready", "error" or "closed"; ``error`` says what to fix."""
-    meta = {"state": state, **info}
+def session_status_message(
+    session_id: str, state: SessionState | str, *, error: str | None = None, code: RefusalCode | str | None = None,
+    **info: Any,
+) -> list[bytes]:
+    """Worker -> server: ``state`` is ready, error or closed (a ``SessionState``); with error,
+    ``error`` says what to fix and ``code`` (a ``RefusalCode``) whose fault it is."""
+    meta = {"state": str(state), **info}
     if error is not None:
         meta["error"] = error
+    if code is not None:
+        meta["code"] = str(code)
     return pack(SESSION_STATUS, session_id, meta=meta)
 
 
