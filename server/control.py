@@ -165,7 +165,7 @@ def resolve_driver(drivers: DriverCatalog, name: Any, options: Any) -> tuple[typ
     if not isinstance(name, str):
         raise BadControl("field 'driver' must be a driver name (see GET /api/plugins)")
     try:
-        driver_cls = drivers.get(name)
+        driver_cls: type[Driver] = drivers.get(name)
     except KeyError as exc:
         raise BadControl(exc.args[0]) from None
     if options is not None and not isinstance(options, dict):

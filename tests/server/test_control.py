@@ -4,6 +4,8 @@ error each kind of bad message or misbehaving driver becomes."""
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +162,13 @@ def test_socket_text_that_is_not_json_is_400(text, needle):
         parse_text(text)
     assert info.value.status == 400
     assert parse_text('{"kind": "interrupt"}') == {"kind": "interrupt"}
+
+
+def test_every_control_error_status_is_in_the_api_docs():
+    import flamecast.server.control as control
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    table = doc[doc.index("## Control"):doc.index("### `GET /api/sessions/{id}/events`")]
+    documented = {int(s) for s in re.findall(r"^\| `(\d{3})` \|", table, flags=re.M)}
+    errors = [c for c in vars(control).values() if isinstance(c, type) and issubclass(c, ControlError)]
+    assert {c.status for c in errors} == documented
