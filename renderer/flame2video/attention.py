@@ -33,16 +33,33 @@ class FixedBuffers:
 
     torch.compile treats tensors reached through a module as static inputs, and CUDA graphs are
     recorded again whenever such an address changes; per-call or per-session data therefore
-    enter the compiled UNet through these buffers (one per key, remade if the shape changes)."""
+    enter the compiled UNet through these buffers.
+
+    One buffer is kept per key and shape: sessions batched together (several rows) read from
+    other buffers than one session alone, and neither moves when the other is used."""
 
     def __init__(self) -> None:
         self._held: dict = {}
 
+    def _buffer(self, key, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        full = (key, tuple(shape), like.dtype, like.device)
+        buf = self._held.get(full)
+        if buf is None:
+            buf = self._held[full] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
     def hold(self, key, x: torch.Tensor) -> torch.Tensor:
-        buf = self._held.get(key)
-        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-            buf = self._held[key] = torch.empty_like(x, memory_format=torch.contiguous_format)
+        buf = self._buffer(key, tuple(x.shape), x)
         buf.copy_(x)
+        return buf
+
+    def hold_rows(self, key, parts: list[torch.Tensor]) -> torch.Tensor:
+        """``torch.cat(parts)`` (along the first axis) written straight into a held buffer."""
+        if len(parts) == 1:
+            return self.hold(key, parts[0])
+        rows = sum(p.shape[0] for p in parts)
+        buf = self._buffer(key, (rows, *parts[0].shape[1:]), parts[0])
+        torch.cat(parts, out=buf)
         return buf
 
 
@@ -82,7 +99,10 @@ class RecordProcessor:
 
 
 class ReferenceJoinProcessor:
-    """Self-attention whose keys/values also cover the cached reference tokens."""
+    """Self-attention whose keys/values also cover the cached reference tokens.
+
+    ``kv`` holds R rows of reference keys/values (one per session in a batched call); the
+    batch's entries are R consecutive groups, each attending over its own row."""
 
     def __init__(self) -> None:
         self.kv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -92,9 +112,9 @@ class ReferenceJoinProcessor:
         batch, length, _ = hidden_states.shape
         query, key, value = _qkv(attn, hidden_states)
         if self.kv is not None:
-            ref_k, ref_v = self.kv
-            key = torch.cat([key, ref_k.expand(batch, -1, -1)], dim=1)
-            value = torch.cat([value, ref_v.expand(batch, -1, -1)], dim=1)
+            ref_k, ref_v = (_rows_over_batch(t, batch) for t in self.kv)
+            key = torch.cat([key, ref_k], dim=1)
+            value = torch.cat([value, ref_v], dim=1)
         heads = attn.heads
         head_dim = query.shape[-1] // heads
         query, key, value = (t.view(batch, -1, heads, head_dim).transpose(1, 2) for t in (query, key, value))
@@ -102,6 +122,14 @@ class ReferenceJoinProcessor:
         out = out.transpose(1, 2).reshape(batch, length, heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
+
+
+def _rows_over_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """(R, L, D) -> (batch, L, D): row r for the r-th of R equal groups of the batch."""
+    rows = x.shape[0]
+    if rows == 1:
+        return x.expand(batch, -1, -1)
+    return x.unsqueeze(1).expand(rows, batch // rows, *x.shape[1:]).reshape(batch, *x.shape[1:])
 
 
 class ShortSequenceAttnProcessor:
@@ -240,13 +268,16 @@ class ReferenceAttention:
         self.bank.clear()
         return cache
 
-    def activate(self, cache: ReferenceCache | None) -> None:
-        """Give every join processor ``cache``'s keys/values (None: plain self-attention).
+    def activate(self, cache: ReferenceCache | None | list[ReferenceCache], repeat: int = 1) -> None:
+        """Give every join processor ``cache``'s keys/values (None: plain self-attention); a
+        list of caches gives one row per session for a batched call, each repeated ``repeat``
+        times (classifier-free guidance runs every session twice).
 
         They are copied into ``FixedBuffers``, so another session's cache does not move them."""
+        caches = cache if isinstance(cache, list) else [cache]
         for name, (_, proc) in self.joins.items():
-            if cache is None:
+            if caches[0] is None:
                 proc.kv = None
                 continue
-            k, v = cache.kv[name]
-            proc.kv = (self._fixed.hold((name, "k"), k), self._fixed.hold((name, "v"), v))
+            proc.kv = tuple(self._fixed.hold_rows((name, i), [c.kv[name][i] for c in caches for _ in range(repeat)])
+                            for i in (0, 1))

@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+# Every name a profile, scheduler, decoder or carry mode can take, defined here once: the
+# Literal types are what settings and options validate against, the tuples what code lists.
+ProfileName = Literal["tiny", "live", "hq", "paper"]
 SchedulerName = Literal["ddim", "lcm", "tcd"]
 DecoderName = Literal["vae", "tiny"]
 CarryMode = Literal["renoise", "cache"]
+PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
+DECODERS: tuple[str, ...] = get_args(DecoderName)
+CARRY_MODES: tuple[str, ...] = get_args(CarryMode)
+# the diffusers scheduler class of each scheduler name
+SCHEDULER_CLASSES: dict[str, str] = dict(zip(SCHEDULERS, ("DDIMScheduler", "LCMScheduler", "TCDScheduler")))
 
 # SD1.5's noise schedule with the zero-terminal-SNR / v-prediction / trailing-timestep
 # settings that AniPortrait and Moore-AnimateAnyone sample with.
@@ -223,8 +232,10 @@ class Profile:
             raise ValueError("steps must be at least 1")
         if self.views < 1:
             raise ValueError("views must be at least 1")
-        if self.carry_mode not in ("renoise", "cache"):
-            raise ValueError(f"carry_mode must be 'renoise' or 'cache'; got {self.carry_mode!r}")
+        for field_name, choices in (("scheduler", SCHEDULERS), ("decoder", DECODERS), ("carry_mode", CARRY_MODES)):
+            value = getattr(self, field_name)
+            if value not in choices:
+                raise ValueError(f"{field_name} must be one of {', '.join(choices)}; got {value!r}")
 
     @property
     def carry(self) -> int:
@@ -236,7 +247,7 @@ class Profile:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-PROFILES: dict[str, Profile] = {
+PROFILES: dict[ProfileName, Profile] = {
     "tiny": Profile("tiny", model="tiny", size=64, views=2, window=4, stride=2, steps=2, decoder="tiny", dtype="float32"),
     "live": Profile("live", size=256, views=4, window=8, stride=4, steps=4, decoder="tiny", carry_mode="cache"),
     "hq": Profile("hq", size=512, views=4, window=8, stride=4, steps=4, decoder="tiny", carry_mode="cache"),
@@ -249,6 +260,6 @@ PROFILES: dict[str, Profile] = {
 def get_profile(name: str) -> Profile:
     """The named profile; ValueError listing the choices."""
     try:
-        return PROFILES[name]
+        return PROFILES[name]  # type: ignore[index]
     except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}") from None

@@ -17,12 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from flamecast.plugins import FlameFrame, Generator, GeneratorOptions, GeneratorSession, GeneratorSessionSpec, RenderedFrame
+
+from .config import CarryMode, ProfileName, SchedulerName
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,12 @@ log = logging.getLogger(__name__)
 class FLAME2VideoOptions(GeneratorOptions):
     """Per-session options. ``size`` and ``views`` default to the profile's."""
 
-    profile: Literal["tiny", "live", "hq", "paper"] = Field("live", description="sampling profile (docs/flame2video.md)")
+    profile: ProfileName = Field("live", description="sampling profile (docs/flame2video.md)")
     steps: int | None = Field(None, ge=1, le=50, description="denoising steps (default: the profile's)")
     window: int | None = Field(None, ge=1, le=24, description="W: frames denoised together")
     stride: int | None = Field(None, ge=1, le=24, description="S: new frames per window (<= W)")
-    scheduler: Literal["ddim", "lcm", "tcd"] | None = Field(None, description="few-step scheduler")
-    carry_mode: Literal["renoise", "cache"] | None = Field(
+    scheduler: SchedulerName | None = Field(None, description="few-step scheduler")
+    carry_mode: CarryMode | None = Field(
         None, description="how carried frames join a window: re-noised and recomputed, or cached context")
     seed: int = Field(0, description="noise seed")
 

@@ -12,13 +12,15 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .attention import ReferenceAttention, ReferenceCache, use_single_token_cross_attention
+from .carry import CachedContextCarry, Carry, RenoiseCarry
 from .components import Components
-from .config import SCHEDULER_CONFIG, Profile
+from .config import SCHEDULER_CLASSES, SCHEDULER_CONFIG, Profile
 from .unet import MultiViewUNet
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -27,12 +29,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def make_scheduler(name: str):
     """A diffusers scheduler for SD1.5's noise schedule: "ddim" (trailing), "lcm" or "tcd"."""
-    from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler
+    import diffusers
 
-    classes = {"ddim": DDIMScheduler, "lcm": LCMScheduler, "tcd": TCDScheduler}
-    if name not in classes:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(classes)}")
-    return classes[name](**SCHEDULER_CONFIG)
+    if name not in SCHEDULER_CLASSES:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_CLASSES)}")
+    return getattr(diffusers, SCHEDULER_CLASSES[name])(**SCHEDULER_CONFIG)
 
 
 @dataclass
@@ -78,6 +79,16 @@ class ReferenceState:
     cache: ReferenceCache  # reference keys/values per self-attention layer
 
 
+@dataclass
+class WindowJob:
+    """One session's window in a (batched) denoising call."""
+
+    cond: torch.Tensor  # (F, V, C, h, w) FLAME features of the frames to denoise
+    reference: ReferenceState
+    carry: Carry  # the session's carried frames (carry.py)
+    generator: torch.Generator | None = None
+
+
 class FLAME2VideoPipeline:
     """All FLAME2Video modules on one device, sampling windows of one profile."""
 
@@ -100,7 +111,7 @@ class FLAME2VideoPipeline:
             raise ValueError("profile wants the tiny decoder but no tiny_vae is loaded")
         for m in self.modules():  # one .to() per module: each tensor is cast as it moves
             m.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-        self.scheduler = make_scheduler(profile.scheduler)
+        self._schedulers = [make_scheduler(profile.scheduler)]
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
 
@@ -172,91 +183,118 @@ class FLAME2VideoPipeline:
         return feats.view(f, v, *feats.shape[1:])
 
     # ---- denoise ------------------------------------------------------------------------
+    def schedulers(self, n: int) -> list:
+        """``n`` schedulers of the profile (one per session in a batched call: some keep a
+        step index)."""
+        while len(self._schedulers) < n:
+            self._schedulers.append(make_scheduler(self.profile.scheduler))
+        return self._schedulers[:n]
+
+    @property
+    def scheduler(self):
+        return self.schedulers(1)[0]
+
+    @torch.no_grad()
+    def denoise_windows(self, jobs: Sequence[WindowJob]) -> list[torch.Tensor]:
+        """Denoise one window of each job's session, the sessions batched through every UNet call.
+
+        Each job's ``cond`` (F, V, C, h, w) holds the FLAME features of the frames its window
+        denoises (``carry.window_condition``); all jobs have the same F and the same kind of
+        temporal context. Each session keeps its own noise, scheduler state, reference
+        keys/values and carried frames, so a batched window equals the session's window run
+        alone. Returns each window's final latents (F, V, 4, h, w); ``carry.finish`` says which
+        of them are new frames.
+        """
+        frames = {job.cond.shape[0] for job in jobs}
+        if len(frames) != 1:
+            raise ValueError(f"a batched call needs windows of one length; got {sorted(frames)}")
+        scheds = self.schedulers(len(jobs))
+        latents = []
+        for job, sched in zip(jobs, scheds):
+            sched.set_timesteps(self.profile.steps, device=self.device)
+            x = torch.randn((job.cond.shape[0], job.cond.shape[1], 4, self.latent_side, self.latent_side),
+                            generator=job.generator, device=self.device, dtype=torch.float32)
+            latents.append(x * sched.init_noise_sigma)
+            job.carry.start(latents[-1], len(sched.timesteps))
+        self._activate([job.reference.cache for job in jobs])
+        try:
+            for i, t in enumerate(scheds[0].timesteps):
+                latents = self._step(jobs, scheds, latents, i, t)
+        finally:
+            self.unet.temporal.end()
+        return latents
+
+    def _step(self, jobs: Sequence[WindowJob], scheds: list, latents: list[torch.Tensor], i: int,
+              t: torch.Tensor) -> list[torch.Tensor]:
+        for job, sched, x in zip(jobs, scheds, latents):
+            job.carry.before_step(x, t, sched)
+        contexts = [job.carry.temporal_context(i) for job in jobs]
+        if contexts[0] is not False:
+            self.unet.temporal.begin_rows(self.profile.stride, contexts)
+        if self.profile.rerun_reference:
+            with self.timer.stage("reference_unet"):
+                self._activate([self.run_reference(j.reference.latent, j.reference.image_embeds) for j in jobs])
+        with self.timer.stage("unet"):
+            eps = self._model_output_rows(latents, t, [j.reference for j in jobs], [j.cond for j in jobs])
+        if contexts[0] is not False:
+            for job, recorded in zip(jobs, self.unet.temporal.take_rows()):
+                job.carry.after_step(i, recorded)
+        return [sched.step(e, t, x, generator=job.generator).prev_sample
+                for job, sched, e, x in zip(jobs, scheds, eps, latents)]
+
+    def _activate(self, caches: list[ReferenceCache]) -> None:
+        self.reference.activate(caches, repeat=2 if self.profile.guidance > 1 else 1)
+
     @torch.no_grad()
     def denoise(self, cond: torch.Tensor, ref: ReferenceState, carry: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Denoise one window.
+        """Denoise one window in the ``renoise`` carry mode (``carry.RenoiseCarry``).
 
         cond: (W, V, C, h, w) FLAME features of the window's frames. carry: (K, V, 4, h, w)
         final latents of the window's first K frames (from the previous window), or None.
         Returns the window's final latents (W, V, 4, h, w); the first K equal ``carry``.
-
-        Carry-over: at every step the carried frames' latents are replaced by their final
-        latents re-noised (fixed noise) to that step's level, so the new frames are denoised
-        next to frames that are already decided and motion stays continuous across windows.
         """
-        w, v = cond.shape[:2]
-        side = self.latent_side
-        sched = self.scheduler
-        sched.set_timesteps(self.profile.steps, device=self.device)
-        shape = (w, v, 4, side, side)
-        latents = torch.randn(shape, generator=generator, device=self.device, dtype=torch.float32)
-        latents = latents * sched.init_noise_sigma
-        k = 0 if carry is None else carry.shape[0]
-        carry_noise = latents[:k].clone()
-        self.reference.activate(ref.cache)
-        for t in sched.timesteps:
-            if k:
-                latents[:k] = sched.add_noise(carry.float(), carry_noise, t.repeat(k))
-            if self.profile.rerun_reference:
-                with self.timer.stage("reference_unet"):
-                    self.reference.activate(self.run_reference(ref.latent, ref.image_embeds))
-            with self.timer.stage("unet"):
-                eps = self._model_output(sched.scale_model_input(latents, t), t, ref, cond)
-            latents = sched.step(eps, t, latents, generator=generator).prev_sample
-        if k:
-            latents[:k] = carry.float()
+        strategy = RenoiseCarry(cond.shape[0], cond.shape[0] - (0 if carry is None else carry.shape[0]))
+        strategy.latents = carry
+        (latents,) = self.denoise_windows([WindowJob(cond, ref, strategy, generator)])
+        strategy.finish(latents, cond)
         return latents
 
     @torch.no_grad()
     def denoise_cached(self, cond: torch.Tensor, ref: ReferenceState, context: list | None = None,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, list]:
         """Denoise the frames of ``cond`` (F, V, C, h, w) next to the carried frames' cached
-        temporal context (the ``cache`` carry mode, temporal.py).
+        temporal context (the ``cache`` carry mode, ``carry.CachedContextCarry``).
 
         ``context`` is what the previous call returned (one entry per step), or None for a
         window without a past: then ``cond`` is the whole window. Returns the frames' final
         latents (F, V, 4, h, w) and the context for the next window.
         """
-        f, v = cond.shape[:2]
-        side = self.latent_side
-        sched = self.scheduler
-        sched.set_timesteps(self.profile.steps, device=self.device)
-        if context is not None and len(context) != len(sched.timesteps):
-            raise ValueError(f"context has {len(context)} steps; the profile samples {len(sched.timesteps)}")
-        latents = torch.randn((f, v, 4, side, side), generator=generator, device=self.device, dtype=torch.float32)
-        latents = latents * sched.init_noise_sigma
-        carry = self.unet.temporal
-        self.reference.activate(ref.cache)
-        nxt = []
-        try:
-            for i, t in enumerate(sched.timesteps):
-                carry.begin(self.profile.stride, None if context is None else context[i])
-                if self.profile.rerun_reference:
-                    with self.timer.stage("reference_unet"):
-                        self.reference.activate(self.run_reference(ref.latent, ref.image_embeds))
-                with self.timer.stage("unet"):
-                    eps = self._model_output(sched.scale_model_input(latents, t), t, ref, cond)
-                nxt.append(carry.take())
-                latents = sched.step(eps, t, latents, generator=generator).prev_sample
-        finally:
-            carry.end()
-        return latents, nxt
+        strategy = CachedContextCarry(self.profile.window, self.profile.stride)
+        strategy.context = context
+        (latents,) = self.denoise_windows([WindowJob(cond, ref, strategy, generator)])
+        strategy.finish(latents, cond)
+        return latents, strategy.context
 
     def _model_output(self, latents: torch.Tensor, t: torch.Tensor, ref: ReferenceState,
                       cond: torch.Tensor) -> torch.Tensor:
-        # (W, V, 4, h, w) -> (N, V, 4, W, h, w)
-        x = latents.to(self.dtype).permute(1, 2, 0, 3, 4)[None]
-        c = cond.permute(1, 2, 0, 3, 4)[None]
-        embeds = ref.image_embeds
+        """The guided model output for one session's window (W, V, 4, h, w)."""
+        return self._model_output_rows([latents], t, [ref], [cond])[0]
+
+    def _model_output_rows(self, latents: list[torch.Tensor], t: torch.Tensor, refs: list[ReferenceState],
+                           conds: list[torch.Tensor]) -> list[torch.Tensor]:
+        # each (W, V, 4, h, w) -> one row (V, 4, W, h, w) of (N, V, 4, W, h, w); with guidance
+        # each session is two rows in a row (unconditional, conditional)
         g = self.profile.guidance
-        if g > 1:
-            x, c = torch.cat([x, x]), torch.cat([c, c])
-            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        reps = 2 if g > 1 else 1
+        x = torch.stack([lat.to(self.dtype).permute(1, 2, 0, 3, 4) for lat in latents for _ in range(reps)])
+        c = torch.stack([cond.permute(1, 2, 0, 3, 4) for cond in conds for _ in range(reps)])
+        embeds = torch.cat([e for r in refs for e in ((torch.zeros_like(r.image_embeds), r.image_embeds)
+                                                       if reps == 2 else (r.image_embeds,))])
         out = self.unet(x, t, embeds, condition=c).float()
-        if g > 1:
-            out = out[0:1] + g * (out[1:2] - out[0:1])
-        return out[0].permute(2, 0, 1, 3, 4)
+        if reps == 2:
+            out = out[0::2] + g * (out[1::2] - out[0::2])
+        return [o.permute(2, 0, 1, 3, 4) for o in out]
 
     # ---- decode -------------------------------------------------------------------------
     @torch.no_grad()

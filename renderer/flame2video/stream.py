@@ -4,13 +4,11 @@ Frames arrive one or a few at a time. Each window holds W frames: the last W - S
 previous window (their final latents carried over, see ``FLAME2VideoPipeline.denoise``) and S
 new ones. A window runs as soon as S new frames are buffered and yields those S frames.
 
-How the carried frames take part depends on the profile's ``carry_mode``: "renoise" keeps
-their final latents and conditions and denoises them again with the new frames
-(``FLAME2VideoPipeline.denoise``); "cache" keeps the motion modules' per-step context and
-denoises the new frames only (``FLAME2VideoPipeline.denoise_cached``, temporal.py).
-
-The first window has nothing to carry: it is filled with W - S copies of its first frame's
-condition in front of the S new frames and denoised from noise.
+How the carried frames take part depends on the profile's ``carry_mode``: a ``carry.Carry``
+strategy per session keeps them ("renoise": their final latents and conditions, denoised again
+with the new frames; "cache": the motion modules' per-step context, and only the new frames
+are denoised; temporal.py). Several sessions of one profile can run their windows together
+(``run_windows``): one batched UNet call per step.
 
 Latency: a frame waits for the S - 1 frames after it (at 30 frames/s and S = 4 that is up to
 100 ms for the oldest frame of a window, 0 for the newest), then for the window's compute.
@@ -22,62 +20,71 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .pipeline import FLAME2VideoPipeline, ReferenceState
+from .carry import CachedContextCarry, RenoiseCarry, make_carry
+from .pipeline import FLAME2VideoPipeline, ReferenceState, WindowJob
 
 Conditioner = Callable[[Sequence[Any]], torch.Tensor]  # items -> renders (n, V, 3, H, W) in [0, 1]
 
 
 class WindowStream:
-    """Per-session streaming state: the frame buffer and the carried latents/conditions."""
+    """Per-session streaming state: the frame buffer and the carried frames (a ``Carry``)."""
 
     def __init__(self, pipeline: FLAME2VideoPipeline, reference: ReferenceState, conditioner: Conditioner,
                  *, seed: int = 0) -> None:
         self.pipeline, self.reference, self.conditioner = pipeline, reference, conditioner
         self.window, self.stride = pipeline.profile.window, pipeline.profile.stride
         self.pending: list[Any] = []
-        self.carry_latents: torch.Tensor | None = None
-        self.carry_cond: torch.Tensor | None = None
-        self.context: list | None = None  # carry_mode "cache": per-step temporal context
+        self.carry = make_carry(pipeline.profile)
         self.windows = 0
         self.generator = torch.Generator(device=pipeline.device).manual_seed(seed)
+
+    @property
+    def carry_latents(self) -> torch.Tensor | None:
+        """``renoise``: the carried frames' final latents (None before the first window)."""
+        return self.carry.latents if isinstance(self.carry, RenoiseCarry) else None
+
+    @property
+    def context(self) -> list | None:
+        """``cache``: the carried frames' per-step temporal context (None before the first window)."""
+        return self.carry.context if isinstance(self.carry, CachedContextCarry) else None
 
     def push(self, items: Sequence[Any]) -> list[tuple[Any, torch.Tensor]]:
         """Buffer ``items``; return (item, views (V, H, W, 3) uint8) for every finished frame."""
         self.pending.extend(items)
         out: list[tuple[Any, torch.Tensor]] = []
-        while len(self.pending) >= self.stride:
-            batch, self.pending = self.pending[: self.stride], self.pending[self.stride:]
-            out.extend(self._run_window(batch))
+        while self.ready():
+            out.extend(run_windows([self])[0])
         return out
 
-    def _run_window(self, items: list[Any]) -> list[tuple[Any, torch.Tensor]]:
-        with self.pipeline.timer.stage("window"):
-            return self._window(items)
+    def ready(self) -> bool:
+        """A window's worth of frames is buffered."""
+        return len(self.pending) >= self.stride
 
-    def _window(self, items: list[Any]) -> list[tuple[Any, torch.Tensor]]:
+    def batch_key(self) -> tuple:
+        """Streams with equal keys can run their next windows in one batched call."""
+        return (id(self.pipeline), *self.carry.next_window(self.stride))
+
+    def prepare(self) -> tuple[list[Any], WindowJob]:
+        """Take the next window's frames and build its denoising job."""
         p = self.pipeline
+        items, self.pending = self.pending[: self.stride], self.pending[self.stride:]
         with p.timer.stage("rasterize"):
             renders = self.conditioner(items)
-        cond_new = p.encode_conditions(renders)
-        k = self.window - self.stride
-        if k and p.profile.carry_mode == "cache":
-            return self._run_cached(items, cond_new, k)
-        if self.carry_cond is None:
-            cond = torch.cat([cond_new[:1].expand(k, *cond_new.shape[1:]), cond_new])
-        else:
-            cond = torch.cat([self.carry_cond, cond_new])
-        latents = p.denoise(cond, self.reference, self.carry_latents, self.generator)
-        if k:
-            self.carry_latents, self.carry_cond = latents[-k:].clone(), cond[-k:].clone()
+        cond = self.carry.window_condition(p.encode_conditions(renders))
+        return items, WindowJob(cond, self.reference, self.carry, self.generator)
+
+    def finish(self, items: list[Any], job: WindowJob, latents: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
+        """Keep the carried frames, decode the new ones."""
         self.windows += 1
-        images = p.decode(latents[k:])
+        images = self.pipeline.decode(self.carry.finish(latents, job.cond))
         return list(zip(items, images))
 
-    def _run_cached(self, items: list[Any], cond_new: torch.Tensor, k: int) -> list[tuple[Any, torch.Tensor]]:
-        p = self.pipeline
-        first = self.context is None
-        cond = torch.cat([cond_new[:1].expand(k, *cond_new.shape[1:]), cond_new]) if first else cond_new
-        latents, self.context = p.denoise_cached(cond, self.reference, self.context, self.generator)
-        self.windows += 1
-        images = p.decode(latents[k:] if first else latents)
-        return list(zip(items, images))
+
+def run_windows(streams: Sequence[WindowStream]) -> list[list[tuple[Any, torch.Tensor]]]:
+    """The next window of every stream (each ``ready()``, all with one ``batch_key()``), their
+    UNet calls batched; returns each stream's finished frames."""
+    pipe = streams[0].pipeline
+    with pipe.timer.stage("window"):
+        prepared = [s.prepare() for s in streams]
+        latents = pipe.denoise_windows([job for _, job in prepared])
+        return [s.finish(items, job, x) for s, (items, job), x in zip(streams, prepared, latents)]

@@ -50,6 +50,7 @@ class TemporalCarry:
     def __init__(self) -> None:
         self.mode: Mode = "off"
         self.stride = 0
+        self.rows = 1
         self.context: Context = {}
         self.recorded: Context = {}
         self._fixed = FixedBuffers()
@@ -57,16 +58,32 @@ class TemporalCarry:
     def begin(self, stride: int, context: Context | None) -> None:
         """Before a UNet call: record only (``context`` None, a window without a past) or use
         ``context`` and record; ``stride`` new frames per window."""
-        self.stride = stride
-        self.context = {k: tuple(self._fixed.hold((k, i), t) for i, t in enumerate(v))
-                        for k, v in (context or {}).items()}
-        self.mode = "use" if context else "record"
+        self.begin_rows(stride, [context])
+
+    def begin_rows(self, stride: int, contexts: list[Context | None]) -> None:
+        """``begin`` for a call that batches several sessions (in the batch's order): all of
+        them record only, or all use their own context, which the layers read concatenated."""
+        if any(c is None for c in contexts) and not all(c is None for c in contexts):
+            raise ValueError("a batched call mixes windows with and without carried context")
+        self.stride, self.rows = stride, len(contexts)
+        first = contexts[0] or {}
+        self.context = {k: tuple(self._fixed.hold_rows((k, i), [c[k][i] for c in contexts])  # type: ignore[index]
+                                 for i in range(len(v))) for k, v in first.items()}
+        self.mode = "use" if first else "record"
         self.recorded = {}
 
     def take(self) -> Context:
         """After a UNet call: what the next window needs at this step (copied out of any
         CUDA-graph memory that the next call would overwrite)."""
-        out = {k: tuple(t.clone() for t in v) for k, v in self.recorded.items()}
+        return self.take_rows()[0]
+
+    def take_rows(self) -> list[Context]:
+        """``take`` for a batched call: one context per session, split along the batch."""
+        out: list[Context] = [{} for _ in range(self.rows)]
+        for k, v in self.recorded.items():
+            parts = [t.chunk(self.rows) for t in v]
+            for r in range(self.rows):
+                out[r][k] = tuple(p[r].clone() for p in parts)
         self.recorded = {}
         return out
 

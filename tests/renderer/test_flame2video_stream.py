@@ -144,3 +144,19 @@ def test_bad_inputs_are_refused(pipe):
         PROFILE.replace(stride=5)
     with pytest.raises(ValueError, match="multiple of"):
         FLAME2VideoPipeline(random_components(tiny_config()), PROFILE.replace(size=60)).latent_side
+
+
+def test_each_enumeration_is_defined_once_and_validated():
+    from flamecast.renderer.flame2video import FLAME2VideoOptions
+    from flamecast.renderer.flame2video.config import CARRY_MODES, PROFILE_NAMES, PROFILES, SCHEDULERS
+
+    assert tuple(PROFILES) == PROFILE_NAMES
+    for name in PROFILE_NAMES:
+        FLAME2VideoOptions(profile=name)
+    for mode in CARRY_MODES:
+        assert PROFILE.replace(carry_mode=mode).carry_mode == mode
+    for name in SCHEDULERS:
+        assert PROFILE.replace(scheduler=name).scheduler == name
+    for bad in ({"scheduler": "euler"}, {"decoder": "big"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PROFILE.replace(**bad)
