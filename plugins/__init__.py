@@ -21,10 +21,13 @@ from .generator import (
 )
 from .head import BUILTIN_EXPRESSION_NAMES, HeadSpace, builtin_head_space
 from .hookspecs import hookimpl, hookspec
+from .layers import ALL_CHANNELS, Channel, EmotionMode
 from .session import SessionInfo
 
 __all__ = [
+    "ALL_CHANNELS",
     "BUILTIN_EXPRESSION_NAMES",
+    "Channel",
     "Clock",
     "Command",
     "CommandError",
@@ -33,6 +36,7 @@ __all__ = [
     "Driver",
     "DriverContext",
     "DriverOptions",
+    "EmotionMode",
     "FakeClock",
     "FlameFrame",
     "Generator",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .clock import Clock, MonotonicClock
 from .frame import FlameFrame
 from .head import HeadSpace, builtin_head_space
+from .layers import ALL_CHANNELS, Channel
 
 ControlKind = Literal["prompt", "emotion", "interrupt", "option"]
 MAX_PROMPT_CHARS = 500
@@ -103,6 +104,9 @@ class Driver(abc.ABC):
         rate: default frames per second.
         needs_audio / needs_video: the driver reads ``context.audio_in`` / ``context.video_in``.
         provides_audio: the driver passes audio through with ``context.emit_audio``.
+        channels: the channel groups the driver drives (``flamecast.plugins.Channel``: head,
+            jaw, mouth, eyes, emotion). In a stack of layers the driver owns only these; the
+            layers below drive the rest. Default: all of them.
     """
 
     name: ClassVar[str]
@@ -111,6 +115,7 @@ class Driver(abc.ABC):
     needs_audio: ClassVar[bool] = False
     needs_video: ClassVar[bool] = False
     provides_audio: ClassVar[bool] = False
+    channels: ClassVar[frozenset[Channel]] = ALL_CHANNELS
     Options: ClassVar[type[DriverOptions]] = DriverOptions
 
     def __init__(self, options: DriverOptions, context: DriverContext) -> None:
@@ -136,6 +141,13 @@ class Driver(abc.ABC):
     def frames(self) -> AsyncIterator[FlameFrame]:
         """Yield FlameFrames forever (or until the input ends). The runtime paces the pulls."""
 
+    @property
+    def active(self) -> bool:
+        """Whether the driver's input drives the face right now. A driver whose input is
+        missing (no face in view, silence) returns False and, in a stack of layers, the layers
+        below take over its channel groups until it returns True again. Default: True."""
+        return True
+
     async def control(self, message: Control) -> dict[str, Any]:
         """Handle a control message; return a reply for the client (may be empty).
 
@@ -157,5 +169,6 @@ class Driver(abc.ABC):
             "needs_audio": cls.needs_audio,
             "needs_video": cls.needs_video,
             "provides_audio": cls.provides_audio,
+            "channels": sorted(c.value for c in cls.channels),
             "options": cls.Options.model_json_schema(),
         }

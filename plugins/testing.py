@@ -112,3 +112,84 @@ async def run_driver(driver_cls: type[Driver], options: dict[str, Any] | None = 
         return await harness.collect(n)
     finally:
         await harness.close()
+
+
+class NeutralDriver(Driver):
+    """Holds the neutral face: the base layer of a ``StackHarness`` (the server uses idle)."""
+
+    name = "neutral"
+    description = "The neutral face, still."
+
+    async def frames(self):
+        while True:
+            yield FlameFrame(expression=np.zeros(self.context.head.n_expression, np.float32))
+
+
+class StackHarness:
+    """Runs a stack of driver layers on a FakeClock, the way a session runs them.
+
+    Example, for a driver that owns only the mouth::
+
+        harness = StackHarness()                       # base layer: the neutral face
+        harness.add("lips", MyLipDriver, {"gain": 2}, channels=["jaw", "mouth"])
+        frames = await harness.collect(50)
+        await harness.control("option", layer="lips", gain=1)
+        harness.check(frames)
+        await harness.close()
+    """
+
+    def __init__(self, base: type[Driver] | None = None, *, head: HeadSpace | None = None, rate: float = 25.0,
+                 fade: float = 0.25, emotion: str = "add", stale_after: float = 1.0, session_id: str = "test") -> None:
+        from .layers import EmotionMode
+        from .stack import DriverStack
+
+        self.clock = FakeClock()
+        self.events: list[dict[str, Any]] = []
+        self.frames: list[FlameFrame] = []
+        self.head = head or builtin_head_space()
+        self.rate = rate
+        self.session_id = session_id
+        base_cls = base or NeutralDriver
+
+        async def sink(frame: FlameFrame) -> None:
+            self.frames.append(frame)
+
+        self.stack = DriverStack(lambda: base_cls(base_cls.parse_options({}), self.context()), sink,
+                                 session_id=session_id, rate=rate, head=self.head, clock=self.clock, fade=fade,
+                                 emotion=EmotionMode(emotion), stale_after=stale_after, on_event=self.events.append)
+
+    def context(self, driver_cls: type[Driver] | None = None) -> DriverContext:
+        """A context like the server gives a layer's driver (with input queues when it needs them)."""
+        return DriverContext(
+            session_id=self.session_id, rate=self.rate, head=self.head, clock=self.clock,
+            audio_in=asyncio.Queue(maxsize=256) if driver_cls is not None and driver_cls.needs_audio else None,
+            video_in=asyncio.Queue(maxsize=8) if driver_cls is not None and driver_cls.needs_video else None,
+            emit=self.events.append,
+        )
+
+    def add(self, name: str, driver_cls: type[Driver], options: dict[str, Any] | None = None, *,
+            channels: Sequence[str] | None = None, index: int | None = None) -> DriverContext:
+        """Add a layer; returns its driver context (feed its queues to give it input)."""
+        from .stack import layer_channels
+
+        opts = driver_cls.parse_options(options)
+        context = self.context(driver_cls)
+        self.stack.add(name, lambda: driver_cls(opts, context), layer_channels(driver_cls, channels), index=index)
+        return context
+
+    async def collect(self, n: int) -> list[FlameFrame]:
+        """Run ``n`` ticks, advancing the fake clock one period after each; returns their frames."""
+        start = len(self.frames)
+        for _ in range(n):
+            await self.stack.tick()
+            self.clock.advance(1.0 / self.rate)
+        return self.frames[start:]
+
+    async def control(self, kind: str, text: str | None = None, *, layer: str | None = None, **data: Any) -> dict[str, Any]:
+        return await self.stack.control(Control(kind=kind, text=text, data=data), layer=layer)
+
+    def check(self, frames: Sequence[FlameFrame]) -> None:
+        check_frames(frames, self.head)
+
+    async def close(self) -> None:
+        await self.stack.close()
