@@ -1,0 +1,62 @@
+"""``flamecast generator``: the ready file, signals and flags reaching the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .helpers import TIMEOUT, Client
+
+FLAMECAST = [sys.executable, "-m", "flamecast.cli"]
+
+
+def test_ready_file_and_cli_signal(tmp_path):
+    ready = tmp_path / "worker.json"
+    env = {**os.environ, "FLAMECAST_PLUGINS_ALLOW": "none"}
+    proc = subprocess.Popen(
+        [*FLAMECAST, "generator", "--input", "tcp://127.0.0.1:0",
+         "--output", "tcp://127.0.0.1:0", "--ready-file", str(ready)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        assert info["pid"] == proc.pid
+        assert info["input"].startswith("tcp://127.0.0.1:") and not info["input"].endswith(":0")
+        c = Client(info)
+        try:  # no backends registered: a clear error, and the process keeps serving
+            status = c.open("s", generator="mesh")
+            assert "unknown generator 'mesh'" in status.meta["error"]
+        finally:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_rejects_unknown_backend():
+    proc = subprocess.run(
+        [*FLAMECAST, "generator", "--backend", "nope",
+         "--input", "tcp://127.0.0.1:0", "--output", "tcp://127.0.0.1:0"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert proc.returncode == 2 and "unknown --backend nope" in proc.stderr
+
+
+def test_generator_flags_reach_every_generator():
+    from flamecast.cli import build_parser
+    from flamecast.cli.generator import settings_from_args
+
+    args = build_parser().parse_args(["generator", "--weights-dir", "/w", "--allow-random-weights", "--compile", "reduce-overhead"])
+    extra = settings_from_args(args).generator_settings
+    assert extra == {"weights_dir": "/w", "allow_random_weights": True, "compile": "reduce-overhead"}
+    assert settings_from_args(build_parser().parse_args(["generator"])).generator_settings == {}
