@@ -1,0 +1,141 @@
+"""Expressions, jaw, gaze and blinks, in the photo's own frame (the first of two warps).
+
+The head is posed as in the photo (its fitted global rotation) but with the driven
+expression, jaw, eye rotations and eyelids, and rasterized in the source frame around the
+face. Each covered pixel's point on the head is looked up where that point was in the photo
+(the fitted head, photo pose, photo expression): a backward map that moves the photo's pixels
+exactly as the head's surface moves, from the photo's expression to the driven one. So the
+driver's expression is shown relative to the photo's, a smiling photo driven to a frown loses
+its smile; the eyeballs turn under the lids and carry the irises; lids close over them.
+Where the jaw opens wider than in the photo, the inside of the mouth is drawn (dark, upper
+teeth, tongue): the photo has no pixels for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .scene import DEPTH_OFFSET, INNER_LOWER, INNER_UPPER, Scene, mouth_polygon, polygon_mask
+
+MOUTH_DARK = np.array([52.0, 22.0, 24.0])
+TEETH = np.array([226.0, 218.0, 204.0])
+TONGUE = np.array([158.0, 70.0, 74.0])
+JAW_ROOM = 0.25  # the face box reaches this many face heights below the chin (an open jaw)
+REGIONS = ("face", "eyes", "eye_sockets", "mouth_inside", "neck", "ears")
+
+
+class FaceWarp:
+    """Backward map of the face box for a driven expression (see the module docstring)."""
+
+    def __init__(self, head, fit, scene: Scene) -> None:
+        self.head, self.fit, self.scene = head, fit, scene
+        with torch.no_grad():
+            photo = head(pose=fit.pose[None], shape=fit.shape[None], expression=fit.expression[None]).vertices[0]
+        src = scene.to_source(photo)
+        self.src_xy = src[:, :2].contiguous()
+        self.faces = _region_faces(head, REGIONS)
+        used = torch.unique(self.faces)
+        lo = src[used, :2].min(0).values.numpy()
+        hi = src[used, :2].max(0).values.numpy() + [0.0, JAW_ROOM * scene.face_px]
+        n = scene.source_size
+        self.x0, self.y0 = int(max(0, np.floor(lo[0]) - 2)), int(max(0, np.floor(lo[1]) - 2))
+        self.x1, self.y1 = int(min(n, np.ceil(hi[0]) + 3)), int(min(n, np.ceil(hi[1]) + 3))
+        ys, xs = np.mgrid[self.y0:self.y1, self.x0:self.x1].astype(np.float32)
+        self.identity = np.stack([xs, ys], -1)
+        self.photo_pose = fit.pose.clone()
+
+    @property
+    def box(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    def driven(self, jaw, eyes, expression, eyelids):
+        """Head vertices and landmarks at the photo's global pose with the driven rest."""
+        pose = self.photo_pose.clone()
+        pose[6:9] = jaw
+        pose[9:15] = eyes
+        out = self.head(pose=pose[None], shape=self.fit.shape[None], expression=expression[None],
+                        eyelids=eyelids[None])
+        return out.vertices[0], out.landmarks[0]
+
+    def backward_map(self, vertices: torch.Tensor) -> np.ndarray:
+        """(h, w, 2) float32 source coordinates for every pixel of the face box."""
+        from flamecast.renderer.raster import rasterize_torch
+
+        p = self.scene.to_source(vertices)
+        screen = torch.stack([p[:, 0] - (self.x0 - 0.5), p[:, 1] - (self.y0 - 0.5), DEPTH_OFFSET - p[:, 2]], -1)
+        h, w = self.y1 - self.y0, self.x1 - self.x0
+        frags = rasterize_torch(screen[None], self.faces, (h, w), cull_backfaces=True)
+        cov = frags.covered
+        corners = self.faces.index_select(0, cov.face)  # (P, 3)
+        xy = (self.src_xy[corners] * cov.bary.t()[..., None]).sum(1)
+        out = self.identity.copy().reshape(-1, 2)
+        out[cov.index.numpy()] = xy.numpy()
+        return out.reshape(h, w, 2)
+
+
+def _region_faces(head, names) -> torch.Tensor:
+    regions = head.vertex_regions()
+    member = torch.zeros(head.v_template.shape[0], dtype=torch.bool)
+    for name in names:
+        if name in regions:
+            member[regions[name].cpu()] = True
+    if not member.any():
+        return head.faces.cpu()
+    return head.faces.cpu()[member[head.faces.cpu()].all(1)]
+
+
+def draw_mouth(image: np.ndarray, landmarks_src: np.ndarray, warp: FaceWarp, fmap: np.ndarray) -> None:
+    """Paint the inside of the mouth into the face box ``image`` (h, w, 4 premultiplied), where
+    the driven lips part wider than the photo's: the photo's own mouth stays where it shows."""
+    import cv2
+
+    poly = mouth_polygon(landmarks_src) - [warp.x0, warp.y0]
+    lo = np.floor(poly.min(0)).astype(int) - 1
+    hi = np.ceil(poly.max(0)).astype(int) + 2
+    h, w = image.shape[:2]
+    x0, y0 = max(0, lo[0]), max(0, lo[1])
+    x1, y1 = min(w, hi[0]), min(h, hi[1])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    inside = polygon_mask(poly - [x0, y0], max(x1 - x0, y1 - y0))[: y1 - y0, : x1 - x0]
+    if inside.max() <= 0:
+        return
+    sub = fmap[y0:y1, x0:x1]
+    photo_open = cv2.remap(warp.scene.mouth_photo, sub[..., 0], sub[..., 1], cv2.INTER_LINEAR)
+    beta = inside * (1.0 - photo_open)
+    if beta.max() <= 0.01:
+        return
+    teeth_shown = float(warp.scene.mouth_photo.sum()) / (0.01 * warp.scene.face_px ** 2)
+    colour = _mouth_colours(landmarks_src - [warp.x0 + x0, warp.y0 + y0], y1 - y0, x1 - x0, warp.scene.face_px,
+                            teeth=1.0 - min(1.0, teeth_shown))
+    region = image[y0:y1, x0:x1].astype(np.float32)
+    b = beta[..., None]
+    region[..., :3] = region[..., :3] * (1 - b) + colour * b
+    region[..., 3:] = region[..., 3:] * (1 - b) + 255.0 * b
+    image[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+
+
+def _mouth_colours(points: np.ndarray, h: int, w: int, face_px: float, teeth: float = 1.0) -> np.ndarray:
+    """Dark cavity, upper teeth under the upper lip (``teeth`` 0: none, where the photo shows its
+    own), tongue low in the mouth; (h, w, 3)."""
+    upper = points[list(INNER_UPPER)]
+    lower = points[list(INNER_LOWER)]
+    xs = np.arange(w, dtype=np.float32)
+    yu = np.interp(xs, *upper[np.argsort(upper[:, 0])].T)
+    yl = np.interp(xs, *lower[np.argsort(lower[:, 0])].T)
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    gap = np.maximum(yl - yu, 0.5)[None]
+    t = (ys - yu[None]) / gap  # 0 at the upper lip, 1 at the lower
+    depth_from_upper = ys - yu[None]
+    teeth_h = np.minimum(0.045 * face_px, 0.45 * gap)
+    teeth = teeth * np.clip((teeth_h - depth_from_upper) / 1.5 + 0.5, 0.0, 1.0)
+    left, right = upper[:, 0].min(), upper[:, 0].max()
+    mid, half = (left + right) / 2, max((right - left) / 2, 1.0)
+    side = np.clip(np.abs(xs - mid) / half, 0.0, 1.0)[None]
+    shade = (1.0 - 0.55 * side ** 2)[..., None]
+    tongue = np.clip((t - 0.62) / 0.25, 0.0, 1.0) * np.clip(gap / (0.06 * face_px), 0.0, 1.0)
+    colour = MOUTH_DARK * (0.7 + 0.3 * (1 - side[..., None]))
+    colour = colour * (1 - tongue[..., None]) + TONGUE * shade * tongue[..., None]
+    colour = colour * (1 - teeth[..., None]) + TEETH * shade * teeth[..., None]
+    return colour
