@@ -19,7 +19,7 @@ from .inbox import Inbox
 from .lifecycle import Jobs, Lifecycle
 from .render import RenderLoop
 from .settings import HANDOFF_HWM, INPUT_RCVHWM, POLL_MS, WorkerSettings
-from .table import SessionTable, WorkerStats
+from .table import SessionTable
 
 log = logging.getLogger(__name__)
 
@@ -79,27 +79,17 @@ class GeneratorWorker:
         """A snapshot: global counters and per-session counters."""
         return self.table.snapshot()
 
-    @property
-    def stats_global(self) -> WorkerStats:
-        """The worker's counters (a copy)."""
-        snap = self.stats()
-        snap.pop("sessions")
-        return WorkerStats(**snap)
-
     def run(self) -> None:
         """Bind, serve until ``stop()``, then close everything."""
         try:
             registry = self._plugin_host().generators  # before any thread needs it
-            sockets = self._bind()
+            sockets = _bind(self._ctx, self.settings, self._handoff)
         except BaseException:
             self._ctx.term()
             raise
+        self._announce(*sockets[:2])
         lifecycle = Lifecycle(self.settings, self.table, self._jobs, registry, self._handoff)
-        threads = [threading.Thread(target=lifecycle.run, name="flamecast-worker-lifecycle", daemon=True),
-                   threading.Thread(target=RenderLoop(self.table, self._handoff).run, name="flamecast-worker-render",
-                                    daemon=True)]
-        for t in threads:
-            t.start()
+        threads = [_thread(lifecycle.run, "lifecycle"), _thread(RenderLoop(self.table, self._handoff).run, "render")]
         lifecycle.preload()
         try:
             self._serve(*sockets, Inbox(self.settings, self.table, self._jobs, registry))
@@ -122,30 +112,14 @@ class GeneratorWorker:
             if not isinstance(exc, zmq.ZMQError):
                 log.exception("generator worker failed")
 
-    def _bind(self) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
-        s = self.settings
-        sub = self._ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, INPUT_RCVHWM)
-        sub.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        pub = self._ctx.socket(zmq.PUB)
-        pub.setsockopt(zmq.SNDHWM, s.video_hwm)
-        pub.setsockopt(zmq.LINGER, 200)
-        try:
-            sub.bind(s.input)
-            pub.bind(s.output)
-        except zmq.ZMQError as exc:
-            for sock in (sub, pub):
-                sock.close(linger=0)
-            raise zmq.ZMQError(exc.errno, f"cannot bind {s.input} / {s.output}: {exc.strerror}") from None
-        pull = self._handoff.bind_pull()
+    def _announce(self, sub: zmq.Socket, pub: zmq.Socket) -> None:
+        """Both sockets are bound: say where (ready file, log) and let ``start`` return."""
         self.endpoints = {"input": sub.getsockopt_string(zmq.LAST_ENDPOINT),
                           "output": pub.getsockopt_string(zmq.LAST_ENDPOINT)}
-        if s.ready_file is not None:
-            _write_ready_file(s.ready_file, {**self.endpoints, "pid": os.getpid()})
+        if self.settings.ready_file is not None:
+            _write_ready_file(self.settings.ready_file, {**self.endpoints, "pid": os.getpid()})
         log.info("generator worker: flame in on %s, video out on %s", self.endpoints["input"], self.endpoints["output"])
         self._bound.set()
-        return sub, pub, pull
 
     def _serve(self, sub: zmq.Socket, pub: zmq.Socket, pull: zmq.Socket, inbox: Inbox) -> None:
         """The socket loop: forward what the other threads made, take what arrived."""
@@ -176,6 +150,31 @@ class GeneratorWorker:
         snap = self.stats()
         sessions = snap.pop("sessions")
         return f"{len(sessions)} sessions, " + ", ".join(f"{k}={v}" for k, v in snap.items())
+
+
+def _bind(ctx: zmq.Context, settings: WorkerSettings, handoff: Handoff) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
+    """The SUB (input), PUB (output) and hand-off PULL sockets, bound; a clear error if not."""
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, INPUT_RCVHWM)
+    sub.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, settings.video_hwm)
+    pub.setsockopt(zmq.LINGER, 200)
+    try:
+        sub.bind(settings.input)
+        pub.bind(settings.output)
+    except zmq.ZMQError as exc:
+        for sock in (sub, pub):
+            sock.close(linger=0)
+        raise zmq.ZMQError(exc.errno, f"cannot bind {settings.input} / {settings.output}: {exc.strerror}") from None
+    return sub, pub, handoff.bind_pull()
+
+
+def _thread(target, name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=f"flamecast-worker-{name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _forward(pull: zmq.Socket, pub: zmq.Socket) -> None:
