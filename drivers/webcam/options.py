@@ -30,9 +30,9 @@ class WebcamOptions(DriverOptions):
                                     "(default $FLAMECAST_WEIGHTS or ~/.cache/flamecast/weights)")
     deca_device: str = Field("cpu", description="torch device DECA runs on ('cpu', 'cuda')")
     max_faces: int = Field(3, ge=1, le=8, description="faces FaceMesh looks for; the largest is followed")
-    min_cutoff: float = Field(1.5, gt=0, le=30, description="One-Euro filter: cutoff at rest, Hz (lower: "
+    min_cutoff: float = Field(2.0, gt=0, le=30, description="One-Euro filter: cutoff at rest, Hz (lower: "
                               "steadier, more lag)")
-    beta: float = Field(1.5, ge=0, le=50, description="One-Euro filter: cutoff increase per unit/s of speed "
+    beta: float = Field(4.0, ge=0, le=50, description="One-Euro filter: cutoff increase per unit/s of speed "
                         "(higher: less lag in fast moves)")
     d_cutoff: float = Field(1.0, gt=0, le=30, description="One-Euro filter: cutoff of the speed estimate, Hz")
     hold_seconds: float = Field(0.5, ge=0, le=10, description="face lost: keep the last pose this long")

@@ -141,10 +141,13 @@ class FaceTracker:
         return fit
 
     def _learn_identity(self, points: np.ndarray) -> None:
+        """Collect the first frames with a face and fit the person's shape on them (a calibration
+        request ends the collection: the neutral face is taken on the finished identity)."""
         self._identity.append(points)
-        if len(self._identity) == 1 or len(self._identity) >= self.options.identity_frames:
+        done = len(self._identity) >= self.options.identity_frames or self._calibrate
+        if len(self._identity) == 1 or done:
             self.fitter.fit_identity(self._identity)
-        if len(self._identity) >= self.options.identity_frames:
+        if done:
             self._identity_done = True
             self._identity = []
 
