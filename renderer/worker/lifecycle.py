@@ -52,7 +52,11 @@ class Jobs:
     def next(self) -> tuple[Job, Any] | None:
         """The next job; None once stopped (jobs still queued are left for ``leftovers``)."""
         job = self._queue.get()
-        return None if self._stopped else job
+        if not self._stopped:
+            return job
+        if job is not None:
+            self._queue.put(job)  # for leftovers
+        return None
 
     def leftovers(self) -> list[Session]:
         """The retired sessions still waiting to be closed (at shutdown)."""

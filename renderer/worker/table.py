@@ -188,9 +188,10 @@ class SessionTable:
     def open(self, session_id: str, request: OpenRequest) -> OpenOutcome:
         """A repeated open is answered with the current status; new settings replace the
         session; a full table refuses."""
+        key = request.key  # hashes the portrait: not under the lock
         with self._lock:
             current = self._sessions.get(session_id)
-            if current is not None and current.request.key == request.key:
+            if current is not None and current.request.key == key:
                 repeat = current.state is not SessionState.OPENING
                 return OpenOutcome(answer=self._report(current) if repeat else None)
             if current is None and self._live() >= self._max_sessions:
