@@ -97,6 +97,7 @@ class WebcamDriver(Driver):
             yield self._frame(params)
 
     _last_seen = 0.0
+    last_capture_ns = 0  # capture time of the newest frame taken (for latency measurements)
     _calibrate = False
 
     async def _params(self, loop, frame, t: float) -> np.ndarray:
@@ -118,6 +119,7 @@ class WebcamDriver(Driver):
         if frame is not None:
             self.counters["frames_in"] += 1
             self._last_seen = t
+            self.last_capture_ns = frame[1]
         return frame
 
     def _track(self, image: np.ndarray) -> np.ndarray | None:

@@ -189,10 +189,10 @@ async def newest_from_queue(queue: asyncio.Queue, wait: float) -> tuple[tuple[np
             items.append(await asyncio.wait_for(queue.get(), wait))
         except asyncio.TimeoutError:
             pass
-    skipped = 0
-    for item in reversed(items):
-        image, capture_ns = item if isinstance(item, tuple) and len(item) == 2 else (None, 0)
-        if valid_frame(image) and isinstance(capture_ns, (int, np.integer)):
-            return (image, int(capture_ns)), skipped
-        skipped += 1
-    return None, skipped
+    valid = [(item[0], int(item[1])) for item in items if _valid_item(item)]
+    return (valid[-1] if valid else None), len(items) - len(valid)
+
+
+def _valid_item(item) -> bool:
+    return (isinstance(item, tuple) and len(item) == 2 and valid_frame(item[0])
+            and isinstance(item[1], (int, np.integer)))
