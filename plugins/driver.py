@@ -35,7 +35,8 @@ class Control(BaseModel):
 
     kind: "prompt" (``text``: a description of what to do), "emotion" (``text``: an emotion
     name), "interrupt" (stop what you are doing and return to idle) or "option" (``data``: a
-    partial update of the driver's options).
+    partial update of the driver's options). ``layer`` names the driver layer the message is
+    for; without it, the highest layer whose driver takes the kind gets it.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +44,7 @@ class Control(BaseModel):
     kind: ControlKind
     text: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     data: dict[str, Any] = Field(default_factory=dict)
+    layer: str | None = Field(None, max_length=64)
 
 
 class ControlNotSupported(Exception):

@@ -51,11 +51,12 @@ class LayerState(str, enum.Enum):
     STOPPED = "stopped"
 
 
-class LayerError(KeyError):
-    """A layer name that is not in the stack, or one that is already there."""
+class LayerError(ValueError):
+    """A layer action that cannot be done (a name already taken, the base layer moved)."""
 
-    def __str__(self) -> str:  # KeyError quotes its message
-        return str(self.args[0])
+
+class UnknownLayer(LayerError):
+    """A layer name that is not in the stack."""
 
 
 @dataclass
@@ -241,7 +242,7 @@ class DriverStack:
         for layer in self._layers:
             if layer.name == name:
                 return layer
-        raise LayerError(f"no layer {name!r}; layers: {', '.join(l.name for l in self._layers)}")
+        raise UnknownLayer(f"no layer {name!r}; layers: {', '.join(l.name for l in self._layers)}")
 
     def add(self, name: str, factory: DriverFactory, channels: frozenset[Channel], *, index: int | None = None,
             muted: bool = False) -> Layer:
@@ -304,16 +305,17 @@ class DriverStack:
                     raise
                 continue
             return {**(reply or {}), "layer": target.name}
-        raise ControlNotSupported(f"no driver layer accepts {message.kind!r} messages")
+        running = ", ".join(f"{t.name} ({t.driver.name})" for t in self._layers if t.driver is not None)
+        raise ControlNotSupported(f"no driver layer accepts {message.kind!r} messages (layers: {running or 'none running'})")
 
     # --- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Tick at ``rate`` until stopped; a stack that falls behind re-anchors instead of bursting."""
-        period = 1.0 / self.rate
         next_t = self.clock.monotonic()
         try:
             while not self._stopped:
+                period = 1.0 / self.rate  # a switched driver may change the rate
                 await self.tick(next_t + period)
                 now = self.clock.monotonic()
                 next_t = now if next_t + period < now - period else next_t + period

@@ -17,6 +17,7 @@ from . import metrics
 from .control import ControlError, parse_text, resolve_driver
 from .portraits import NotAnImage, PortraitTooLarge
 from .rtc import OfferError, Viewer, parse_offer
+from .layers import LayerRequest, parse_emotion_mode, parse_layers
 from .sessions import EventQueue, Session, SessionLimit, SessionRequest
 from .state import HOST, LINK, PORTRAITS, SESSIONS, SETTINGS
 from .worker_link import PortraitRejected, WorkerUnavailable
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 256 * 1024
 STATS_INTERVAL = 1.0
-SESSION_FIELDS = {"driver", "options", "generator", "generator_options", "views", "size", "profile", "portrait_id"}
+SESSION_FIELDS = {"driver", "options", "layers", "emotion", "generator", "generator_options", "views", "size", "profile",
+                  "portrait_id"}
 
 
 def error(status: int, message: str) -> web.HTTPException:
@@ -189,7 +191,7 @@ async def _session_body(request: web.Request) -> tuple[dict[str, Any], bytes | N
 
 
 def _form_value(key: str, value: str) -> Any:
-    if key in ("options", "generator_options"):
+    if key in ("options", "generator_options", "layers"):
         try:
             return json.loads(value) if value.strip() else {}
         except json.JSONDecodeError as exc:
@@ -211,7 +213,7 @@ def _session_request(request: web.Request, body: dict[str, Any], portrait: bytes
     if "portrait" in body:
         raise error(422, "send the portrait as a multipart file field, or upload it first and pass 'portrait_id'")
     settings, host = request.app[SETTINGS], request.app[HOST]
-    driver_cls, options = _driver_and_options(host, body.get("driver", settings.default_driver), body.get("options"))
+    layers = _layers(host, settings, body)
     generator = _string(body, "generator", settings.generator)
     gen_options = _generator_options(host, settings, generator, body)
     if portrait is not None:
@@ -221,7 +223,27 @@ def _session_request(request: web.Request, body: dict[str, Any], portrait: bytes
             portrait = request.app[PORTRAITS].get(str(body["portrait_id"])).data
         except KeyError:
             raise error(404, f"no portrait {body['portrait_id']!r}; upload it with POST /api/portraits") from None
-    return SessionRequest(driver_cls, options, generator, gen_options, _string(body, "profile", ""), portrait)
+    return SessionRequest(layers, generator, gen_options, _string(body, "profile", ""), portrait,
+                          _control_value(parse_emotion_mode, body.get("emotion")))
+
+
+def _layers(host, settings, body: dict[str, Any]) -> tuple[LayerRequest, ...]:
+    """``layers`` (bottom first), or the single-driver form ``driver`` + ``options``."""
+    if body.get("layers") is not None:
+        if "driver" in body or "options" in body:
+            raise error(422, "give either 'layers' or 'driver' (with 'options'), not both")
+        return _control_value(parse_layers, host.drivers, body["layers"])
+    driver_cls, options = _driver_and_options(host, body.get("driver", settings.default_driver), body.get("options"))
+    if driver_cls.name == "idle" and not body.get("options"):
+        return ()  # the idle base layer drives alone
+    return (LayerRequest(driver_cls.name, driver_cls, options, frozenset(driver_cls.channels)),)
+
+
+def _control_value(parse, *args):
+    try:
+        return parse(*args)
+    except ControlError as exc:
+        raise error(exc.status, str(exc)) from None
 
 
 def _string(body: dict[str, Any], key: str, default: str) -> str:
@@ -319,6 +341,54 @@ async def post_input(request: web.Request) -> web.Response:
     except ControlError as exc:
         raise error(exc.status, str(exc)) from None
     return web.json_response(reply.as_json())
+
+
+# --- layers ---------------------------------------------------------------------------------
+
+
+async def get_layers(request: web.Request) -> web.Response:
+    session = get_session(request)
+    return web.json_response({"layers": session.describe_layers(), "emotion": session.request.emotion.value,
+                              "owners": session.describe()["stats"]["channel_owners"]})
+
+
+async def post_layer(request: web.Request) -> web.Response:
+    session = get_session(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise error(400, "the body must be a JSON layer object like {\"driver\": \"text\", \"channels\": [\"emotion\"]}")
+    reply = await _layer_action(session, {**body, "kind": "layer", "action": "add"})
+    return web.json_response(reply, status=201)
+
+
+async def patch_layer(request: web.Request) -> web.Response:
+    session = get_session(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body or set(body) - {"index", "muted"}:
+        raise error(422, "the body must be a JSON object with 'index' (a position, 1 = just above the base) "
+                         "and/or 'muted' (true or false)")
+    name = request.match_info["name"]
+    reply: dict[str, Any] = {"ok": True, "name": name}
+    if "muted" in body:
+        if not isinstance(body["muted"], bool):
+            raise error(422, "field 'muted' must be true or false")
+        await _layer_action(session, {"kind": "layer", "action": "mute" if body["muted"] else "unmute", "name": name})
+    if "index" in body:
+        await _layer_action(session, {"kind": "layer", "action": "move", "name": name, "index": body["index"]})
+    return web.json_response({**reply, "layers": session.describe_layers()})
+
+
+async def delete_layer(request: web.Request) -> web.Response:
+    session = get_session(request)
+    return web.json_response(await _layer_action(
+        session, {"kind": "layer", "action": "remove", "name": request.match_info["name"]}))
+
+
+async def _layer_action(session: Session, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return (await session.control(body)).as_json()
+    except ControlError as exc:
+        raise error(exc.status, str(exc)) from None
 
 
 # --- events ---------------------------------------------------------------------------------

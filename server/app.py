@@ -39,6 +39,10 @@ ROUTES = (
     ("DELETE", "/api/sessions/{id}", api.delete_session),
     ("POST", "/api/sessions/{id}/offer", api.post_offer),
     ("POST", "/api/sessions/{id}/input", api.post_input),
+    ("GET", "/api/sessions/{id}/layers", api.get_layers),
+    ("POST", "/api/sessions/{id}/layers", api.post_layer),
+    ("PATCH", "/api/sessions/{id}/layers/{name}", api.patch_layer),
+    ("DELETE", "/api/sessions/{id}/layers/{name}", api.delete_layer),
     ("GET", "/api/sessions/{id}/events", api.events),
 )
 PROTECTED_PREFIXES = ("/api/", "/metrics")

@@ -70,7 +70,8 @@ class FlamecastClient:
             return data
 
     async def create_session(self, *, portrait: bytes | None = None, **fields: Any) -> dict[str, Any]:
-        """POST /api/sessions. ``fields``: driver, options, generator, views, size, profile, portrait_id."""
+        """POST /api/sessions. ``fields``: driver, options (or layers, emotion), generator, views, size,
+        profile, portrait_id."""
         if portrait is None:
             return await self._request("POST", "/api/sessions", json=fields)
         form = aiohttp.FormData()
@@ -94,6 +95,23 @@ class FlamecastClient:
 
     async def send_input(self, session_id: str, **message: Any) -> dict[str, Any]:
         return await self._request("POST", f"/api/sessions/{session_id}/input", json=message)
+
+    async def layers(self, session_id: str) -> dict[str, Any]:
+        """GET /api/sessions/ID/layers: the layers bottom first and which owns each channel group."""
+        return await self._request("GET", f"/api/sessions/{session_id}/layers")
+
+    async def add_layer(self, session_id: str, driver: str, **fields: Any) -> dict[str, Any]:
+        """Add a driver layer; ``fields``: options, channels, name, index, muted."""
+        return await self._request("POST", f"/api/sessions/{session_id}/layers", json={"driver": driver, **fields})
+
+    async def update_layer(self, session_id: str, name: str, *, index: int | None = None,
+                           muted: bool | None = None) -> dict[str, Any]:
+        """Move (``index``, 1 = just above the base) and/or mute a layer."""
+        body = {k: v for k, v in (("index", index), ("muted", muted)) if v is not None}
+        return await self._request("PATCH", f"/api/sessions/{session_id}/layers/{name}", json=body)
+
+    async def remove_layer(self, session_id: str, name: str) -> dict[str, Any]:
+        return await self._request("DELETE", f"/api/sessions/{session_id}/layers/{name}")
 
     async def connect(self, session_id: str, *, tracks: list[str] | None = None, codec: str | None = None,
                       send: list | None = None, audio: bool = False) -> Connection:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from flamecast.plugins import Control, ControlNotSupported, Driver, DriverOptions, OptionsError
 from flamecast.plugins.driver import MAX_PROMPT_CHARS, format_validation_error
+from flamecast.plugins.stack import UnknownLayer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ class SessionGone(ControlError):
     status = 404
 
 
+class NoSuchLayer(ControlError):
+    """A message or layer action for a layer the session does not have."""
+
+    status = 404
+
+
 class DriverFailed(ControlError):
     """The driver raised something it should not have; the session goes on."""
 
@@ -93,7 +100,17 @@ class DriverSwitched:
         return {"ok": True, "driver": self.driver}
 
 
-ControlReply = DriverReply | DriverSwitched
+@dataclass(frozen=True)
+class LayerChanged:
+    """A layer was added, removed, moved, muted or unmuted."""
+
+    reply: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return self.reply
+
+
+ControlReply = DriverReply | DriverSwitched | LayerChanged
 
 
 # --- what control needs ---------------------------------------------------------------------
@@ -114,6 +131,9 @@ class ControlTarget(Protocol):
         """The running driver's ``control(message)`` (ControlNotSupported when none runs)."""
 
     def switch_driver(self, driver_cls: type[Driver], options: DriverOptions) -> None: ...
+
+    async def layer_action(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Carry out a ``{"kind": "layer", ...}`` message (see server/layers.py)."""
 
 
 class DriverCatalog(Protocol):
@@ -149,6 +169,8 @@ async def apply_control(target: ControlTarget, body: Any, drivers: DriverCatalog
         raise ControlTooLarge(f"the text is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
     if body.get("kind") == "driver":
         return _switch_driver(target, body, drivers)
+    if body.get("kind") == "layer":
+        return LayerChanged(await target.layer_action(body))
     return DriverReply(await _call_driver(target, validate(body)))
 
 
@@ -190,6 +212,8 @@ async def _call_driver(target: ControlTarget, message: Control) -> dict[str, Any
     name = target.driver_name
     try:
         reply = await target.driver_control(message)
+    except UnknownLayer as exc:
+        raise NoSuchLayer(str(exc)) from None
     except (ControlNotSupported, NotImplementedError) as exc:
         raise NotSupported(str(exc) or f"driver {name!r} does not accept {message.kind!r} messages") from None
     except (ValueError, TypeError) as exc:  # OptionsError and pydantic's ValidationError are ValueErrors

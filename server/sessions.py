@@ -1,5 +1,5 @@
-"""Sessions: one driver runtime, one frame publisher and one set of video tracks per session,
-isolated from every other session; and the manager that creates, limits and reaps them."""
+"""Sessions: one stack of driver layers, one frame publisher and one set of video tracks per
+session, isolated from every other session; and the manager that creates, limits and reaps them."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from typing import Any, Mapping, Protocol
 from aiortc.mediastreams import MediaStreamTrack
 
 from flamecast.plugins import Control, ControlNotSupported, Driver, DriverContext, DriverOptions, SessionInfo, builtin_head_space
+from flamecast.plugins.layers import EmotionMode
 from flamecast.plugins.manager import PluginHost
 from flamecast.plugins.protocol import AudioChunk, VideoFrame
 from flamecast.plugins.publish import FramePublisher
-from flamecast.plugins.runtime import DriverRuntime
+from flamecast.plugins.stack import BASE_LAYER, DriverStack, LayerError, UnknownLayer
 
-from .control import ControlReply, apply_control
+from .control import BadControl, ControlReply, NoSuchLayer, apply_control
+from .layers import LayerRequest, apply_layer_action
 from .media import AudioSource, SessionVideo
 from .settings import Settings
 from .stats import SessionStats
@@ -69,14 +71,23 @@ class EventQueue:
 
 @dataclass(frozen=True)
 class SessionRequest:
-    """A validated request for a new session (see docs/api.md, POST /api/sessions)."""
+    """A validated request for a new session (see docs/api.md, POST /api/sessions): the driver
+    layers above the idle base, bottom first, and what to render."""
 
-    driver_cls: type[Driver]
-    options: DriverOptions
+    layers: tuple[LayerRequest, ...]
     generator: str
     generator_options: dict[str, Any] = field(default_factory=dict)
     profile: str = ""
     portrait: bytes | None = None
+    emotion: EmotionMode = EmotionMode.ADD
+
+
+@dataclass
+class LayerInputs:
+    """A layer's own input queues (each layer that needs audio or video gets every chunk)."""
+
+    audio: asyncio.Queue | None
+    video: asyncio.Queue | None
 
 
 def put_newest(queue: asyncio.Queue, item: Any) -> bool:
@@ -105,8 +116,7 @@ class Session:
         self.created_ns = time.time_ns()
         self.state = "opening"
         self.stats = SessionStats()
-        self.audio_in: asyncio.Queue = asyncio.Queue(maxsize=AUDIO_QUEUE)
-        self.video_in: asyncio.Queue = asyncio.Queue(maxsize=VIDEO_QUEUE)
+        self.inputs: dict[str, LayerInputs] = {}
         self.inputs_dropped = 0
         self.viewers: set[ViewerSubscriber] = set()
         self.listeners: set[EventSubscriber] = set()
@@ -114,14 +124,13 @@ class Session:
         self.last_client = time.monotonic()
         self.last_video = self.last_reopen = time.monotonic()
         self.reopens = 0
-        self.driver_cls = request.driver_cls
-        self.driver_options = request.options
+        self.layers: dict[str, LayerRequest] = {layer.name: layer for layer in request.layers}
         self.video: SessionVideo | None = None
         self.audio = AudioSource(self.stats, self._audio_delay_ms)
         self.view_ids: tuple[str, ...] = ()
         self.size: list[int] = []
         self.worker_error: str | None = None
-        self._runtime: DriverRuntime | None = None
+        self._stack: DriverStack | None = None
         self._task: asyncio.Task | None = None
         self._publisher: FramePublisher | None = None
 
@@ -129,9 +138,11 @@ class Session:
 
     @property
     def info(self) -> SessionInfo:
+        top = self.top_layer
         return SessionInfo(
-            id=self.id, driver=self.driver_cls.name, generator=self.request.generator, views=self.view_ids,
-            profile=self.request.profile, created_ns=self.created_ns, options=self.driver_options.model_dump(),
+            id=self.id, driver=self.driver_name, generator=self.request.generator, views=self.view_ids,
+            profile=self.request.profile, created_ns=self.created_ns,
+            options=top.options.model_dump() if top else {},
         )
 
     async def open(self, timeout: float) -> None:
@@ -153,35 +164,41 @@ class Session:
 
     def _start_driver(self) -> None:
         self._publisher = FramePublisher(self.link.input_endpoint, self.link.context)
-        self._runtime = DriverRuntime(
-            self._make_driver, self._publisher.send, session_id=self.id,
-            rate=self.driver_cls.rate_for(self.driver_options), fallback=self._make_fallback,
-        )
-        self._task = asyncio.create_task(self._runtime.run(), name=f"driver-{self.id}")
+        top = self.top_layer
+        rate = top.driver_cls.rate_for(top.options) if top else idle_driver_class(self.host).rate
+        self._stack = DriverStack(self._make_base, self._publisher.send, session_id=self.id, rate=rate,
+                                  head=builtin_head_space(), emotion=self.request.emotion, on_event=self.emit)
+        for layer in self.request.layers:
+            self._stack.add(layer.name, self._factory(layer), layer.channels, muted=layer.muted)
+        self._task = asyncio.create_task(self._stack.run(), name=f"driver-{self.id}")
 
-    def _context(self, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
+    def _context(self, name: str, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
+        inputs = self.inputs.setdefault(name, LayerInputs(
+            asyncio.Queue(maxsize=AUDIO_QUEUE) if driver_cls.needs_audio else None,
+            asyncio.Queue(maxsize=VIDEO_QUEUE) if driver_cls.needs_video else None))
         return DriverContext(
             session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
-            audio_in=self.audio_in if driver_cls.needs_audio else None,
-            video_in=self.video_in if driver_cls.needs_video else None,
-            emit=self._driver_event, emit_audio=self.audio.put,
+            audio_in=inputs.audio, video_in=inputs.video,
+            emit=lambda event: self._driver_event(name, event), emit_audio=self.audio.put,
         )
 
-    def _make_driver(self) -> Driver:
-        cls, options = self.driver_cls, self.driver_options
-        return cls(options, self._context(cls, options))
+    def _factory(self, layer: LayerRequest):
+        def make() -> Driver:
+            return layer.driver_cls(layer.options, self._context(layer.name, layer.driver_cls, layer.options))
 
-    def _make_fallback(self) -> Driver:
+        return make
+
+    def _make_base(self) -> Driver:
         idle = idle_driver_class(self.host)
         options = idle.parse_options({})
-        return idle(options, self._context(idle, options))
+        return idle(options, self._context(BASE_LAYER, idle, options))
 
     async def close(self, reason: str) -> None:
         if self.state == "closed":
             return
         self.state = "closed"
-        if self._runtime is not None:
-            self._runtime.stop()
+        if self._stack is not None:
+            self._stack.stop()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._publisher is not None:
@@ -194,50 +211,102 @@ class Session:
         self.audio.stop()
         self.emit({"type": "closed", "reason": reason})
 
-    # --- driver ---------------------------------------------------------------------------
+    # --- driver layers ---------------------------------------------------------------------
 
     @property
-    def runtime(self) -> DriverRuntime | None:
-        return self._runtime
+    def stack(self) -> DriverStack | None:
+        return self._stack
+
+    @property
+    def top_layer(self) -> LayerRequest | None:
+        """The highest layer the client asked for (None: the idle base drives alone)."""
+        names = [layer.name for layer in self._stack.layers[1:]] if self._stack else list(self.layers)
+        return self.layers[names[-1]] if names else None
 
     @property
     def driver_name(self) -> str:
-        return self.driver_cls.name
+        top = self.top_layer
+        return top.driver_cls.name if top else idle_driver_class(self.host).name
 
     async def control(self, body: Any) -> ControlReply:
         """A client's control message (decoded JSON): see ``control.apply_control``."""
         return await apply_control(self, body, self.host.drivers)
 
     async def driver_control(self, message: Control) -> Any:
-        """The running driver's reply to ``message``, exceptions included."""
-        if self._runtime is None:
-            raise ControlNotSupported("the driver has not started yet; try again shortly")
-        return await self._runtime.control(message)
+        """The reply of the layer ``message.layer`` (or the highest that takes the kind)."""
+        if self._stack is None:
+            raise ControlNotSupported("the drivers have not started yet; try again shortly")
+        return await self._stack.control(message, layer=message.layer)
 
     def switch_driver(self, driver_cls: type[Driver], options: DriverOptions) -> None:
-        """Replace the driver now (the runtime keeps the seq and the idle fallback)."""
-        self.driver_cls, self.driver_options = driver_cls, options
-        if self._runtime is not None:
-            self._runtime.rate = driver_cls.rate_for(options)
-            self._runtime.switch(self._make_driver)
+        """Replace the top layer's driver (or add one above the base): the single-driver form."""
+        top = self.top_layer
+        layer = LayerRequest(top.name if top else driver_cls.name, driver_cls, options, frozenset(driver_cls.channels))
+        self.layers[layer.name] = layer
+        if self._stack is not None:
+            self._stack.rate = driver_cls.rate_for(options)
+            if top is None:
+                self._stack.add(layer.name, self._factory(layer), layer.channels)
+            else:
+                self.inputs.pop(layer.name, None)
+                asyncio.ensure_future(self._stack.replace(layer.name, self._factory(layer), layer.channels))
         self.emit({"type": "driver", "driver": driver_cls.name})
 
+    async def layer_action(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``{"kind": "layer", "action": "add" | "remove" | "move" | "mute" | "unmute", ...}``."""
+        try:
+            return await apply_layer_action(self, body, self.host.drivers)
+        except UnknownLayer as exc:
+            raise NoSuchLayer(str(exc)) from None
+        except LayerError as exc:
+            raise BadControl(str(exc)) from None
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self._stack.layers] if self._stack else [BASE_LAYER, *self.layers]
+
+    def add_layer(self, layer: LayerRequest, index: int | None) -> None:
+        self._stack.add(layer.name, self._factory(layer), layer.channels, index=index, muted=layer.muted)
+        self.layers[layer.name] = layer
+
+    async def remove_layer(self, name: str) -> None:
+        await self._stack.remove(name)
+        self.layers.pop(name, None)
+        self.inputs.pop(name, None)
+
+    def move_layer(self, name: str, index: int) -> None:
+        self._stack.move(name, index)
+
+    def mute_layer(self, name: str, muted: bool) -> None:
+        self._stack.mute(name, muted)
+
+    def describe_layers(self) -> list[dict[str, Any]]:
+        """Every layer, bottom first: what it is and how it runs."""
+        if self._stack is None:
+            return [layer.describe() for layer in self.layers.values()]
+        out = []
+        for stats in self._stack.stats().layers:
+            request = self.layers.get(stats["name"])
+            out.append({**(request.describe() if request else {"name": stats["name"], "options": {}}), **stats})
+        return out
+
     def feed_audio(self, chunk: AudioChunk) -> None:
-        """Audio a client sends; only a driver that needs audio gets it (bounded, newest wins)."""
-        if self.driver_cls.needs_audio:
-            self.inputs_dropped += put_newest(self.audio_in, chunk)
+        """Audio a client sends, to every layer whose driver needs audio (bounded, newest wins)."""
+        for inputs in list(self.inputs.values()):
+            if inputs.audio is not None:
+                self.inputs_dropped += put_newest(inputs.audio, chunk)
 
     def feed_video(self, frame: Any) -> None:
-        if self.driver_cls.needs_video:
-            self.inputs_dropped += put_newest(self.video_in, frame)
+        for inputs in list(self.inputs.values()):
+            if inputs.video is not None:
+                self.inputs_dropped += put_newest(inputs.video, frame)
 
     @property
     def wants_audio(self) -> bool:
-        return self.driver_cls.needs_audio
+        return any(layer.driver_cls.needs_audio for layer in self.layers.values())
 
     @property
     def wants_video(self) -> bool:
-        return self.driver_cls.needs_video
+        return any(layer.driver_cls.needs_video for layer in self.layers.values())
 
     # --- worker sink ----------------------------------------------------------------------
 
@@ -309,8 +378,8 @@ class Session:
         """A glass-to-glass latency a client measured."""
         self.stats.client_latency.add(ms)
 
-    def _driver_event(self, event: dict[str, Any]) -> None:
-        self.emit({"type": "driver-event", "event": event})
+    def _driver_event(self, layer: str, event: dict[str, Any]) -> None:
+        self.emit({"type": "driver-event", "layer": layer, "event": event})
 
     def emit(self, event: dict[str, Any]) -> None:
         """Send an event to every events socket and data channel of this session only."""
@@ -335,12 +404,18 @@ class Session:
         return time.monotonic() - self.last_client
 
     def describe(self) -> dict[str, Any]:
-        runtime = self._runtime.stats.as_dict() if self._runtime else None
+        stack = self._stack.stats() if self._stack else None
+        layers = self.describe_layers()
+        top = self.top_layer
+        restarts = sum(layer.get("restarts", 0) for layer in layers)
+        errors = [layer["last_error"] for layer in layers if layer.get("last_error")]
         return {
             "id": self.id,
             "state": self.state,
-            "driver": self.driver_cls.name,
-            "options": self.driver_options.model_dump(),
+            "driver": self.driver_name,
+            "options": top.options.model_dump() if top else {},
+            "layers": layers,
+            "emotion": self.request.emotion.value,
             "generator": self.request.generator,
             "profile": self.request.profile,
             "views": list(self.view_ids),
@@ -351,14 +426,23 @@ class Session:
             "viewers": len(self.viewers),
             "stats": {
                 **self.stats.as_dict(),
-                "driver_restarts": runtime["restarts"] if runtime else 0,
-                "driver_state": runtime["state"] if runtime else None,
-                "last_error": runtime["last_error"] if runtime else None,
+                "driver_restarts": restarts,
+                "driver_state": _top_state(layers),
+                "last_error": errors[-1] if errors else None,
+                "channel_owners": stack.owners if stack else {},
                 "inputs_dropped": self.inputs_dropped,
                 "reopens": self.reopens,
                 "worker_error": self.worker_error,
             },
         }
+
+
+def _top_state(layers: list[dict[str, Any]]) -> str | None:
+    """``running`` when the top layer drives, ``fallback`` when a lower one stands in for it."""
+    if not layers or "state" not in layers[-1]:
+        return None
+    state = layers[-1]["state"]
+    return "running" if state == "running" else "fallback" if len(layers) > 1 else state
 
 
 def idle_driver_class(host: PluginHost) -> type[Driver]:
@@ -397,7 +481,8 @@ class SessionManager:
             await session.close("error: open failed")
             raise
         self.host.notify("flamecast_session_started", session=session.info)
-        log.info("session %s started (driver %s, views %s)", session.id, session.driver_cls.name, ",".join(session.view_ids))
+        log.info("session %s started (layers %s, views %s)", session.id, ",".join(session.layers) or "idle",
+                 ",".join(session.view_ids))
         return session
 
     def get(self, session_id: str) -> Session:

@@ -299,4 +299,42 @@ async def test_driver_errors_reach_http_and_the_events_socket_with_the_reason(wo
         resp = await http.post(f"/api/sessions/{text}/input", json=bad)
         assert resp.status == 422 and "driver 'text'" in (await _json(resp))["error"]
         resp = await http.post(f"/api/sessions/{text}/input", json={"kind": "interrupt"})
-        assert resp.status == 200 and await resp.json() == {"ok": True, "reply": {"ok": True, "kind": "interrupt"}}
+        assert resp.status == 200 and await resp.json() == {"ok": True, "reply": {"ok": True, "kind": "interrupt", "layer": "text"}}
+
+
+async def test_layers_are_created_listed_changed_and_reach_their_driver(http):
+    bad = await http.post("/api/sessions", json={"layers": [{"driver": "idle", "channels": ["nose"]}]})
+    assert bad.status == 422 and "unknown channel group" in (await _json(bad))["error"]
+    both = await http.post("/api/sessions", json={"driver": "idle", "layers": [{"driver": "idle"}]})
+    assert both.status == 422 and "not both" in (await _json(both))["error"]
+    resp = await http.post("/api/sessions", json={"layers": [{"driver": "idle", "name": "sway", "channels": ["head"]},
+                                                             {"driver": "text", "channels": ["emotion"]}]})
+    assert resp.status == 201, await resp.text()
+    info = await resp.json()
+    assert [layer["name"] for layer in info["layers"]] == ["base", "sway", "text"]
+    sid = info["id"]
+    async with asyncio.timeout(20):
+        while (await (await http.get(f"/api/sessions/{sid}/layers")).json())["layers"][-1]["state"] != "running":
+            await asyncio.sleep(0.05)
+    resp = await http.post(f"/api/sessions/{sid}/input", json={"kind": "interrupt", "layer": "text"})
+    assert resp.status == 200 and (await resp.json())["reply"]["layer"] == "text"
+    resp = await http.post(f"/api/sessions/{sid}/input", json={"kind": "interrupt", "layer": "ghost"})
+    assert resp.status == 404 and "no layer 'ghost'" in (await _json(resp))["error"]
+    resp = await http.post(f"/api/sessions/{sid}/layers", json={"driver": "idle", "name": "eyes", "channels": ["eyes"],
+                                                                "index": 1})
+    assert resp.status == 201, await resp.text()
+    layers = (await (await http.get(f"/api/sessions/{sid}/layers")).json())["layers"]
+    assert [layer["name"] for layer in layers] == ["base", "eyes", "sway", "text"]
+    resp = await http.patch(f"/api/sessions/{sid}/layers/eyes", json={"index": 3, "muted": True})
+    assert resp.status == 200
+    layers = (await resp.json())["layers"]
+    assert [layer["name"] for layer in layers][-1] == "eyes" and layers[-1]["muted"] is True
+    assert (await http.patch(f"/api/sessions/{sid}/layers/base", json={"index": 2})).status == 422
+    assert (await http.delete(f"/api/sessions/{sid}/layers/nope")).status == 404
+    assert (await http.delete(f"/api/sessions/{sid}/layers/eyes")).status == 200
+    resp = await http.post(f"/api/sessions/{sid}/input", json={"kind": "layer", "action": "add", "driver": "text",
+                                                               "name": "text"})
+    assert resp.status == 422 and "already has a layer named 'text'" in (await _json(resp))["error"]
+    info = await (await http.get(f"/api/sessions/{sid}")).json()
+    assert [layer["name"] for layer in info["layers"]] == ["base", "sway", "text"]
+    assert info["stats"]["channel_owners"]["head"] == "sway"

@@ -117,7 +117,8 @@ async def test_browser_mic_and_camera_reach_a_driver_that_needs_them(worker):
             async with await client.connect(idle["id"], tracks=["front"], send=[VideoStreamTrack()]) as conn:
                 await drain(conn, "front", 20)
             session = http.app[SESSIONS].get(idle["id"])
-            assert session.video_in.empty() and session.audio_in.empty()
+            assert all(q is None or q.empty() for inputs in session.inputs.values() for q in (inputs.audio, inputs.video))
+            assert session.inputs_dropped == 0
 
 
 async def test_two_sessions_with_different_portraits_never_mix(api):
