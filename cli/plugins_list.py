@@ -25,10 +25,10 @@ def run(args: argparse.Namespace) -> int:
     for kind in ("drivers", "generators", "outputs"):
         print(f"{kind}:")
         for item in summary[kind]:
-            print(f"  {item['name']:<14} {item['description']}  [{item['plugin']}]")
+            print(f"  {item['name']:<16} {item['description']}  [{item['plugin']}]")
     print("commands:")
     for item in summary["commands"]:
-        print(f"  {item['name']:<14} {item['help']}  [{item['plugin']}]")
+        print(f"  {item['name']:<18} {item['help']}  [{item['plugin']}]")
     for f in summary["failures"]:
         print(f"failed: {f['name']}: {f['error']}")
     return 0
