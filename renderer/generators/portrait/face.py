@@ -21,6 +21,7 @@ from .scene import DEPTH_OFFSET, INNER_LOWER, INNER_UPPER, Scene, mouth_polygon,
 MOUTH_DARK = np.array([52.0, 22.0, 24.0])
 TEETH = np.array([226.0, 218.0, 204.0])
 TONGUE = np.array([158.0, 70.0, 74.0])
+WORK_SIZE = 256  # views larger than this get the face map at this scale, upsampled
 JAW_ROOM = 0.25  # the face box reaches this many face heights below the chin (an open jaw)
 REGIONS = ("face", "eyes", "eye_sockets", "mouth_inside", "neck", "ears")
 
@@ -41,8 +42,12 @@ class FaceWarp:
         n = scene.source_size
         self.x0, self.y0 = int(max(0, np.floor(lo[0]) - 2)), int(max(0, np.floor(lo[1]) - 2))
         self.x1, self.y1 = int(min(n, np.ceil(hi[0]) + 3)), int(min(n, np.ceil(hi[1]) + 3))
-        ys, xs = np.mgrid[self.y0:self.y1, self.x0:self.x1].astype(np.float32)
-        self.identity = np.stack([xs, ys], -1)
+        self.f = min(1.0, WORK_SIZE / scene.size)  # the map is rasterized at this scale
+        h, w = self.y1 - self.y0, self.x1 - self.x0
+        self.work = (max(2, round(h * self.f)), max(2, round(w * self.f)))
+        ys = (np.arange(self.work[0], dtype=np.float32) + 0.5) * h / self.work[0] - 0.5 + self.y0
+        xs = (np.arange(self.work[1], dtype=np.float32) + 0.5) * w / self.work[1] - 0.5 + self.x0
+        self.identity = np.stack(np.meshgrid(xs, ys), -1)
         self.photo_pose = fit.pose.clone()
 
     @property
@@ -62,16 +67,21 @@ class FaceWarp:
         """(h, w, 2) float32 source coordinates for every pixel of the face box."""
         from flamecast.renderer.raster import rasterize_torch
 
+        import cv2
+
         p = self.scene.to_source(vertices)
-        screen = torch.stack([p[:, 0] - (self.x0 - 0.5), p[:, 1] - (self.y0 - 0.5), DEPTH_OFFSET - p[:, 2]], -1)
         h, w = self.y1 - self.y0, self.x1 - self.x0
-        frags = rasterize_torch(screen[None], self.faces, (h, w), cull_backfaces=True)
+        sy, sx = self.work[0] / h, self.work[1] / w
+        screen = torch.stack([(p[:, 0] - (self.x0 - 0.5)) * sx, (p[:, 1] - (self.y0 - 0.5)) * sy,
+                              DEPTH_OFFSET - p[:, 2]], -1)
+        frags = rasterize_torch(screen[None], self.faces, self.work, cull_backfaces=True)
         cov = frags.covered
         corners = self.faces.index_select(0, cov.face)  # (P, 3)
         xy = (self.src_xy[corners] * cov.bary.t()[..., None]).sum(1)
         out = self.identity.copy().reshape(-1, 2)
         out[cov.index.numpy()] = xy.numpy()
-        return out.reshape(h, w, 2)
+        out = out.reshape(*self.work, 2)
+        return out if self.work == (h, w) else cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _region_faces(head, names) -> torch.Tensor:

@@ -46,13 +46,15 @@ def rotation(axis_angle) -> np.ndarray:
     return rodrigues(torch.as_tensor(np.asarray(axis_angle, np.float64))).numpy()
 
 
-def relative_rotation(pose: np.ndarray, photo_pose: np.ndarray, limits_deg) -> np.ndarray:
+def relative_rotation(pose: np.ndarray, photo_pose: np.ndarray, limits_deg, gains=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The head's rotation from the photo's pose to the driven one (global and neck joints),
-    clamped per axis to ``limits_deg`` (yaw, pitch, roll): what one photo can show."""
+    each angle (yaw, pitch, roll) times its gain, clamped to ``limits_deg``: what one photo can
+    show. The gains make up for the outline: a photo's silhouette turns less than the surface
+    inside it, so a face warped by an angle reads as turned by less (docs/portrait.md)."""
     driven = rotation(pose[0:3]) @ rotation(pose[3:6])
     rel = driven @ rotation(photo_pose[0:3]).T
     limits = np.radians(np.asarray(limits_deg, np.float64))
-    angles = np.clip(euler_yxz(rel), -limits, limits)
+    angles = np.clip(euler_yxz(rel) * np.asarray(gains, np.float64), -limits, limits)
     return from_euler_yxz(angles)
 
 

@@ -54,7 +54,7 @@ class PortraitSession(GeneratorSession):
         pose = np.asarray(pose, np.float64)
         with torch.inference_mode():
             edited = self._edit_face(pose, expression, eyelids)
-            rel = relative_rotation(pose, self.photo_pose, self.limits)
+            rel = relative_rotation(pose, self.photo_pose, self.limits, (self.options.yaw_gain, self.options.pitch_gain, 1.0))
             t = np.zeros(3) if translation is None else np.clip(np.asarray(translation, np.float64),
                                                                   -MAX_TRANSLATION_M, MAX_TRANSLATION_M)
             maps = self.views.maps(self.views.moved(rel, t))
@@ -74,9 +74,9 @@ class PortraitSession(GeneratorSession):
         n_expr = self.head.n_expression
         expr = torch.zeros(n_expr)
         if expression is not None:
-            e = torch.as_tensor(np.asarray(expression, np.float32))[:n_expr]
+            e = torch.from_numpy(np.array(expression, np.float32))[:n_expr]
             expr[: e.shape[0]] = e
-        lids = torch.zeros(2) if eyelids is None else torch.as_tensor(np.asarray(eyelids, np.float32))[:2]
+        lids = torch.zeros(2) if eyelids is None else torch.from_numpy(np.array(eyelids, np.float32))[:2]
         jaw = torch.as_tensor(pose[6:9], dtype=torch.float32).clamp(-MAX_JAW, MAX_JAW)
         jaw[0] = jaw[0].clamp(-0.05, MAX_JAW)
         eyes = torch.as_tensor(pose[9:15], dtype=torch.float32).clamp(-0.6, 0.6)
