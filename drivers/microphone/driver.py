@@ -160,14 +160,18 @@ class MicrophoneDriver(Driver):
             yield await self._live_frame()
 
     async def _file_frames(self) -> AsyncIterator[FlameFrame]:
+        end = None  # audio time where the file ended
         while True:
             t_mouth = (self.frame_index + 0.5) / self.rate
             need = t_mouth + self.tracker.lookahead_s + 0.5 / self.rate
-            while self.tracker.audio_time_s < need and not self.source.exhausted:
+            while self.tracker.audio_time_s < need and end is None:
                 chunk = self.source.read()
                 if chunk is not None:
                     await self._feed(chunk)
-            if self.source.exhausted and t_mouth - 0.5 / self.rate >= self.tracker.audio_time_s:
+                elif self.source.exhausted:
+                    end = self.tracker.audio_time_s
+                    await self._flush(self.tracker.lookahead_s + 2.0 / self.rate)
+            if end is not None and t_mouth - 0.5 / self.rate >= end:
                 return
             mouth = self.tracker.state_at(t_mouth)
             yield self._frame(mouth, t_mouth)
@@ -241,6 +245,14 @@ class MicrophoneDriver(Driver):
             await asyncio.to_thread(self.tracker.push, chunk.samples, chunk.rate)
         else:
             self.tracker.push(chunk.samples, chunk.rate)
+
+    async def _flush(self, seconds: float) -> None:
+        """Silence after the end of a file, so the model speaks for its last samples too."""
+        silence = np.zeros((int(seconds * 16000), 1), np.float32)
+        if self.tracker.runs_in_thread:
+            await asyncio.to_thread(self.tracker.push, silence, 16000)
+        else:
+            self.tracker.push(silence, 16000)
 
     # --- one frame ----------------------------------------------------------------------
 

@@ -99,14 +99,19 @@ class FaceFormer(nn.Module):
         self.obj_vector = nn.Linear(config.n_subjects, d, bias=False)
         self._mask = biased_mask(N_HEAD, MAX_SEQ_LEN, config.period)
 
+    @property
+    def feature_rate(self) -> float:
+        """Audio features per second of 16 kHz audio (50 for wav2vec2/HuBERT base and large)."""
+        return 16000.0 / math.prod(self.audio_encoder.config.conv_stride)
+
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """(1, samples) 16 kHz -> (1, S, feature_dim) audio features (50/s, or 30/s for vocaset)."""
+        """(1, samples) 16 kHz -> (1, S, feature_dim): 30/s for vocaset, 2 per frame (50/s) for BIWI."""
         enc = self.audio_encoder
         h = enc.feature_extractor(audio).transpose(1, 2)
         if self.config.dataset == "BIWI":
             h = h[:, : h.shape[1] // 2 * 2]
         else:
-            n = max(1, int(h.shape[1] / 50.0 * 30))
+            n = max(1, int(h.shape[1] / self.feature_rate * 30))
             h = F.interpolate(h.transpose(1, 2), size=n, align_corners=True, mode="linear").transpose(1, 2)
         h = enc.feature_projection(h)
         h = h[0] if isinstance(h, tuple) else h
