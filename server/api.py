@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from flamecast.plugins.driver import format_validation_error
 
 from . import metrics
+from .audio_push import MAX_MESSAGE_BYTES as MAX_PUSH_BYTES
+from .audio_push import AudioPush, AudioPushError, PushFormat
 from .control import ControlError, parse_text, resolve_driver
 from .portraits import NotAnImage, PortraitTooLarge
 from .rtc import OfferError, Viewer, parse_offer
@@ -408,6 +410,39 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     finally:
         session.remove_listener(queue)
         sender.cancel()
+    return ws
+
+
+async def audio_socket(request: web.Request) -> web.WebSocketResponse:
+    """PCM an integrator pushes to the session's audio-driven layers (server/audio_push.py)."""
+    session = get_session(request)
+    try:
+        push = AudioPush(session.id, PushFormat.parse(request.query))
+    except AudioPushError as exc:
+        raise error(422, str(exc)) from None
+    if not session.wants_audio:
+        raise error(409, f"session {session.id} has no layer that takes audio; add one, e.g. "
+                         '{"driver": "microphone", "channels": ["jaw", "mouth"]}, with POST /api/sessions/ID/layers')
+    ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_PUSH_BYTES)
+    await ws.prepare(request)
+    await ws.send_json({"type": "ready", "rate": push.fmt.rate, "channels": push.fmt.channels,
+                        "encoding": push.fmt.encoding})
+    async for msg in ws:
+        try:
+            reply = None
+            if msg.type == WSMsgType.BINARY:
+                chunk = push.binary(msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                chunk, reply = push.text(msg.data)
+            else:
+                continue
+        except AudioPushError as exc:
+            await ws.send_json({"type": "error", "error": str(exc)})
+            continue
+        if chunk is not None:
+            session.feed_audio(chunk)
+        if reply is not None:
+            await ws.send_json(reply)
     return ws
 
 

@@ -44,6 +44,7 @@ ROUTES = (
     ("PATCH", "/api/sessions/{id}/layers/{name}", api.patch_layer),
     ("DELETE", "/api/sessions/{id}/layers/{name}", api.delete_layer),
     ("GET", "/api/sessions/{id}/events", api.events),
+    ("GET", "/api/sessions/{id}/audio", api.audio_socket),
 )
 PROTECTED_PREFIXES = ("/api/", "/metrics")
 

@@ -96,6 +96,38 @@ class FlamecastClient:
     async def send_input(self, session_id: str, **message: Any) -> dict[str, Any]:
         return await self._request("POST", f"/api/sessions/{session_id}/input", json=message)
 
+    async def push_audio(self, session_id: str, pcm, *, rate: int = 16000, channels: int = 1,
+                         encoding: str = "s16le", chunk_ms: float = 20.0, realtime: bool = True) -> int:
+        """Stream PCM to the session's audio layers over ``/api/sessions/ID/audio``, as a TTS engine
+        or a telephony bridge would. ``pcm`` is bytes (raw, in ``encoding``) or an int16/float32
+        numpy array (samples[, channels]); it is sent in ``chunk_ms`` pieces, paced in real time
+        unless ``realtime`` is False. Returns the bytes sent."""
+        import numpy as np
+
+        if not isinstance(pcm, (bytes, bytearray)):
+            array = np.asarray(pcm)
+            encoding = "f32le" if array.dtype.kind == "f" else "s16le"
+            pcm = array.astype("<f4" if encoding == "f32le" else "<i2").tobytes()
+        width = {"s16le": 2, "f32le": 4, "u8": 1, "mulaw": 1}[encoding] * channels
+        step = max(width, int(rate * chunk_ms / 1000) * width)
+        query = {"rate": str(rate), "channels": str(channels), "encoding": encoding}
+        path = f"/api/sessions/{session_id}/audio"
+        try:
+            ws = await self._http.ws_connect(self.url + path, params=query)
+        except aiohttp.WSServerHandshakeError as exc:
+            await self._request("GET", path, params=query)  # the same checks answer as plain HTTP, with the reason
+            raise ClientError(exc.status, exc.message) from None
+        async with ws:
+            ready = await ws.receive_json(timeout=10)
+            if ready.get("type") != "ready":
+                raise ClientError(400, str(ready))
+            start = time.monotonic()
+            for i, offset in enumerate(range(0, len(pcm), step)):
+                await ws.send_bytes(bytes(pcm[offset:offset + step]))
+                if realtime:
+                    await asyncio.sleep(max(0.0, start + (i + 1) * chunk_ms / 1000 - time.monotonic()))
+        return len(pcm)
+
     async def layers(self, session_id: str) -> dict[str, Any]:
         """GET /api/sessions/ID/layers: the layers bottom first and which owns each channel group."""
         return await self._request("GET", f"/api/sessions/{session_id}/layers")
