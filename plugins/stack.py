@@ -227,6 +227,7 @@ class DriverStack:
         self._layers: list[Layer] = [Layer(BASE_LAYER, base, ALL_CHANNELS)]
         self._seq = 0
         self._frames = 0
+        self.last_frame: FlameFrame | None = None  # the newest combined frame sent
         self._stopped = False
         self._state = "starting"
         self._wake = asyncio.Event()
@@ -367,6 +368,7 @@ class DriverStack:
         stamped = frame.stamped(session_id=self.session_id, seq=self._seq, capture_ns=self.clock.now_ns())
         self._seq += 1
         self._frames += 1
+        self.last_frame = stamped
         await self._sink(stamped)
         if self.max_frames is not None and self._frames >= self.max_frames:
             self._stopped = True
