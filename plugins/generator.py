@@ -49,6 +49,10 @@ class RenderedFrame:
     views: np.ndarray  # (V, H, W, 3) uint8
     view_ids: tuple[str, ...]
     render_ns: int = 0
+    # Optional (V, H, W) uint8 coverage of the avatar in each view: 255 avatar, 0 background,
+    # in between at soft edges. Sessions with a colour or transparent background need it
+    # (docs/plugins.md, "Mattes"); a generator that cannot tell leaves it None.
+    matte: np.ndarray | None = None
 
 
 @dataclass
@@ -105,15 +109,55 @@ class Generator(abc.ABC):
         """Free models."""
 
 
+class OutputUnavailable(RuntimeError):
+    """The output cannot run here (a missing package, device or driver); the message says what
+    to install. The server answers 503 and the session goes on without the output."""
+
+
+class OutputOptions(BaseModel):
+    """Base of every output's ``Options``: unknown fields are rejected, values validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Output(abc.ABC):
-    """A sink for one session's rendered frames, attached by the server."""
+    """A sink for one session's rendered frames (and its audio), attached by the server.
+
+    The server builds one instance per attachment (``POST /api/sessions/ID/outputs``), calls
+    ``open`` once, then ``write`` with each new frame and ``write_audio`` with each audio chunk
+    (when ``wants_audio``), through bounded queues where the newest frame wins: a slow output
+    drops frames, it never delays the session. ``aclose`` is called once when it is detached or
+    the session ends. Blocking work (encoding, device writes) belongs in a thread
+    (``asyncio.to_thread``), never on the event loop.
+
+    Class attributes: ``name``, ``description``, ``Options`` (an ``OutputOptions`` subclass),
+    ``wants_audio``.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    Options: ClassVar[type[OutputOptions]] = OutputOptions
+    wants_audio: ClassVar[bool] = False
+
+    def __init__(self, options: OutputOptions, session: Any = None) -> None:
+        self.options = options
+        self.session = session  # the session's SessionInfo
+
+    async def open(self) -> None:
+        """Acquire the file or device; raise ``OutputUnavailable("what to install")``."""
 
     @abc.abstractmethod
     async def write(self, frame: Any) -> None:
-        """Receive one VideoFrame (see ``flamecast.plugins.protocol.VideoFrame``)."""
+        """Receive one VideoFrame (see ``flamecast.plugins.protocol.VideoFrame``): every view of
+        one driving frame, over the session's background (a transparent session's outputs get
+        the generator's own picture: a file or a camera has no alpha)."""
+
+    async def write_audio(self, chunk: Any) -> None:
+        """Receive one ``AudioChunk`` of the session's audio (outputs with ``wants_audio``)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the output reports about itself (a file path, a device name); JSON-able."""
+        return {}
 
     async def aclose(self) -> None:
         """Flush and release."""

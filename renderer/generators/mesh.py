@@ -141,8 +141,9 @@ class MeshSession(GeneratorSession):
             out.extend(self._render(frames[start:start + self.options.batch]))
         return out
 
-    def render_arrays(self, pose, expression, eyelids=None, translation=None):
-        """(B, V, H, W, 3) uint8 tensor for batched parameters (numpy or torch)."""
+    def render_arrays(self, pose, expression, eyelids=None, translation=None, *, with_matte=False):
+        """(B, V, H, W, 3) uint8 tensor for batched parameters (numpy or torch); with
+        ``with_matte`` also the (B, V, H, W) uint8 coverage of the head (255 where it is)."""
         import torch
 
         from flamecast.renderer.raster import project, rasterize
@@ -158,7 +159,8 @@ class MeshSession(GeneratorSession):
                             shape=self.shape.expand(pose.shape[0], -1))
             screen = project(out.vertices, self.cameras)
             frags = rasterize(screen, self.head.faces, self.cameras.size, cull_backfaces=True)
-            return sample_texture(frags, self.face_uvs, self.texture, self.background, self.flat, self.flat_color)
+            images = sample_texture(frags, self.face_uvs, self.texture, self.background, self.flat, self.flat_color)
+            return (images, (frags.face_idx >= 0).to(torch.uint8) * 255) if with_matte else images
 
     def _render(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
         import numpy as np
@@ -170,9 +172,10 @@ class MeshSession(GeneratorSession):
         translation = None
         if any(f.translation is not None for f in frames):
             translation = np.stack([f.translation if f.translation is not None else np.zeros(3, np.float32) for f in frames])
-        views = self.render_arrays(pose, expression, eyelids, translation).cpu().numpy()
+        views, matte = (x.cpu().numpy() for x in self.render_arrays(pose, expression, eyelids, translation,
+                                                                     with_matte=True))
         per_frame = (time.perf_counter_ns() - t0) // len(frames)
-        return [RenderedFrame(f, views[i], self.view_ids, per_frame) for i, f in enumerate(frames)]
+        return [RenderedFrame(f, views[i], self.view_ids, per_frame, matte[i]) for i, f in enumerate(frames)]
 
     def close(self) -> None:
         self.texture = None
