@@ -1,0 +1,97 @@
+"""Validation: held-out clips sampled the way serving samples them, PSNR against their frames.
+
+The current weights are exported (fresh copies) into a ``FLAME2VideoPipeline`` and streamed
+through ``WindowStream`` in sliding windows, conditioned on the clip's FLAME renderings; the
+reference portrait is the clip's first frame of its first view. Each call can write one video
+per clip with every view side by side, the sample above the ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..components import Components
+from ..config import Profile
+from .data import ClipCache
+from .layout import Manifest, write_video
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    clips: int = 2  # held-out clips sampled
+    frames: int = 16  # frames per clip
+    views: int = 4
+    window: int = 8
+    stride: int = 4
+    steps: int = 4
+    scheduler: str = "ddim"
+    carry_mode: str = "cache"  # as the live and hq profiles
+    seed: int = 0
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
+    mse = float(np.mean((pred.astype(np.float64) - truth.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def validation_clips(manifest: Manifest, s: ValidationSettings):
+    clips = manifest.split("val") or manifest.split("train")
+    return [c for c in clips if len(c.views) >= s.views and c.frames >= s.window][: s.clips]
+
+
+def validate(components: Components, root: Path, manifest: Manifest, s: ValidationSettings, *,
+             device: torch.device, dtype: torch.dtype = torch.float32, video_prefix: Path | None = None,
+             cache: ClipCache | None = None) -> dict:
+    """Sample every validation clip; return per-clip and mean PSNR (dB)."""
+    from ..pipeline import FLAME2VideoPipeline
+    from ..stream import WindowStream
+
+    clips = validation_clips(manifest, s)
+    if not clips:
+        return {"psnr": None, "clips": {}}
+    profile = Profile("validation", model="trained", size=manifest.size, views=s.views, window=s.window,
+                      stride=s.stride, steps=s.steps, scheduler=s.scheduler, carry_mode=s.carry_mode,
+                      decoder="tiny" if components.tiny_vae is not None else "vae", dtype=str(dtype).split(".")[-1])
+    pipe = FLAME2VideoPipeline(components, profile, device=device, dtype=dtype)
+    cache = cache or ClipCache(root, manifest.size)
+    scores = {}
+    for clip in clips:
+        frames, renders = cache.get(clip)
+        n = min(s.frames, clip.frames) // s.stride * s.stride
+        views = list(range(s.views))
+        ref = torch.from_numpy(frames[0, 0]).permute(2, 0, 1).float() / 255
+        stream = WindowStream(pipe, pipe.prepare_reference(ref), lambda idx: renders[idx][:, views].float(), seed=s.seed)
+        done = stream.push(list(range(n)))
+        pred = np.stack([views_.numpy() for _, views_ in done])  # (n, V, H, W, 3)
+        truth = frames[[i for i, _ in done]][:, views]
+        scores[clip.id] = psnr(pred, truth)
+        if video_prefix is not None:
+            mosaic = np.concatenate([np.concatenate(list(pred.transpose(1, 0, 2, 3, 4)), 2),
+                                     np.concatenate(list(truth.transpose(1, 0, 2, 3, 4)), 2)], 1)
+            write_video(Path(f"{video_prefix}-{clip.id}.mp4"), mosaic, manifest.fps)
+    return {"psnr": float(np.mean(list(scores.values()))), "clips": scores}
+
+
+@torch.no_grad()
+def autoencoder_psnr(components: Components, root: Path, manifest: Manifest, s: ValidationSettings, *,
+                     device: torch.device, cache: ClipCache | None = None) -> dict:
+    """PSNR of held-out frames encoded by the VAE (scaled latents) and decoded by the tiny decoder
+    (or the VAE when there is none): the decoder path the live profiles use."""
+    vae = components.vae.to(device).eval()
+    decoder = components.tiny_vae.to(device).eval() if components.tiny_vae is not None else None
+    scale = float(vae.config.scaling_factor)
+    cache = cache or ClipCache(root, manifest.size)
+    scores = {}
+    for clip in validation_clips(manifest, s):
+        frames = cache.get(clip)[0][: s.frames, : s.views]
+        x = torch.from_numpy(frames).flatten(0, 1).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
+        z = vae.encode(x).latent_dist.mode() * scale
+        y = decoder.decode(z).sample if decoder is not None else vae.decode(z / scale).sample
+        pred = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        scores[clip.id] = psnr(pred, frames.reshape(pred.shape))
+    return {"psnr": float(np.mean(list(scores.values()))) if scores else None, "clips": scores}
