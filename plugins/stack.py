@@ -350,6 +350,10 @@ class DriverStack:
                 layer.begin(now)
             except Exception:
                 self._event(layer, "crashed")
+        # The frame's capture time is the tick's start: a driver that answers at once (idle,
+        # text, microphone) made its frame now, and the audio a driver passes through is stamped
+        # on the same clock; a layer still waiting for input only delays the send.
+        capture_ns = self.clock.now_ns()
         pending = [layer.pending for layer in self._layers if layer.pending is not None]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - self.clock.monotonic()))
@@ -362,10 +366,10 @@ class DriverStack:
             inputs.append(LayerInput(layer.name, frame, layer.channels, layer.is_active()))
         combined = self._mixer.step(inputs, 1.0 / self.rate)
         if combined is not None:
-            await self._emit(combined)
+            await self._emit(combined, capture_ns)
 
-    async def _emit(self, frame: FlameFrame) -> None:
-        stamped = frame.stamped(session_id=self.session_id, seq=self._seq, capture_ns=self.clock.now_ns())
+    async def _emit(self, frame: FlameFrame, capture_ns: int) -> None:
+        stamped = frame.stamped(session_id=self.session_id, seq=self._seq, capture_ns=capture_ns)
         self._seq += 1
         self._frames += 1
         self.last_frame = stamped
