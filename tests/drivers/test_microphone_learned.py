@@ -13,7 +13,7 @@ from flamecast.drivers.microphone import MicrophoneDriver
 from flamecast.drivers.microphone.faceformer import load_faceformer
 from flamecast.drivers.microphone.learned import LearnedModelError, find_learned, load_tracker
 from flamecast.drivers.microphone.speech import write_wav
-from flamecast.plugins import pose_slice
+from flamecast.plugins import BUILTIN_EXPRESSION_NAMES, pose_slice
 from flamecast.plugins.testing import DriverHarness
 
 torch.set_num_threads(1)
@@ -114,3 +114,34 @@ async def test_the_driver_uses_the_learned_model_when_present(checkpoint, tmp_pa
     builtin = DriverHarness(MicrophoneDriver, {"file": str(wav), "learned_dir": str(folder), "model": "builtin"})
     frames = [f async for f in builtin.driver.frames()]
     assert max(f.pose[pose_slice("jaw")][0] for f in frames) < 0.2
+
+
+class LoudnessJaw(nn.Module):
+    """A stand-in speech-to-ARKit network: jawOpen from loudness, mouthPucker constant, 30 fps."""
+
+    def forward(self, audio):
+        n = audio.shape[1] // 533
+        level = audio[:, : n * 533].reshape(1, n, 533).abs().mean(-1, keepdim=True)
+        return torch.cat([level * 10, level * 0 + 0.5], -1)
+
+
+async def test_an_onnx_model_with_arkit_outputs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")  # torch's exporter needs it
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    torch.onnx.export(LoudnessJaw(), (torch.zeros(1, 16000),), str(folder / "model.onnx"), input_names=["audio"],
+                      output_names=["blendshapes"], dynamic_axes={"audio": {1: "n"}, "blendshapes": {1: "frames"}}, dynamo=False)
+    config = {"format": "onnx", "model": "model.onnx", "fps": 30, "outputs": "arkit", "names": ["jawOpen", "mouthPucker"],
+              "window_s": 1.0}
+    (folder / "config.json").write_text(json.dumps(config))
+    wav = tmp_path / "half.wav"
+    t = np.arange(16000 * 2) / 16000
+    write_wav(wav, np.where(t < 1, 0.0, 0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    harness = DriverHarness(MicrophoneDriver, {"file": str(wav), "learned_dir": str(folder), "gate_db": -120})
+    frames = [f async for f in harness.driver.frames()]
+    await harness.close()
+    jaw = np.array([f.pose[pose_slice("jaw")][0] for f in frames])
+    assert jaw[5:20].max() < 0.02 and jaw[-20:].min() > 0.2
+    pucker = np.array([f.expression[BUILTIN_EXPRESSION_NAMES.index("mouth_pucker")] for f in frames])
+    assert pucker[-20:].min() == pytest.approx(0.5, abs=0.01)
