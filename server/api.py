@@ -16,7 +16,10 @@ from flamecast.plugins.driver import format_validation_error
 from . import metrics
 from .audio_push import MAX_MESSAGE_BYTES as MAX_PUSH_BYTES
 from .audio_push import AudioPush, AudioPushError, PushFormat
+from .channels import BadChannel, parse_channel
 from .control import ControlError, parse_text, resolve_driver
+from .media import Background
+from .outputs import OutputError
 from .portraits import NotAnImage, PortraitTooLarge
 from .rtc import OfferError, Viewer, parse_offer
 from .layers import LayerRequest, parse_emotion_mode, parse_layers
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_JSON_BYTES = 256 * 1024
 STATS_INTERVAL = 1.0
 SESSION_FIELDS = {"driver", "options", "layers", "emotion", "generator", "generator_options", "views", "size", "profile",
-                  "portrait_id"}
+                  "portrait_id", "background", "channel", "outputs", "external"}
 
 
 def error(status: int, message: str) -> web.HTTPException:
@@ -170,13 +173,16 @@ async def create_session(request: web.Request) -> web.Response:
         raise error(REFUSAL_STATUS.get(exc.code, 500), str(exc)) from None
     except WorkerUnavailable as exc:
         raise error(503, str(exc)) from None
+    except OutputError as exc:
+        raise error(exc.status, str(exc)) from None
     return web.json_response(_with_links(session), status=201)
 
 
 def _with_links(session: Session) -> dict[str, Any]:
     base = f"/api/sessions/{session.id}"
     return {**session.describe(), "links": {"self": base, "offer": f"{base}/offer", "input": f"{base}/input",
-                                            "events": f"{base}/events"}}
+                                            "events": f"{base}/events", "layers": f"{base}/layers",
+                                            "outputs": f"{base}/outputs"}}
 
 
 async def _session_body(request: web.Request) -> tuple[dict[str, Any], bytes | None]:
@@ -193,7 +199,9 @@ async def _session_body(request: web.Request) -> tuple[dict[str, Any], bytes | N
 
 
 def _form_value(key: str, value: str) -> Any:
-    if key in ("options", "generator_options", "layers"):
+    if key == "external":
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if key in ("options", "generator_options", "layers", "outputs"):
         try:
             return json.loads(value) if value.strip() else {}
         except json.JSONDecodeError as exc:
@@ -226,7 +234,9 @@ def _session_request(request: web.Request, body: dict[str, Any], portrait: bytes
         except KeyError:
             raise error(404, f"no portrait {body['portrait_id']!r}; upload it with POST /api/portraits") from None
     return SessionRequest(layers, generator, gen_options, _string(body, "profile", ""), portrait,
-                          _control_value(parse_emotion_mode, body.get("emotion")))
+                          _control_value(parse_emotion_mode, body.get("emotion")), _background(body.get("background")),
+                          _channel(body.get("channel")), _outputs(request, body.get("outputs")),
+                          _flag(body, "external"))
 
 
 def _layers(host, settings, body: dict[str, Any]) -> tuple[LayerRequest, ...]:
@@ -476,3 +486,115 @@ async def _event_loop(ws: web.WebSocketResponse, session: Session, queue: EventQ
         await ws.send_json(event)
         if event.get("type") == "closed":
             await ws.close()
+
+
+# --- background, channel, external, outputs ----------------------------------------------------
+
+PATCH_FIELDS = {"background", "channel", "external"}
+
+
+def _background(value: Any) -> Background:
+    try:
+        return Background.parse(value)
+    except ValueError as exc:
+        raise error(422, str(exc)) from None
+
+
+def _channel(value: Any) -> str | None:
+    try:
+        return parse_channel(value)
+    except BadChannel as exc:
+        raise error(422, str(exc)) from None
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise error(422, f"field {key!r} must be true or false")
+    return value
+
+
+def _outputs(request: web.Request, value: Any) -> tuple[tuple[str, dict], ...]:
+    """``[{"name": "virtualcam", "options": {...}}, ...]`` (or plain names) at session creation."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise error(422, "field 'outputs' must be a list like [{\"name\": \"virtualcam\"}]")
+    out = []
+    for item in value:
+        item = {"name": item} if isinstance(item, str) else item
+        out.append(_output_spec(request, item))
+    return tuple(out)
+
+
+def _output_spec(request: web.Request, item: Any) -> tuple[str, dict]:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or set(item) - {"name", "options"}:
+        raise error(422, "an output is {\"name\": NAME, \"options\": {...}}; the names are in GET /api/plugins (outputs)")
+    if item["name"] not in request.app[HOST].outputs:
+        available = ", ".join(request.app[HOST].outputs.names()) or "none installed"
+        raise error(422, f"unknown output {item['name']!r}; available: {available}")
+    options = item.get("options") or {}
+    if not isinstance(options, dict):
+        raise error(422, "field 'options' of an output must be a JSON object")
+    return item["name"], options
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    """Change a running session: ``background``, ``channel`` (null: unpublish), ``external``."""
+    session = get_session(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not body or set(body) - PATCH_FIELDS:
+        raise error(422, f"the body must be a JSON object with any of {', '.join(sorted(PATCH_FIELDS))}")
+    background = _background(body["background"]) if "background" in body else None
+    channel = _channel(body.get("channel"))
+    external = _flag(body, "external") if "external" in body else None
+    if background is not None:
+        session.set_background(background)
+    if "channel" in body:
+        request.app[SESSIONS].publish(session, channel)
+    if external is not None:
+        session.set_external(external)
+    return web.json_response(_with_links(session))
+
+
+async def list_outputs(request: web.Request) -> web.Response:
+    session = get_session(request)
+    return web.json_response({"outputs": session.outputs.describe(),
+                              "available": request.app[HOST].outputs.names()})
+
+
+async def post_output(request: web.Request) -> web.Response:
+    session = get_session(request)
+    name, options = _output_spec(request, await read_json(request))
+    try:
+        described = await session.attach_output(name, options)
+    except OutputError as exc:
+        raise error(exc.status, str(exc)) from None
+    return web.json_response(described, status=201)
+
+
+async def delete_output(request: web.Request) -> web.Response:
+    session = get_session(request)
+    try:
+        described = await session.outputs.detach(request.match_info["name"])
+    except OutputError as exc:
+        raise error(exc.status, str(exc)) from None
+    return web.json_response(described)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    return web.json_response({"channels": request.app[SESSIONS].channels.as_dict()})
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    """Which session holds a channel now: ``{"channel", "session": ID or null, ...}`` (never 404:
+    a page that follows a channel waits for a session to take it)."""
+    name = _channel(request.match_info["name"])
+    manager = request.app[SESSIONS]
+    sid = manager.channels.holder(name)
+    session = manager.sessions.get(sid) if sid else None
+    if session is None or session.state != "running":
+        return web.json_response({"channel": name, "session": None, "live": False})
+    return web.json_response({"channel": name, "session": session.id, "live": True, "views": list(session.view_ids),
+                              "tracks": list(session.video.track_names) if session.video else [],
+                              "background": session.request.background.value})

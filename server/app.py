@@ -45,6 +45,12 @@ ROUTES = (
     ("DELETE", "/api/sessions/{id}/layers/{name}", api.delete_layer),
     ("GET", "/api/sessions/{id}/events", api.events),
     ("GET", "/api/sessions/{id}/audio", api.audio_socket),
+    ("PATCH", "/api/sessions/{id}", api.patch_session),
+    ("GET", "/api/sessions/{id}/outputs", api.list_outputs),
+    ("POST", "/api/sessions/{id}/outputs", api.post_output),
+    ("DELETE", "/api/sessions/{id}/outputs/{name}", api.delete_output),
+    ("GET", "/api/channels", api.list_channels),
+    ("GET", "/api/channels/{name}", api.get_channel),
 )
 PROTECTED_PREFIXES = ("/api/", "/metrics")
 

@@ -5,16 +5,29 @@ viewers watch it.
 
 Timestamps: pts = driver capture time - the session's epoch, in 90 kHz ticks, so every view of
 one driving frame carries the same pts and a client can map pts back to the capture clock.
+
+Backgrounds (``Background``): the generator's own picture ("portrait"), a solid colour for chroma
+keying ("#00ff00": the avatar composed over it with the generator's matte) or "transparent".
+WebRTC video has no alpha, so a transparent session's tracks carry each picture packed side by
+side: the colour on the left half, the matte (grey, white = avatar) on the right half; the OBS
+page composes the two into real transparency (client_demo/obs.html).
+
+``Mp4Writer`` writes video frames and audio chunks timed on one clock into an MP4 (H.264 + AAC):
+the recorder output and ``flamecast record`` use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import fractions
 import math
+import re
 import time
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
 
 import av
 import numpy as np
@@ -38,8 +51,54 @@ def pts_for(capture_ns: int, epoch_ns: int) -> int:
     return max(0, (capture_ns - epoch_ns) * VIDEO_CLOCK // 1_000_000_000)
 
 
+_HEX = re.compile(r"^#([0-9a-fA-F]{6})$")
+
+
+@dataclass(frozen=True)
+class Background:
+    """What shows behind the avatar: ``portrait`` (the generator's own picture), ``color`` (a
+    solid colour, for chroma keying) or ``transparent`` (colour and matte packed side by side)."""
+
+    kind: Literal["portrait", "color", "transparent"] = "portrait"
+    rgb: tuple[int, int, int] = (0, 0, 0)
+
+    @classmethod
+    def parse(cls, value: object) -> Background:
+        """"portrait", "transparent" or "#rrggbb"; ValueError saying what is accepted."""
+        if value is None or value == "portrait":
+            return cls()
+        if value == "transparent":
+            return cls("transparent")
+        match = _HEX.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"field 'background' must be \"portrait\", \"transparent\" or a colour like \"#00ff00\"; "
+                             f"got {value!r}")
+        n = int(match.group(1), 16)
+        return cls("color", ((n >> 16) & 255, (n >> 8) & 255, n & 255))
+
+    @property
+    def value(self) -> str:
+        if self.kind == "color":
+            return "#{:02x}{:02x}{:02x}".format(*self.rgb)
+        return self.kind
+
+
+def over_color(views: np.ndarray, mattes: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    """(..., H, W, 3) pictures composed over a solid colour with their (..., H, W) mattes."""
+    a = mattes.astype(np.uint16)[..., None]
+    bg = np.asarray(rgb, np.uint16)
+    return ((views.astype(np.uint16) * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def pack_matte(rgb: np.ndarray, matte: np.ndarray) -> np.ndarray:
+    """One (H, 2W, 3) picture: the colour left, the matte (grey) right."""
+    return np.concatenate([rgb, np.repeat(matte[..., None], 3, axis=-1)], axis=1)
+
+
 def mosaic(views: np.ndarray) -> np.ndarray:
-    """Tile (V, H, W, 3) views into a near-square grid (black where a cell is empty)."""
+    """Tile (V, H, W, C) views into a near-square grid (black where a cell is empty)."""
+    if views.ndim == 3:
+        return mosaic(views[..., None])[..., 0]
     v, h, w, c = views.shape
     cols = math.ceil(math.sqrt(v))
     rows = math.ceil(v / cols)
@@ -62,15 +121,16 @@ class FrameSource(MediaStreamTrack):
         self._stats = stats
         self._on_sent = on_sent
         self._frame: VideoFrame | None = None
+        self._mattes: np.ndarray | None = None  # set with the frame when it is to be packed
         self._event = asyncio.Event()
         self._reading = False
         self._last_pts = -1
         self.sent = 0
 
-    def put(self, frame: VideoFrame) -> None:
+    def put(self, frame: VideoFrame, mattes: np.ndarray | None = None) -> None:
         if self._frame is not None and self._reading:
             self._stats.dropped += 1
-        self._frame = frame
+        self._frame, self._mattes = frame, mattes
         self._event.set()
 
     async def recv(self) -> av.VideoFrame:
@@ -82,10 +142,12 @@ class FrameSource(MediaStreamTrack):
         frame, self._frame = self._frame, None
         if frame is None or self.readyState != "live":
             raise MediaStreamError
-        return self._to_av(frame)
+        return self._to_av(frame, self._mattes)
 
-    def _to_av(self, frame: VideoFrame) -> av.VideoFrame:
+    def _to_av(self, frame: VideoFrame, mattes: np.ndarray | None = None) -> av.VideoFrame:
         rgb = mosaic(frame.views) if self.index is None else frame.views[self.index]
+        if mattes is not None:
+            rgb = pack_matte(rgb, mosaic(mattes) if self.index is None else mattes[self.index])
         # Converted once here, in the encoders' format: viewers share this frame (MediaRelay),
         # and an encoder that had to convert it would do so from several threads at once.
         out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
@@ -117,19 +179,33 @@ class SessionVideo:
         self.sources[MOSAIC] = FrameSource(None, self.epoch_ns, stats, self._sent)
         self.relay = MediaRelay()
         self.latest: VideoFrame | None = None
+        self.background = Background()
+        self.matte_missing = False  # the background asks for a matte the generator does not give
 
     @property
     def track_names(self) -> tuple[str, ...]:
         return (*self.view_ids, MOSAIC)
 
-    def push(self, frame: VideoFrame) -> None:
-        """A frame from the worker: becomes the newest frame of every source."""
+    def push(self, frame: VideoFrame, mattes: np.ndarray | None = None) -> VideoFrame | None:
+        """A frame from the worker (with its (V, H, W) mattes when the generator gives them):
+        becomes the newest frame of every source, over the session's background. Returns the
+        frame as opaque sinks (outputs) should see it, None when it was refused."""
         if frame.view_ids != self.view_ids:
             self._stats.bad_messages += 1
-            return
+            return None
+        bg = self.background
+        if mattes is not None and mattes.shape != frame.views.shape[:3]:
+            mattes = None
+        self.matte_missing = bg.kind != "portrait" and mattes is None
+        packed = None
+        if bg.kind == "color" and mattes is not None:
+            frame = dataclasses.replace(frame, views=over_color(frame.views, mattes, bg.rgb))
+        elif bg.kind == "transparent" and mattes is not None:
+            packed = mattes
         self.latest = frame
         for source in self.sources.values():
-            source.put(frame)
+            source.put(frame, packed)
+        return frame
 
     def subscribe(self, name: str) -> MediaStreamTrack:
         """A viewer's track of view ``name`` (or "mosaic"); KeyError for an unknown name."""
@@ -207,3 +283,107 @@ class AudioSource(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._event.set()
+
+
+# --- MP4 ------------------------------------------------------------------------------------
+
+AUDIO_RATE = 48_000
+AUDIO_GAP_S = 0.1  # audio that starts this much after the previous chunk ended leaves silence
+
+
+class Mp4Writer:
+    """An MP4 file of one video stream (H.264) and one audio stream (AAC, 48 kHz stereo), both
+    timed on one clock: ``video(picture, t)`` and ``audio(samples, rate, t)`` take seconds since
+    the recording's start. Audio plays continuously; a chunk that starts more than 0.1 s after
+    the previous one ended leaves silence; audio before the first picture is dropped. Blocking:
+    call it from a thread. A recording without audio gets silence as long as its video."""
+
+    def __init__(self, path: Path, *, audio: bool = True, fps_hint: float = 25.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.frames = 0
+        self.audio_seconds = 0.0
+        self._container = av.open(str(path), mode="w")
+        self._want_audio = audio
+        self._fps_hint = fps_hint
+        self._video = self._audio = None
+        self._resampler = None
+        self._last_pts = -1
+        self._next_sample = 0  # in AUDIO_RATE samples since the start
+        self._duration = 0.0
+
+    def video(self, picture: np.ndarray | av.VideoFrame, t: float) -> None:
+        frame = picture if isinstance(picture, av.VideoFrame) else av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(picture), format="rgb24")
+        if self._video is None:
+            self._open_streams(frame.width, frame.height)
+        pts = max(int(round(t * VIDEO_CLOCK)), self._last_pts + 1)
+        self._last_pts = pts
+        frame = frame.reformat(width=self._video.width, height=self._video.height, format="yuv420p")
+        frame.pts, frame.time_base = pts, TIME_BASE
+        for packet in self._video.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+        self._duration = max(self._duration, pts / VIDEO_CLOCK)
+
+    def audio(self, samples: np.ndarray, rate: int, t: float | None = None) -> None:
+        """(n, channels) int16 PCM at ``rate`` starting at ``t`` (None: right after the last)."""
+        if self._audio is None or samples.size == 0:
+            return
+        start = self._next_sample if t is None else int(round(t * AUDIO_RATE))
+        if start + samples.shape[0] * AUDIO_RATE // rate <= 0:
+            return  # before the first picture
+        if start < 0:
+            samples = samples[int(-start * rate / AUDIO_RATE):]
+        elif start > self._next_sample + AUDIO_GAP_S * AUDIO_RATE:
+            self._silence(start - self._next_sample)
+        pcm = np.ascontiguousarray(samples, dtype=np.int16)
+        channels = min(pcm.shape[1], 2)
+        frame = av.AudioFrame.from_ndarray(pcm[:, :channels].reshape(1, -1), format="s16",
+                                           layout="mono" if channels == 1 else "stereo")
+        frame.sample_rate = rate
+        self._encode_audio(frame)
+
+    def close(self) -> dict[str, float]:
+        """Pad missing audio with silence, flush and close; returns what was written."""
+        try:
+            if self._audio is not None:
+                missing = int(self._duration * AUDIO_RATE) - self._next_sample
+                if missing > 0:
+                    self._silence(missing)
+                for stream in (self._video, self._audio):
+                    for packet in stream.encode(None):
+                        self._container.mux(packet)
+        finally:
+            self._container.close()
+        return {"frames": self.frames, "seconds": self._duration, "audio_seconds": self._next_sample / AUDIO_RATE}
+
+    def _open_streams(self, width: int, height: int) -> None:
+        self._video = self._container.add_stream("libx264", rate=round(self._fps_hint))
+        self._video.width, self._video.height = width - width % 2, height - height % 2
+        self._video.pix_fmt = "yuv420p"
+        self._video.time_base = TIME_BASE
+        # the encoder counts in 90 kHz too: two frames closer than a 1/fps period (a driver
+        # catching up after a stall) must not share a pts
+        self._video.codec_context.time_base = TIME_BASE
+        self._video.options = {"preset": "veryfast", "tune": "zerolatency"}
+        if self._want_audio:
+            self._audio = self._container.add_stream("aac", rate=AUDIO_RATE)
+            self._audio.layout = "stereo"
+            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+
+    def _silence(self, n: int) -> None:
+        while n > 0:
+            step = min(n, AUDIO_RATE // 10)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, step * 2), np.int16), format="s16", layout="stereo")
+            frame.sample_rate = AUDIO_RATE
+            self._encode_audio(frame)
+            n -= step
+
+    def _encode_audio(self, frame: av.AudioFrame) -> None:
+        frame.pts = None
+        for out in self._resampler.resample(frame):
+            out.pts, out.time_base = self._next_sample, fractions.Fraction(1, AUDIO_RATE)
+            self._next_sample += out.samples
+            for packet in self._audio.encode(out):
+                self._container.mux(packet)

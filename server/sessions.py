@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import secrets
 import time
@@ -22,7 +23,9 @@ from flamecast.plugins.stack import BASE_LAYER, DriverStack, LayerError, Unknown
 
 from .control import BadControl, ControlReply, NoSuchLayer, apply_control
 from .layers import LayerRequest, apply_layer_action
-from .media import AudioSource, SessionVideo
+from .channels import ChannelRegistry
+from .media import AudioSource, Background, SessionVideo
+from .outputs import OutputError, OutputSet
 from .settings import Settings
 from .stats import SessionStats
 from .worker_link import WorkerLink
@@ -80,6 +83,10 @@ class SessionRequest:
     profile: str = ""
     portrait: bytes | None = None
     emotion: EmotionMode = EmotionMode.ADD
+    background: Background = Background()
+    channel: str | None = None  # a channel name to publish the session under
+    outputs: tuple[tuple[str, dict], ...] = ()  # (output name, options) to attach once it runs
+    external: bool = False  # an outside process drives it (flamecast driver --connect)
 
 
 @dataclass
@@ -130,6 +137,9 @@ class Session:
         self.view_ids: tuple[str, ...] = ()
         self.size: list[int] = []
         self.worker_error: str | None = None
+        self.channel: str | None = None
+        self.external = request.external
+        self.outputs = OutputSet(self.emit)
         self._stack: DriverStack | None = None
         self._task: asyncio.Task | None = None
         self._publisher: FramePublisher | None = None
@@ -159,6 +169,7 @@ class Session:
         self.view_ids = tuple(str(v) for v in meta.get("view_ids", ()))
         self.size = list(meta.get("size") or [])
         self.video = SessionVideo(self.view_ids, self.stats, self._frame_sent)
+        self.video.background = self.request.background
         self._start_driver()
         self.state = "running"
 
@@ -166,7 +177,7 @@ class Session:
         self._publisher = FramePublisher(self.link.input_endpoint, self.link.context)
         top = self.top_layer
         rate = top.driver_cls.rate_for(top.options) if top else idle_driver_class(self.host).rate
-        self._stack = DriverStack(self._make_base, self._publisher.send, session_id=self.id, rate=rate,
+        self._stack = DriverStack(self._make_base, self._publish, session_id=self.id, rate=rate,
                                   head=builtin_head_space(), emotion=self.request.emotion, on_event=self.emit)
         for layer in self.request.layers:
             self._stack.add(layer.name, self._factory(layer), layer.channels, muted=layer.muted)
@@ -179,7 +190,7 @@ class Session:
         return DriverContext(
             session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
             audio_in=inputs.audio, video_in=inputs.video,
-            emit=lambda event: self._driver_event(name, event), emit_audio=self.audio.put,
+            emit=lambda event: self._driver_event(name, event), emit_audio=self._audio_out,
         )
 
     def _factory(self, layer: LayerRequest):
@@ -203,6 +214,7 @@ class Session:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._publisher is not None:
             self._publisher.close()
+        await self.outputs.close()
         await self.link.close_session(self.id, reason)
         for viewer in list(self.viewers):
             await viewer.close()
@@ -317,10 +329,49 @@ class Session:
         self.stats.frames_in += 1
         self.stats.fps_in.tick()
         self.stats.render_ms.add(frame.render_ns / 1e6)
-        self.video.push(frame)
+        opaque = self.video.push(frame, getattr(frame, "mattes", None))
+        if opaque is not None:
+            self.outputs.video(opaque)
 
     def on_audio(self, chunk: AudioChunk) -> None:
-        self.audio.put(chunk)  # a generator that makes audio: same track as driver audio
+        self._audio_out(chunk)  # a generator that makes audio: same track as driver audio
+
+    def _audio_out(self, chunk: AudioChunk) -> None:
+        """Audio a driver or the generator passes through: to the viewers and the outputs."""
+        self.audio.put(chunk)
+        self.outputs.audio(chunk)
+
+    async def _publish(self, frame) -> None:
+        """The driver stack's frames to the worker, unless an outside process drives the session."""
+        if not self.external:
+            await self._publisher.send(frame)
+
+    def set_background(self, background: Background) -> None:
+        self.request = dataclasses.replace(self.request, background=background)
+        if self.video is not None:
+            self.video.background = background
+        self.emit({"type": "background", "background": background.value})
+
+    def set_external(self, external: bool) -> None:
+        self.external = bool(external)
+        self.emit({"type": "external", "external": self.external})
+
+    async def attach_output(self, name: str, options: Any) -> dict[str, Any]:
+        """Attach the registered output ``name``; OutputError (with its HTTP status) otherwise."""
+        try:
+            output_cls = self.host.outputs.get(name)
+        except KeyError as exc:
+            raise OutputError(exc.args[0]) from None
+        runner = await self.outputs.attach(output_cls, options, self.info, self.video.latest if self.video else None)
+        return runner.describe()
+
+    def external_endpoint(self) -> dict[str, Any] | None:
+        """Where an outside driver publishes this session's frames, when the session is external."""
+        if not self.external:
+            return None
+        endpoint = self.link.input_endpoint
+        return {"connect": endpoint, "session": self.id,
+                "command": f"flamecast driver NAME --connect {endpoint} --session {self.id}"}
 
     def _audio_delay_ms(self) -> float:
         """How late the video is (capture -> send, median), so audio can wait as long."""
@@ -416,6 +467,10 @@ class Session:
             "options": top.options.model_dump() if top else {},
             "layers": layers,
             "emotion": self.request.emotion.value,
+            "background": self.request.background.value,
+            "channel": self.channel,
+            "external": self.external_endpoint(),
+            "outputs": self.outputs.describe(),
             "generator": self.request.generator,
             "profile": self.request.profile,
             "views": list(self.view_ids),
@@ -433,6 +488,7 @@ class Session:
                 "inputs_dropped": self.inputs_dropped,
                 "reopens": self.reopens,
                 "worker_error": self.worker_error,
+                "matte_missing": bool(self.video and self.video.matte_missing),
             },
         }
 
@@ -461,6 +517,7 @@ class SessionManager:
         self.host = host
         self.link = link
         self.sessions: dict[str, Session] = {}
+        self.channels = ChannelRegistry()
         self.ended = collections.Counter()
         self._lock = asyncio.Lock()
 
@@ -480,6 +537,14 @@ class SessionManager:
             self.link.detach(session.id)
             await session.close("error: open failed")
             raise
+        try:
+            for name, options in request.outputs:
+                await session.attach_output(name, options)
+        except BaseException:
+            await self.end(session.id, "error: an output failed")
+            raise
+        if request.channel:
+            self.publish(session, request.channel)
         self.host.notify("flamecast_session_started", session=session.info)
         log.info("session %s started (layers %s, views %s)", session.id, ",".join(session.layers) or "idle",
                  ",".join(session.view_ids))
@@ -496,11 +561,25 @@ class SessionManager:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
+        self.channels.release(session_id)
         await session.close(reason)
         self.ended[reason.split(":")[0]] += 1
         self.host.notify("flamecast_session_ended", session=session.info, reason=reason)
         log.info("session %s ended: %s", session_id, reason)
         return True
+
+    def publish(self, session: Session, channel: str | None) -> None:
+        """Publish ``session`` under ``channel`` (None: unpublish it); the newest claim wins."""
+        for name in self.channels.release(session.id):
+            session.emit({"type": "channel", "channel": name, "event": "released"})
+        session.channel = channel
+        if channel is None:
+            return
+        previous = self.channels.claim(channel, session.id)
+        if previous is not None and previous in self.sessions:
+            self.sessions[previous].channel = None
+            self.sessions[previous].emit({"type": "channel", "channel": channel, "event": "taken", "by": session.id})
+        session.emit({"type": "channel", "channel": channel, "event": "published"})
 
     async def close_all(self, reason: str = "shutdown") -> None:
         await asyncio.gather(*(self.end(sid, reason) for sid in list(self.sessions)), return_exceptions=True)

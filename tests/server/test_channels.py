@@ -1,0 +1,72 @@
+"""Named channels: a name follows whichever session holds it, through new sessions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flamecast.plugins import FlameFrame
+from flamecast.server.state import SESSIONS
+
+from .conftest import plugin_host, running_app, settings_for
+
+
+async def _json(resp):
+    return await resp.json()
+
+
+async def test_a_channel_follows_the_newest_session_that_takes_it(worker):
+    async with running_app(settings_for(worker)) as http:
+        resp = await http.get("/api/channels/main")
+        assert resp.status == 200 and await _json(resp) == {"channel": "main", "session": None, "live": False}
+        first = await _json(await http.post("/api/sessions", json={"channel": "main"}))
+        assert first["channel"] == "main"
+        held = await _json(await http.get("/api/channels/main"))
+        assert held["session"] == first["id"] and held["live"] and held["views"] == first["views"]
+        # a new session takes the name; the old one runs on, unnamed
+        second = await _json(await http.post("/api/sessions", json={"channel": "main"}))
+        assert (await _json(await http.get("/api/channels/main")))["session"] == second["id"]
+        assert (await _json(await http.get(f"/api/sessions/{first['id']}")))["channel"] is None
+        # ending the holder frees the name; publishing later takes it again
+        await http.delete(f"/api/sessions/{second['id']}")
+        assert (await _json(await http.get("/api/channels/main")))["session"] is None
+        resp = await http.patch(f"/api/sessions/{first['id']}", json={"channel": "main"})
+        assert resp.status == 200 and (await _json(resp))["channel"] == "main"
+        assert (await _json(await http.get("/api/channels"))) == {"channels": {"main": first["id"]}}
+        resp = await http.patch(f"/api/sessions/{first['id']}", json={"channel": None})
+        assert (await _json(await http.get("/api/channels"))) == {"channels": {}}
+
+
+async def test_bad_names_and_fields_are_422(worker):
+    async with running_app(settings_for(worker), host=plugin_host()) as http:
+        resp = await http.post("/api/sessions", json={"channel": "no spaces/here"})
+        assert resp.status == 422 and "letters, digits" in (await _json(resp))["error"]
+        resp = await http.get("/api/channels/bad%20name")
+        assert resp.status == 422
+        resp = await http.post("/api/sessions", json={"background": "blue"})
+        assert resp.status == 422 and "#00ff00" in (await _json(resp))["error"]
+        session = await _json(await http.post("/api/sessions", json={"background": "#00FF00"}))
+        assert session["background"] == "#00ff00"
+        resp = await http.patch(f"/api/sessions/{session['id']}", json={"volume": 3})
+        assert resp.status == 422 and "background" in (await _json(resp))["error"]
+
+
+async def test_external_sessions_name_their_endpoint_and_stop_publishing(worker):
+    async with running_app(settings_for(worker)) as http:
+        session = await _json(await http.post("/api/sessions", json={"external": True}))
+        ext = session["external"]
+        assert ext["connect"] == worker.endpoints["input"] and ext["session"] == session["id"]
+        assert f"--connect {ext['connect']} --session {session['id']}" in ext["command"]
+        live = http.app[SESSIONS].get(session["id"])
+        sent = []
+
+        async def spy(frame):
+            sent.append(frame)
+
+        live._publisher.send = spy
+        frame = FlameFrame(expression=np.zeros(16, np.float32)).stamped(session_id=live.id, seq=1, capture_ns=1)
+        await live._publish(frame)
+        assert sent == []  # the session's own stack is silent while external
+        resp = await http.patch(f"/api/sessions/{session['id']}", json={"external": False})
+        assert (await _json(resp))["external"] is None
+        await live._publish(frame)
+        assert sent == [frame]
