@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from flamecast.plugins import Driver, DriverOptions, FlameFrame, pose_slice
 
 from .prosody import HeadState, Prosody
-from .sources import ClientSource, DeviceSource, FileSource, SourceError, find_device, probe_file
+from .sources import Chunk, ClientSource, DeviceSource, FileSource, SourceError, find_device, probe_file
 from .passthrough import Passthrough
 from .tracker import MouthState
 
@@ -182,7 +182,7 @@ class MicrophoneDriver(Driver):
             self._try_open(now)
         got = False
         if self.source is not None:
-            for chunk in self.source.poll():
+            for chunk in merge_chunks(self.source.poll()):
                 await self._feed(chunk)
                 got = True
             self._check_health(now, got)
@@ -267,6 +267,18 @@ class MicrophoneDriver(Driver):
         if self.source is not None:
             self.source.close()
             self.source = None
+
+
+def merge_chunks(chunks: list[Chunk]) -> list[Chunk]:
+    """Consecutive chunks of one rate, channel count and dtype joined (one model call per frame)."""
+    out: list[Chunk] = []
+    for c in chunks:
+        last = out[-1] if out else None
+        if last is not None and (last.rate, last.samples.shape[1], last.samples.dtype) == (c.rate, c.samples.shape[1], c.samples.dtype):
+            out[-1] = Chunk(np.concatenate([last.samples, c.samples]), c.rate)
+        else:
+            out.append(c)
+    return out
 
 
 def build_frame(head_space, mouth: MouthState | None, head: HeadState, o: MicrophoneOptions) -> FlameFrame:
