@@ -34,6 +34,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; takes minutes)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
+    p.add_argument("--keys", metavar="DIR", help="CURVE key folder: the worker uses worker.key_secret and admits only "
+                   "the server holding server.key_secret (docs/generator.md, Authentication)")
+    p.add_argument("--make-keys", metavar="DIR", help="create a key folder (a worker and a server key pair) and exit; "
+                   "copy the folder to the server's machine and pass it to both sides")
+    p.add_argument("--insecure", action="store_true",
+                   help="no keys: plain-text sockets that any process reaching the endpoints can drive (trusted hosts only)")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -47,13 +53,31 @@ def settings_from_args(args: argparse.Namespace):
     if args.threads < 0:
         raise CommandError("--threads must not be negative")
     backends = tuple(dict.fromkeys(args.backend))
+    keys = _keys(args)
     return WorkerSettings(
         input=args.input, output=args.output, backends=backends,
         default_backend=backends[0] if backends else "mesh", device=args.device,
         ready_file=Path(args.ready_file) if args.ready_file else None, queue_depth=args.queue,
         max_sessions=args.max_sessions, video_hwm=args.video_hwm, stats_interval_s=args.stats_interval,
-        threads=args.threads, generator_settings=_generator_settings(args),
+        threads=args.threads, generator_settings=_generator_settings(args), keys=keys,
     )
+
+
+def _keys(args: argparse.Namespace):
+    """The worker's CURVE keys from ``--keys``; None with ``--insecure``; an error without either."""
+    from flamecast.plugins.publish import KeyFolderError, load_keys
+
+    if args.keys and args.insecure:
+        raise CommandError("give --keys or --insecure, not both")
+    if args.insecure:
+        return None
+    if not args.keys:
+        raise CommandError("the worker needs --keys DIR (make one with `flamecast generator --make-keys DIR`), or "
+                           "--insecure for plain-text sockets on a trusted host")
+    try:
+        return load_keys(args.keys, "worker")
+    except KeyFolderError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _generator_settings(args: argparse.Namespace) -> dict:
@@ -67,8 +91,17 @@ def _generator_settings(args: argparse.Namespace) -> dict:
     return extra
 
 
-def _check_backends(settings, host) -> None:
-    unknown = [b for b in settings.backends if b not in host.generators]
+def _make_keys(folder: str) -> int:
+    from flamecast.plugins.publish import make_key_folder
+
+    path = make_key_folder(folder)
+    print(f"key folder {path}: worker.key(_secret) and server.key(_secret). Run `flamecast generator --keys {path}` "
+          f"here and `flamecast serve --worker-keys {path}` on the server (copy the folder there; keep it private)")
+    return 0
+
+
+def _check_backends_named(backends: tuple[str, ...], host) -> None:
+    unknown = [b for b in backends if b not in host.generators]
     if unknown:
         available = ", ".join(host.generators.names()) or "none"
         raise CommandError(f"unknown --backend {', '.join(unknown)}; available: {available}")
@@ -92,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from flamecast.plugins.manager import make_plugin_host
     from flamecast.renderer.worker import GeneratorWorker
 
+    if args.make_keys:
+        return _make_keys(args.make_keys)
+    host = make_plugin_host()
+    _check_backends_named(tuple(args.backend), host)
     settings = settings_from_args(args)
     _check_device(settings.device)
-    host = make_plugin_host()
-    _check_backends(settings, host)
     worker = GeneratorWorker(settings, host=host)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: worker.stop())
@@ -112,7 +147,8 @@ COMMAND = Command(
     description=(
         "Run a generator worker: it binds a SUB socket for flame frames and session messages "
         "and a PUB socket for video and session status (wire protocol v1, docs/protocol.md). "
-        "Port 0 binds a random port; --ready-file tells which."
+        "Port 0 binds a random port; --ready-file tells which. Both sockets speak CURVE with the "
+        "keys of --keys (see --make-keys); --insecure turns that off."
     ),
     configure=configure,
     run=run,

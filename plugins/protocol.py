@@ -16,7 +16,9 @@ message types of this module.
 from __future__ import annotations
 
 import enum
+import functools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -35,7 +37,8 @@ SESSION_OPEN = "session.open"
 SESSION_CLOSE = "session.close"
 SESSION_STATUS = "session.status"
 CONTROL = "control"
-MESSAGE_TYPES = frozenset({FLAME, VIDEO, AUDIO, SESSION_OPEN, SESSION_CLOSE, SESSION_STATUS, CONTROL})
+WORKER_STATUS = "worker.status"
+MESSAGE_TYPES = frozenset({FLAME, VIDEO, AUDIO, SESSION_OPEN, SESSION_CLOSE, SESSION_STATUS, CONTROL, WORKER_STATUS})
 
 # Documented limits.
 MAX_TOPIC_BYTES = 128
@@ -45,6 +48,11 @@ MAX_NDIM = 4
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_VIEWS = 16
 MAX_VIDEO_SIDE = 2048
+MAX_VIEW_ID_CHARS = 32
+# What the views of one video message may weigh: whatever a session asks for, its frames fit
+# in one message with room for the header (checked when the session opens).
+MAX_VIDEO_BYTES = MAX_MESSAGE_BYTES - MAX_HEADER_BYTES - 2 * MAX_TOPIC_BYTES
+MAX_INT = 2**63 - 1  # seq and timestamps are int64 on the wire
 
 # Allowed buffer dtypes: little-endian numeric types and bytes.
 DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"})
@@ -182,13 +190,17 @@ def _read_buffer(spec: Any, raw: bytes) -> tuple[str, np.ndarray]:
     name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
     if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list):
         raise ProtocolError("buffer spec needs name (str), dtype (allowed) and shape (list)")
-    if len(shape) > MAX_NDIM or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape):
-        raise ProtocolError(f"buffer {name!r} has a bad shape")
+    if len(shape) > MAX_NDIM or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_MESSAGE_BYTES for d in shape):
+        raise ProtocolError(f"buffer {name!r} has a bad shape (at most {MAX_NDIM} sizes, each 0..{MAX_MESSAGE_BYTES})")
     dt = np.dtype(dtype)
     count = math.prod(shape)
     if count * dt.itemsize != len(raw):
         raise ProtocolError(f"buffer {name!r} is {len(raw)} bytes; its spec says {count * dt.itemsize}")
-    arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    try:
+        arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    except ValueError as exc:  # numpy refuses shapes it cannot index, e.g. [0, 2**62]
+        raise ProtocolError(f"buffer {name!r} cannot have shape {shape}: {exc}") from None
     if dt.kind == "f" and not np.all(np.isfinite(arr)):
         raise ProtocolError(f"buffer {name!r} has non-finite values")
     return name, arr
@@ -200,6 +212,15 @@ def unpack(frames: Sequence[bytes]) -> Envelope:
     Unknown message types and extra header fields are not errors: the envelope carries them
     and receivers ignore types they do not handle.
     """
+    try:
+        return _unpack(frames)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # whatever a decoder raises on hostile input becomes a ProtocolError
+        raise ProtocolError(f"undecodable message: {exc.__class__.__name__}") from None
+
+
+def _unpack(frames: Sequence[bytes]) -> Envelope:
     try:
         frames = [bytes(f) for f in frames]
     except Exception:
@@ -215,8 +236,11 @@ def unpack(frames: Sequence[bytes]) -> Envelope:
     ts = _field(header, "ts", dict, {})
     meta = _field(header, "meta", dict, {})
     specs = _field(header, "buffers", list, [])
-    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in ts.items()):
-        raise ProtocolError("timestamps must map names to integer nanoseconds")
+    if not 0 <= seq <= MAX_INT:
+        raise ProtocolError(f"seq must be in 0..{MAX_INT}")
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_INT
+               for k, v in ts.items()):
+        raise ProtocolError("timestamps must map names to integer nanoseconds (int64)")
     if len(specs) != len(frames) - 2:
         raise ProtocolError(f"header lists {len(specs)} buffers; the message carries {len(frames) - 2}")
     buffers = dict(_read_buffer(s, r) for s, r in zip(specs, frames[2:]))
@@ -248,6 +272,22 @@ def flame_message(frame: FlameFrame, *, sent_ns: int | None = None) -> list[byte
     return pack(FLAME, frame.session_id, seq=frame.seq, ts=ts, buffers=buffers)
 
 
+def _guarded(read):
+    """A typed reader that raises ProtocolError, and nothing else, on any bad envelope."""
+
+    @functools.wraps(read)
+    def guarded(env: Envelope):
+        try:
+            return read(env)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            raise ProtocolError(f"bad {getattr(env, 'type', '?')} message: {exc.__class__.__name__}: {exc}") from None
+
+    return guarded
+
+
+@_guarded
 def frame_from_envelope(env: Envelope) -> FlameFrame:
     """The FlameFrame in a ``flame`` envelope; ProtocolError when its layout is wrong."""
     if env.type != FLAME:
@@ -297,6 +337,7 @@ def video_message(frame: VideoFrame, *, sent_ns: int | None = None) -> list[byte
     return pack(VIDEO, frame.session_id, seq=frame.seq, ts=ts, meta=meta, buffers={"views": frame.views})
 
 
+@_guarded
 def video_from_envelope(env: Envelope) -> VideoFrame:
     if env.type != VIDEO:
         raise ProtocolError(f"expected a video message, got {env.type!r}")
@@ -338,6 +379,7 @@ def audio_message(chunk: AudioChunk) -> list[bytes]:
     )
 
 
+@_guarded
 def audio_from_envelope(env: Envelope) -> AudioChunk:
     samples = _need(env, "samples", "<i2", 2)
     rate = env.meta.get("sample_rate")
@@ -380,3 +422,47 @@ def session_status_message(
 
 def control_message(session_id: str, kind: str, data: Mapping[str, Any]) -> list[bytes]:
     return pack(CONTROL, session_id, meta={"kind": kind, "data": dict(data)})
+
+
+def worker_status_message(instance: str, **info: Any) -> list[bytes]:
+    """Worker -> server, about once a second (topic empty): ``instance`` is new each time a
+    worker process starts, so a server sees a restart; ``info`` carries its health and counters."""
+    return pack(WORKER_STATUS, "", meta={"instance": instance, **info})
+
+
+# --- what a session may ask for -----------------------------------------------------------
+
+_VIEW_ID = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+def video_bytes(n_views: int, size: int) -> int:
+    """The bytes of one video message's views: V square RGB views of side ``size``."""
+    return int(n_views) * int(size) * int(size) * 3
+
+
+def view_request_error(view_ids: Sequence[Any] | None, size: Any) -> str | None:
+    """What is wrong with a session's ``views`` and ``size`` as the wire sees them, or None.
+
+    At most MAX_VIEWS unique ids of at most MAX_VIEW_ID_CHARS letters, digits or ``_.+-``, and
+    a size whose frames fit one message (MAX_VIDEO_BYTES): a session that passes this check can
+    never make a video message the wire refuses. The generator then checks the ids it knows.
+    """
+    if view_ids is not None:
+        if not isinstance(view_ids, (list, tuple)) or not view_ids:
+            return "views must be a non-empty list of view ids"
+        if len(view_ids) > MAX_VIEWS:
+            return f"at most {MAX_VIEWS} views per session; {len(view_ids)} were asked for"
+        for v in view_ids:
+            if not isinstance(v, str) or len(v) > MAX_VIEW_ID_CHARS or not _VIEW_ID.fullmatch(v):
+                return (f"view id {str(v)[:40]!r} is not an id: at most {MAX_VIEW_ID_CHARS} letters, digits or "
+                        "'_.+-' (like 'front' or 'left30')")
+        if len(set(view_ids)) != len(view_ids):
+            return "view ids must be unique"
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_VIDEO_SIDE:
+            return f"size must be an integer 1..{MAX_VIDEO_SIDE}"
+        n = len(view_ids) if view_ids else 1
+        if video_bytes(n, size) > MAX_VIDEO_BYTES:
+            return (f"{n} views of {size}x{size} make {video_bytes(n, size)} bytes a frame; the limit is "
+                    f"{MAX_VIDEO_BYTES}: ask for fewer views or a smaller size")
+    return None

@@ -30,7 +30,16 @@ class Inbox:
         self.registry = registry
 
     def handle(self, frames: Sequence[bytes]) -> list[list[bytes]]:
-        """Take one message; the messages to publish in reply."""
+        """Take one message; the messages to publish in reply. Never raises: whatever goes
+        wrong with one message is counted as malformed and the socket loop goes on."""
+        try:
+            return self._handle(frames)
+        except Exception as exc:
+            log.exception("generator worker: a message could not be handled")
+            self._malformed(f"dropped a message that failed: {exc.__class__.__name__}: {exc}")
+            return []
+
+    def _handle(self, frames: Sequence[bytes]) -> list[list[bytes]]:
         try:
             env = wire.unpack(frames)
         except wire.ProtocolError as exc:

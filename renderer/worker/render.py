@@ -34,23 +34,31 @@ class RenderLoop:
             push.close(linger=0)
 
     def _render(self, session: Session, frames: list[FlameFrame], push) -> None:
+        """One session's turn. Whatever fails fails that session, with a reason; the loop and
+        the other sessions go on."""
         t0 = time.perf_counter_ns()
         try:
             rendered = session.gen.step(frames)
-        except Exception as exc:  # that session fails; the others keep rendering
-            log.exception("session %s: generator step failed", session.id)
-            message = f"generator {session.generator!r} failed while rendering: {exc}; reopen the session"
-            report = self.table.step_failed(session, message)
-            if report is not None:
-                send(push, report.message())
+            elapsed = time.perf_counter_ns() - t0
+            messages = [self._message(session.id, r, elapsed // max(1, len(rendered))) for r in rendered]
+        except Exception as exc:  # a generator bug, or frames the wire refuses
+            log.exception("session %s: rendering failed", session.id)
+            self._fail(session, f"generator {session.generator!r} failed while rendering: "
+                                f"{exc.__class__.__name__}: {exc}; reopen the session", push)
             return
-        elapsed = time.perf_counter_ns() - t0
         self.table.finish(session, elapsed, len(rendered))
-        self._publish(session.id, rendered, elapsed // max(1, len(rendered)), push)
-
-    def _publish(self, session_id: str, rendered: list[RenderedFrame], per_frame_ns: int, push) -> None:
-        for r in rendered:
-            video = wire.VideoFrame(session_id, r.source.seq, r.source.capture_ns, r.render_ns or per_frame_ns,
-                                    r.views, tuple(r.view_ids))
-            if not send(push, wire.video_message(video, sent_ns=time.time_ns())):
+        for message in messages:
+            if not send(push, message):
                 self.table.count("video_dropped")
+
+    def _fail(self, session: Session, message: str, push) -> None:
+        report = self.table.step_failed(session, message)
+        if report is not None:
+            send(push, report.message())
+
+    @staticmethod
+    def _message(session_id: str, r: RenderedFrame, per_frame_ns: int) -> list[bytes]:
+        """The video message of one rendered frame; ProtocolError when the wire refuses it."""
+        video = wire.VideoFrame(session_id, r.source.seq, r.source.capture_ns, r.render_ns or per_frame_ns,
+                                r.views, tuple(r.view_ids))
+        return wire.video_message(video, sent_ns=time.time_ns())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flamecast.plugins.publish import CurveKeys
+
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"
 DEFAULT_OUTPUT = "tcp://127.0.0.1:5556"
 
@@ -17,6 +19,11 @@ INPUT_RCVHWM = 1000
 # The inproc hand-off from the render and lifecycle threads to the socket loop.
 HANDOFF_HWM = 64
 POLL_MS = 100
+HEARTBEAT_S = 0.5  # how often the worker publishes its worker.status
+# How far a session's flame seq may jump ahead of the last one accepted: about ten hours at
+# 30 fps. A frame beyond it (a forged or corrupted seq) is rejected, so it cannot move the
+# session's clock.
+MAX_SEQ_JUMP = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class WorkerSettings:
         threads: torch intra-op threads for the process (0 = leave torch's default).
         generator_settings: extra settings given to every generator besides ``device``
             (flame2video reads ``weights_dir``, ``allow_random_weights`` and ``compile``).
+        keys: CURVE keys (``flamecast.plugins.publish.load_keys(folder, "worker")``): both
+            sockets then speak CURVE and admit only ``keys.allowed`` clients. None = plain
+            text, which any process that reaches the endpoints can drive (tests, trusted hosts).
+        heartbeat_s: seconds between worker.status messages (the server's health check).
     """
 
     input: str = DEFAULT_INPUT
@@ -53,3 +64,5 @@ class WorkerSettings:
     stats_interval_s: float = 30.0
     threads: int = 0
     generator_settings: dict = field(default_factory=dict)
+    keys: CurveKeys | None = None
+    heartbeat_s: float = HEARTBEAT_S

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import zmq
 
 from flamecast.plugins import protocol as wire
+from flamecast.plugins.publish import secure_server, start_authenticator
 
 from .handoff import Handoff
 from .inbox import Inbox
@@ -49,6 +51,9 @@ class GeneratorWorker:
         self._thread: threading.Thread | None = None
         self._start_error: BaseException | None = None
         self.endpoints: dict[str, str] = {}
+        self.instance = secrets.token_hex(8)  # new for each start: the server sees a restart
+        self.thread_restarts = 0
+        self._threads: dict[str, list] = {}
 
     def start(self, timeout: float = 30.0) -> dict[str, str]:
         """Run in a background thread; return the bound endpoints once ready."""
@@ -81,27 +86,54 @@ class GeneratorWorker:
 
     def run(self) -> None:
         """Bind, serve until ``stop()``, then close everything."""
+        auth = None
         try:
             registry = self._plugin_host().generators  # before any thread needs it
+            if self.settings.keys is not None:
+                auth = start_authenticator(self._ctx, self.settings.keys)
             sockets = _bind(self._ctx, self.settings, self._handoff)
         except BaseException:
+            if auth is not None:
+                auth.stop()
             self._ctx.term()
             raise
         self._announce(*sockets[:2])
         lifecycle = Lifecycle(self.settings, self.table, self._jobs, registry, self._handoff)
-        threads = [_thread(lifecycle.run, "lifecycle"), _thread(RenderLoop(self.table, self._handoff).run, "render")]
+        self._threads = {"lifecycle": [lifecycle.run, _thread(lifecycle.run, "lifecycle")],
+                         "render": [RenderLoop(self.table, self._handoff).run, None]}
+        self._threads["render"][1] = _thread(self._threads["render"][0], "render")
         lifecycle.preload()
         try:
             self._serve(*sockets, Inbox(self.settings, self.table, self._jobs, registry))
         finally:
             self.stop()
-            for t in threads:
+            for _, t in self._threads.values():
                 t.join(10.0)
             log.info("generator worker stopping; %s", self._stats_line())
             lifecycle.close_all(self.table.drain())
             for s in sockets:
                 s.close(linger=0)
+            if auth is not None:
+                auth.stop()
             self._ctx.term()
+
+    def _supervise(self) -> None:
+        """Restart a lifecycle or render thread that ended while the worker runs (their loops
+        catch every error, so this is the last line: the worker never renders nothing)."""
+        for name, entry in self._threads.items():
+            target, thread = entry
+            if not thread.is_alive() and not self._stop.is_set():
+                self.thread_restarts += 1
+                log.error("generator worker: the %s thread ended; restarting it (%d restarts)", name,
+                          self.thread_restarts)
+                entry[1] = _thread(target, name)
+
+    def _heartbeat(self, pub: zmq.Socket) -> None:
+        snap = self.table.snapshot()
+        live = sum(s["state"] in ("opening", "ready") for s in snap["sessions"].values())
+        pub.send_multipart(wire.worker_status_message(
+            self.instance, sessions=live, malformed=snap["malformed"], thread_restarts=self.thread_restarts,
+            threads={name: entry[1].is_alive() for name, entry in self._threads.items()}))
 
     def _run_guarded(self) -> None:
         try:
@@ -117,7 +149,9 @@ class GeneratorWorker:
         self.endpoints = {"input": sub.getsockopt_string(zmq.LAST_ENDPOINT),
                           "output": pub.getsockopt_string(zmq.LAST_ENDPOINT)}
         if self.settings.ready_file is not None:
-            _write_ready_file(self.settings.ready_file, {**self.endpoints, "pid": os.getpid()})
+            keys = self.settings.keys
+            public = {"public_key": keys.public.decode()} if keys is not None else {}
+            _write_ready_file(self.settings.ready_file, {**self.endpoints, "pid": os.getpid(), **public})
         log.info("generator worker: flame in on %s, video out on %s", self.endpoints["input"], self.endpoints["output"])
         self._bound.set()
 
@@ -127,12 +161,17 @@ class GeneratorWorker:
         poller.register(sub, zmq.POLLIN)
         poller.register(pull, zmq.POLLIN)
         next_log = time.monotonic() + self.settings.stats_interval_s
+        next_beat = time.monotonic()
         while not self._stop.is_set():
             ready = dict(poller.poll(POLL_MS))
             if pull in ready:
                 _forward(pull, pub)
             if sub in ready:
                 _drain(sub, pub, inbox)
+            if time.monotonic() >= next_beat:
+                self._supervise()
+                self._heartbeat(pub)
+                next_beat = time.monotonic() + self.settings.heartbeat_s
             if self.settings.stats_interval_s and time.monotonic() >= next_log:
                 log.info("generator worker: %s", self._stats_line())
                 next_log = time.monotonic() + self.settings.stats_interval_s
@@ -161,6 +200,8 @@ def _bind(ctx: zmq.Context, settings: WorkerSettings, handoff: Handoff) -> tuple
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, settings.video_hwm)
     pub.setsockopt(zmq.LINGER, 200)
+    for sock in (sub, pub):
+        secure_server(sock, settings.keys)
     try:
         sub.bind(settings.input)
         pub.bind(settings.output)
@@ -194,7 +235,7 @@ def _drain(sub: zmq.Socket, pub: zmq.Socket, inbox: Inbox) -> None:
         except zmq.Again:
             return
         for reply in inbox.handle(frames):
-            pub.send_multipart(reply)
+            pub.send_multipart(reply, copy=False)
 
 
 def _write_ready_file(path: Path, info: dict[str, Any]) -> None:

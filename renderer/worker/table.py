@@ -22,6 +22,7 @@ from flamecast.plugins import FlameFrame, GeneratorSession
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.protocol import RefusalCode, SessionState
 
+from .settings import MAX_SEQ_JUMP
 from .validation import OpenRequest
 
 _MOVES = {
@@ -126,8 +127,15 @@ class Session:
     def options(self) -> Any:
         return self.request.options
 
+    last_seq: int | None = None  # the newest seq filed: a frame far beyond it is rejected
+
     def accepts(self, frame: FlameFrame) -> bool:
         return self.n_expression is None or frame.expression.shape[0] == self.n_expression
+
+    def in_window(self, frame: FlameFrame, max_jump: int) -> bool:
+        """False for a seq that jumps absurdly ahead (a forged or corrupt frame must not move
+        the session's clock, which would make every later frame look stale)."""
+        return self.last_seq is None or frame.seq <= self.last_seq + max_jump
 
     def report(self, **extra: Any) -> StatusReport:
         if self.state is SessionState.ERROR:
@@ -152,13 +160,15 @@ class OpenOutcome:
 class SessionTable:
     """Sessions by id, their round-robin turns and the worker's counters, behind one lock."""
 
-    def __init__(self, *, depth: int, max_sessions: int, on_retired: Callable[[Session], None]) -> None:
+    def __init__(self, *, depth: int, max_sessions: int, on_retired: Callable[[Session], None],
+                 max_seq_jump: int = MAX_SEQ_JUMP) -> None:
         self._lock = threading.Condition()
         self._sessions: dict[str, Session] = {}
         self._turns: collections.deque[str] = collections.deque()
         self._depth = depth
         self._max_sessions = max_sessions
         self._on_retired = on_retired
+        self._max_seq_jump = max_seq_jump
         self._stopping = False
         self._counters = WorkerStats()
 
@@ -177,9 +187,10 @@ class SessionTable:
             session = self._sessions.get(frame.session_id)
             if session is None or session.state not in (SessionState.OPENING, SessionState.READY):
                 self._counters.unknown_session += 1
-            elif not session.accepts(frame):
+            elif not session.accepts(frame) or not session.in_window(frame, self._max_seq_jump):
                 session.stats.rejected += 1
             else:
+                session.last_seq = max(frame.seq, session.last_seq or 0)
                 session.stats.frames_in += 1
                 session.stats.dropped += session.pending.push(frame)
                 if session.state is SessionState.READY:

@@ -49,6 +49,9 @@ def read_open(env: wire.Envelope, *, default: str, served: tuple[str, ...], regi
     if not isinstance(name, str) or not isinstance(raw_options, dict):
         raise OpenRefused("session.open meta needs generator (a name) and options (a map)")
     options = _options(generator_class(name, served, registry), name, raw_options)
+    problem = wire.view_request_error(getattr(options, "views", None), getattr(options, "size", None))
+    if problem is not None:  # the session could make video the wire refuses
+        raise OpenRefused(f"generator {name!r}: {problem}")
     return OpenRequest(name, options, _portrait(env))
 
 
@@ -62,6 +65,9 @@ def generator_class(name: str, served: tuple[str, ...], registry) -> type[Genera
 def _options(cls: type[Generator], name: str, raw: dict) -> Any:
     from pydantic import ValidationError
 
+    problem = wire.view_request_error(raw.get("views"), None)  # before the generator parses ids
+    if problem is not None:
+        raise OpenRefused(f"generator {name!r}: {problem}")
     try:
         return cls.Options.model_validate(raw)
     except ValidationError as exc:

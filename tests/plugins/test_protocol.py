@@ -193,3 +193,57 @@ def test_arbitrary_msgpack_headers_only_raise_protocol_error(header_value):
         except (TypeError, ValueError, OverflowError):
             continue
         _decode_any([b"s", raw, b"\0" * 60])
+
+
+# --- hostile headers: whatever a header declares, unpack and the readers raise ProtocolError only
+
+_ints = st.one_of(st.integers(-2**64, 2**64), st.sampled_from([0, 1, 2**31, 2**62, 2**63 - 1, 2**63, 2**64 - 1]))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.lists(_ints, max_size=6), dtype=st.sampled_from(sorted(P.DTYPES)), raw=st.binary(max_size=64),
+       seq=_ints, ts=_ints, kind=st.sampled_from([P.FLAME, P.VIDEO, P.AUDIO, "x"]))
+def test_declared_shapes_and_integers_never_escape_as_other_errors(shape, dtype, raw, seq, ts, kind):
+    header = {"v": 1, "type": kind, "seq": seq, "ts": {"capture_ns": ts},
+              "buffers": [{"name": "pose", "dtype": dtype, "shape": shape}]}
+    try:
+        packed = msgpack.packb(header)
+    except (OverflowError, ValueError):  # msgpack cannot even carry it
+        return
+    try:
+        env = P.unpack([b"s", packed, raw])
+    except P.ProtocolError:
+        return
+    assert 0 <= env.seq < 2**63 and abs(env.ts["capture_ns"]) < 2**63
+    for read in (P.frame_from_envelope, P.video_from_envelope, P.audio_from_envelope):
+        try:
+            read(env)
+        except P.ProtocolError:
+            pass
+
+
+def test_the_shape_that_killed_the_worker_is_a_protocol_error():
+    header = msgpack.packb({"v": 1, "type": "flame", "buffers": [{"name": "pose", "dtype": "<f4", "shape": [0, 2**63]}]})
+    with pytest.raises(P.ProtocolError, match="bad shape"):
+        P.unpack([b"s", header, b""])
+    header = msgpack.packb({"v": 1, "type": "flame", "buffers": [{"name": "pose", "dtype": "<f4", "shape": [0, 2**26, 2**26, 2**26]}]})
+    with pytest.raises(P.ProtocolError):
+        P.unpack([b"s", header, b""])
+    with pytest.raises(P.ProtocolError, match="seq"):
+        P.unpack([b"s", msgpack.packb({"v": 1, "type": "flame", "seq": 2**64 - 1})])
+
+
+@given(views=st.lists(st.text(max_size=40), max_size=20), size=st.integers(0, 5000))
+@settings(max_examples=200)
+def test_a_view_request_that_passes_makes_messages_the_wire_carries(views, size):
+    if P.view_request_error(views or None, size) is not None:
+        return
+    n = len(views) if views else 1
+    assert n <= P.MAX_VIEWS and P.video_bytes(n, size) + P.MAX_HEADER_BYTES + P.MAX_TOPIC_BYTES <= P.MAX_MESSAGE_BYTES
+
+
+def test_view_requests_the_probe_found():
+    assert "at most 16 views" in P.view_request_error([f"v{i}" for i in range(24)], 1024)
+    assert "is not an id" in P.view_request_error(["left" + "9" * 400], 64)
+    assert "fewer views or a smaller size" in P.view_request_error([f"v{i}" for i in range(16)], 2048)
+    assert P.view_request_error(["front", "left30"], 1024) is None

@@ -91,18 +91,22 @@ def fake_host():
 
 
 def local_settings(**kw) -> WorkerSettings:
-    return WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", default_backend="fake",
-                          stats_interval_s=0, **kw)
+    return WorkerSettings(**{"input": "tcp://127.0.0.1:0", "output": "tcp://127.0.0.1:0", "default_backend": "fake",
+                             "stats_interval_s": 0, **kw})
 
 
 class Client:
     """What the server does: a PUB into the worker's input, a SUB on its output."""
 
-    def __init__(self, endpoints: dict[str, str]) -> None:
+    def __init__(self, endpoints: dict[str, str], keys=None) -> None:
+        from flamecast.plugins.publish import secure_client
+
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.PUB)
+        secure_client(self.pub, keys)
         self.pub.connect(endpoints["input"])
         self.sub = self.ctx.socket(zmq.SUB)
+        secure_client(self.sub, keys)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(endpoints["output"])
         self.received: list[wire.Envelope] = []
