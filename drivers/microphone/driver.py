@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import AsyncIterator, Literal
+from typing import TYPE_CHECKING, AsyncIterator, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -31,7 +31,9 @@ from flamecast.plugins import Driver, DriverOptions, FlameFrame, pose_slice
 from .prosody import HeadState, Prosody
 from .sources import Chunk, ClientSource, DeviceSource, FileSource, SourceError, find_device, probe_file
 from .passthrough import Passthrough
-from .tracker import MouthState
+
+if TYPE_CHECKING:
+    from .tracker import MouthState
 
 log = logging.getLogger(__name__)
 
