@@ -45,8 +45,9 @@ class Sampling:
 class ClipCache:
     """Decoded frames and FLAME renderings of recently used clips (per worker process)."""
 
-    def __init__(self, root: Path, size: int, capacity: int = 64) -> None:
+    def __init__(self, root: Path, size: int, capacity: int = 64, device: str | torch.device = "cpu") -> None:
         self.root, self.size, self.capacity = Path(root), size, capacity
+        self.device = torch.device(device)  # where the renderings are drawn (cuda: main process only)
         self._items: OrderedDict[str, tuple[np.ndarray, torch.Tensor]] = OrderedDict()
         self._conditioners: dict = {}
 
@@ -69,9 +70,12 @@ class ClipCache:
         key = tuple(v.spec() for v in clip.views)
         cond = self._conditioners.get(key)
         if cond is None:
-            cond = self._conditioners[key] = FlameConditioner(list(key), self.size, torch.device("cpu"))
+            cond = self._conditioners[key] = FlameConditioner(list(key), self.size, self.device)
         frames = read_flame(self.root / clip.flame).frames()
-        return torch.cat([cond(frames[s:s + batch]) for s in range(0, len(frames), batch)])
+        return torch.cat([cond(frames[s:s + batch]).cpu() for s in range(0, len(frames), batch)])
+
+    def __getstate__(self) -> dict:  # a worker process starts empty, rendering on the CPU
+        return {**self.__dict__, "_items": OrderedDict(), "_conditioners": {}, "device": torch.device("cpu")}
 
 
 def _color_jitter(x: torch.Tensor, bcs: list[float]) -> torch.Tensor:

@@ -58,7 +58,9 @@ def plot_phase(history: list[dict], validations: list[dict], path: Path, title: 
 def plot_run(out: Path, path: Path) -> bool:
     """Every phase of a run (``OUT/phase-*/history.json``) in one image."""
     plt = _pyplot()
-    phases = sorted(Path(out).glob("phase-*/history.json"))
+    order = ("phase-vae", "phase-1", "phase-2", "phase-3", "phase-distill")
+    phases = sorted(Path(out).glob("phase-*/history.json"),
+                    key=lambda p: order.index(p.parent.name) if p.parent.name in order else len(order))
     if plt is None or not phases:
         return False
     fig, axes = plt.subplots(2, len(phases), figsize=(3.4 * len(phases), 5.6), squeeze=False)

@@ -172,7 +172,8 @@ class Trainer:
         self.train_seconds, self.train_steps = 0.0, 0
         from .data import ClipCache
 
-        self.cache = ClipCache(s.data, self.manifest.size)  # decoded clips and renders, shared
+        # decoded clips and renderings, shared by the loader (without workers), probe and validation
+        self.cache = ClipCache(s.data, self.manifest.size, device=self.acc.device if s.workers == 0 else "cpu")
 
     def _distill_networks(self) -> None:
         from .distill import make_target

@@ -1,0 +1,66 @@
+#!/bin/bash
+# FLAME2Video training, pipeline proof on one GPU with no network: a synthetic multi-view
+# dataset drawn by flamecast itself, then every phase briefly (vae, 1, 2, 3, distill), from
+# random weights of the `small` configuration. Results (JSON, loss/PSNR image, sample frames,
+# one validation video) go to $OUT (default /tmp/flamecast-train).
+#
+# Carried (see docs/training.md): .whl/ (diffusers, pydantic, pyzmq, ...), runs/f2v-wheels/ (av),
+# runs/f2v-avatars/ (avatars baked here with `flamecast data flame2video bake-avatars`: the GPU
+# machine has no mediapipe).
+#   bash bench/flame2video_train_device.sh
+# Per-phase time caps in minutes: MINUTES="0.8 1.4 1.0 1.2 1.1" (vae 1 2 3 distill).
+set -u -o pipefail
+OUT=${OUT:-/tmp/flamecast-train}; mkdir -p "$OUT"
+RUN=${RUN:-/tmp/f2v-run}; DATA=${DATA:-/tmp/f2v-data}
+if [ -z "${SKIP_INSTALL:-}" ]; then  # SKIP_INSTALL=1: flamecast is installed already (a dry run on a CPU)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl runs/f2v-wheels/*.whl 2>&1 | grep -v "already exists" || true
+  rm -rf /tmp/site/flamecast /tmp/site/flamecast-*.dist-info
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site . 2>&1 | grep -v "already exists"
+  cp -r renderer/head/assets /tmp/site/flamecast/renderer/head/ 2>/dev/null
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) | tee "$OUT/gpu.txt"
+F="python3 -m flamecast.renderer.flame2video.training"
+read -r M_VAE M_1 M_2 M_3 M_D <<< "${MINUTES:-0.8 1.4 1.0 1.2 1.1}"
+t0=$(date +%s)
+$F data make-synthetic --avatars runs/f2v-avatars --out "$DATA" --clips ${CLIPS:-16} --frames 32 --views 4 \
+  --size ${SIZE:-128} --val-every 4 || exit 1
+echo "dataset: $(( $(date +%s) - t0 )) s"
+COMMON="--data $DATA --out $RUN --mixed-precision bf16 --workers 0 --steps 100000 --checkpoint-every 100000 \
+  --val-clips 4 --val-frames 16 --val-steps 4 --no-progress"
+$F train --phase vae --random-init --model ${MODEL:-small} --batch 32 --lr 3e-4 --val-every 150 --max-minutes $M_VAE $COMMON || exit 1
+$F train --phase 1 --batch 32 --lr 3e-4 --val-every 200 --max-minutes $M_1 $COMMON || exit 1
+$F train --phase 2 --batch 8 --window 8 --lr 2e-4 --val-every 100 --max-minutes $M_2 $COMMON || exit 1
+$F train --phase 3 --batch 4 --window 8 --views 4 --lr 2e-4 --val-every 80 --max-minutes $M_3 $COMMON || exit 1
+$F train --phase distill --batch 2 --window 8 --views 4 --lr 5e-5 --val-every 60 --max-minutes $M_D $COMMON || exit 1
+echo "all phases: $(( $(date +%s) - t0 )) s"
+python3 - "$RUN" "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+from flamecast.renderer.flame2video.training.layout import read_video
+from flamecast.renderer.flame2video.training.plots import plot_run
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+phases = {p.parent.name: json.loads(p.read_text()) for p in sorted(run.glob("phase-*/summary.json"))}
+meta = {"gpu": (out / "gpu.txt").read_text().strip(), "torch": torch.__version__, "phases": phases}
+(out / "flame2video-train-h200.json").write_text(json.dumps(meta, indent=1))
+plot_run(run, out / "training_loss.png")
+rows = []
+for name in ("phase-1", "phase-3", "phase-distill"):
+    videos = sorted((run / name / "validation").glob("*.mp4"))
+    if videos:
+        last = [v for v in videos if v.name.startswith(videos[-1].name[:11])][0]
+        frames = read_video(last)
+        rows.append(frames[len(frames) // 2])
+        if name == "phase-distill":
+            (out / "validation_distill.mp4").write_bytes(last.read_bytes())
+if rows:
+    from PIL import Image
+    Image.fromarray(np.concatenate(rows, 0)).save(out / "training_samples.png")
+for name, s in phases.items():
+    v = s["validations"]
+    print(name, "steps", s["steps"], "samples/s %.1f" % (s["samples_per_s"] or 0), "peak GiB %.1f" % (s["peak_memory_gib"] or 0),
+          "loss %.4f -> %.4f" % (s["loss_first"], s["loss_last"]), "psnr", [(e["step"], round(e["psnr"], 2)) for e in v if e.get("psnr")])
+EOF
