@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from flamecast.plugins import Driver, DriverOptions, FlameFrame, pose_slice
+from flamecast.plugins import Channel, Driver, DriverOptions, FlameFrame, pose_slice
 
 from .prosody import HeadState, Prosody
 from .sources import Chunk, ClientSource, DeviceSource, FileSource, SourceError, find_device, probe_file
@@ -95,6 +95,9 @@ class MicrophoneDriver(Driver):
     rate = 25.0
     needs_audio = True
     provides_audio = True
+    # jaw and mouth from the speech, head nods and brows (emotion) from its prosody; the eyes
+    # (gaze, blinks) are left to the layers below (the idle base)
+    channels = frozenset({Channel.HEAD, Channel.JAW, Channel.MOUTH, Channel.EMOTION})
     Options = MicrophoneOptions
 
     def __init__(self, options: MicrophoneOptions, context) -> None:
