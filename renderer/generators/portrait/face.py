@@ -7,8 +7,8 @@ face. Each covered pixel's point on the head is looked up where that point was i
 exactly as the head's surface moves, from the photo's expression to the driven one. So the
 driver's expression is shown relative to the photo's, a smiling photo driven to a frown loses
 its smile; the eyeballs turn under the lids and carry the irises; lids close over them.
-Where the jaw opens wider than in the photo, the inside of the mouth is drawn (dark, upper
-teeth, tongue): the photo has no pixels for it.
+Where the jaw opens wider than in the photo, the inside of the mouth is drawn (``mouth.py``):
+the photo has no pixels for it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .scene import DEPTH_OFFSET, INNER_LOWER, INNER_UPPER, Scene, mouth_polygon, polygon_mask
+from .scene import DEPTH_OFFSET, Scene
 
-MOUTH_DARK = np.array([52.0, 22.0, 24.0])
-TEETH = np.array([226.0, 218.0, 204.0])
-TONGUE = np.array([158.0, 70.0, 74.0])
 WORK_SIZE = 256  # views larger than this get the face map at this scale, upsampled
 JAW_ROOM = 0.25  # the face box reaches this many face heights below the chin (an open jaw)
 REGIONS = ("face", "eyes", "eye_sockets", "mouth_inside", "neck", "ears")
@@ -93,59 +90,3 @@ def _region_faces(head, names) -> torch.Tensor:
     if not member.any():
         return head.faces.cpu()
     return head.faces.cpu()[member[head.faces.cpu()].all(1)]
-
-
-def draw_mouth(image: np.ndarray, landmarks_src: np.ndarray, warp: FaceWarp, fmap: np.ndarray) -> None:
-    """Paint the inside of the mouth into the face box ``image`` (h, w, 4 premultiplied), where
-    the driven lips part wider than the photo's: the photo's own mouth stays where it shows."""
-    import cv2
-
-    poly = mouth_polygon(landmarks_src) - [warp.x0, warp.y0]
-    lo = np.floor(poly.min(0)).astype(int) - 1
-    hi = np.ceil(poly.max(0)).astype(int) + 2
-    h, w = image.shape[:2]
-    x0, y0 = max(0, lo[0]), max(0, lo[1])
-    x1, y1 = min(w, hi[0]), min(h, hi[1])
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return
-    inside = polygon_mask(poly - [x0, y0], max(x1 - x0, y1 - y0))[: y1 - y0, : x1 - x0]
-    if inside.max() <= 0:
-        return
-    sub = fmap[y0:y1, x0:x1]
-    photo_open = cv2.remap(warp.scene.mouth_photo, sub[..., 0], sub[..., 1], cv2.INTER_LINEAR)
-    beta = inside * (1.0 - photo_open)
-    if beta.max() <= 0.01:
-        return
-    teeth_shown = float(warp.scene.mouth_photo.sum()) / (0.01 * warp.scene.face_px ** 2)
-    colour = _mouth_colours(landmarks_src - [warp.x0 + x0, warp.y0 + y0], y1 - y0, x1 - x0, warp.scene.face_px,
-                            teeth=1.0 - min(1.0, teeth_shown))
-    region = image[y0:y1, x0:x1].astype(np.float32)
-    b = beta[..., None]
-    region[..., :3] = region[..., :3] * (1 - b) + colour * b
-    region[..., 3:] = region[..., 3:] * (1 - b) + 255.0 * b
-    image[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
-
-
-def _mouth_colours(points: np.ndarray, h: int, w: int, face_px: float, teeth: float = 1.0) -> np.ndarray:
-    """Dark cavity, upper teeth under the upper lip (``teeth`` 0: none, where the photo shows its
-    own), tongue low in the mouth; (h, w, 3)."""
-    upper = points[list(INNER_UPPER)]
-    lower = points[list(INNER_LOWER)]
-    xs = np.arange(w, dtype=np.float32)
-    yu = np.interp(xs, *upper[np.argsort(upper[:, 0])].T)
-    yl = np.interp(xs, *lower[np.argsort(lower[:, 0])].T)
-    ys = np.arange(h, dtype=np.float32)[:, None]
-    gap = np.maximum(yl - yu, 0.5)[None]
-    t = (ys - yu[None]) / gap  # 0 at the upper lip, 1 at the lower
-    depth_from_upper = ys - yu[None]
-    teeth_h = np.minimum(0.045 * face_px, 0.45 * gap)
-    teeth = teeth * np.clip((teeth_h - depth_from_upper) / 1.5 + 0.5, 0.0, 1.0)
-    left, right = upper[:, 0].min(), upper[:, 0].max()
-    mid, half = (left + right) / 2, max((right - left) / 2, 1.0)
-    side = np.clip(np.abs(xs - mid) / half, 0.0, 1.0)[None]
-    shade = (1.0 - 0.55 * side ** 2)[..., None]
-    tongue = np.clip((t - 0.62) / 0.25, 0.0, 1.0) * np.clip(gap / (0.06 * face_px), 0.0, 1.0)
-    colour = MOUTH_DARK * (0.7 + 0.3 * (1 - side[..., None]))
-    colour = colour * (1 - tongue[..., None]) + TONGUE * shade * tongue[..., None]
-    colour = colour * (1 - teeth[..., None]) + TEETH * shade * teeth[..., None]
-    return colour

@@ -22,8 +22,6 @@ class PortraitOptions(GeneratorOptions):
         description="side of the per-view motion map (upsampled to size); default size/2")
     grid: int = Field(48, ge=8, le=128, description="vertices along each side of the scene's grid")
     fit_iterations: int = Field(200, ge=0, le=2000, description="gradient steps of the landmark fit")
-    yaw_gain: float = Field(2.4, ge=0.5, le=3.0, description="head turn applied per degree driven (the outline stays)")
-    pitch_gain: float = Field(1.5, ge=0.5, le=3.0, description="nod applied per degree driven")
     max_yaw: float = Field(60.0, ge=0, le=75, description="largest head turn from the photo's pose, degrees")
     max_pitch: float = Field(25.0, ge=0, le=45, description="largest nod from the photo's pose, degrees")
     max_roll: float = Field(30.0, ge=0, le=45, description="largest tilt from the photo's pose, degrees")

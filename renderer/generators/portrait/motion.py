@@ -1,8 +1,10 @@
 """Head pose and camera views (the second of two warps).
 
-The scene's grid is moved in 3D: every person vertex follows the head's rigid motion from the
-photo's pose to the driven pose (about the neck joint) in proportion to its head weight (1 on
-the head and hair, falling to 0 toward the shoulders); background vertices stay where they are.
+The scene's grid is a depth map of the person (``depth.py``) and is moved in 3D: every person
+vertex turns with the head from the photo's pose to the driven pose (about the neck joint) by
+its head weight times the head's angle (1 on the head and hair, easing to 0 toward the
+shoulders, so the neck bends); background vertices stay where they are. The angle is the
+driven one: what the picture shows is that depth map really rotated, seen from the camera.
 Each view is then the moved grid seen by an orthographic camera turned about the head's centre
 (the front view is the photo's own camera), rasterized with a depth test at ``map_size`` pixels
 (so what turns away is hidden, never folded over) into a backward map into the source frame.
@@ -46,16 +48,37 @@ def rotation(axis_angle) -> np.ndarray:
     return rodrigues(torch.as_tensor(np.asarray(axis_angle, np.float64))).numpy()
 
 
-def relative_rotation(pose: np.ndarray, photo_pose: np.ndarray, limits_deg, gains=(1.0, 1.0, 1.0)) -> np.ndarray:
+def relative_rotation(pose: np.ndarray, photo_pose: np.ndarray, limits_deg) -> np.ndarray:
     """The head's rotation from the photo's pose to the driven one (global and neck joints),
-    each angle (yaw, pitch, roll) times its gain, clamped to ``limits_deg``: what one photo can
-    show. The gains make up for the outline: a photo's silhouette turns less than the surface
-    inside it, so a face warped by an angle reads as turned by less (docs/portrait.md)."""
+    its yaw, pitch and roll clamped to ``limits_deg``: what one photo can show. Nothing else
+    changes the angle: a head driven 10 degrees turns 10 degrees."""
     driven = rotation(pose[0:3]) @ rotation(pose[3:6])
     rel = driven @ rotation(photo_pose[0:3]).T
     limits = np.radians(np.asarray(limits_deg, np.float64))
-    angles = np.clip(euler_yxz(rel) * np.asarray(gains, np.float64), -limits, limits)
-    return from_euler_yxz(angles)
+    return from_euler_yxz(np.clip(euler_yxz(rel), -limits, limits))
+
+
+def rotation_vector(rot: np.ndarray) -> np.ndarray:
+    """Axis-angle (3,) of a rotation matrix."""
+    angle = math.acos(float(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)))
+    if angle < 1e-8:
+        return np.zeros(3)
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
+    return axis / (2.0 * math.sin(angle)) * angle
+
+
+def rotate_partially(points: torch.Tensor, rotvec: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Each point (G, 3) rotated by ``weight`` (G,) times the rotation ``rotvec`` (Rodrigues per
+    point): a neck bends through the angles in between, nothing is squashed as a blend of the
+    start and end positions would be."""
+    angle = float(torch.linalg.norm(rotvec))
+    if angle < 1e-9:
+        return points
+    k = rotvec / angle
+    a = (weight * angle)[:, None]
+    cos, sin = torch.cos(a), torch.sin(a)
+    cross = torch.linalg.cross(k.expand_as(points), points)
+    return points * cos + cross * sin + k * (points @ k)[:, None] * (1.0 - cos)
 
 
 class ViewWarp:
@@ -87,12 +110,13 @@ class ViewWarp:
         self.weight = scene.grid_weight[:, None]
 
     def moved(self, rel: np.ndarray, translation: np.ndarray) -> torch.Tensor:
-        """Grid vertices (G, 3) after the head's rigid motion, blended by head weight."""
+        """Grid vertices (G, 3) after the head's rotation ``rel`` about the neck joint and its
+        translation, each vertex following them by its head weight."""
         x = self.scene.grid_xyz
-        r = torch.as_tensor(rel, dtype=torch.float32)
+        rotvec = torch.as_tensor(rotation_vector(rel), dtype=torch.float32)
         t = torch.as_tensor(translation, dtype=torch.float32)
-        target = (x - self.pivot) @ r.T + self.pivot + t
-        return x + self.weight * (target - x)
+        w = self.weight
+        return rotate_partially(x - self.pivot, rotvec, w[:, 0]) + self.pivot + w * t
 
     def maps(self, moved: torch.Tensor) -> np.ndarray:
         """(V, map_size, map_size, 2) float32 source coordinates of every view."""

@@ -34,7 +34,7 @@ MIN_FACE_PX = 48  # smaller faces are refused
 FOREHEAD, CHIN = 10, 152  # FaceMesh landmark ids
 PERSON_ALPHA = 0.02
 FALLOFF_FACES = 0.9  # head weight falls from 1 at the chin to 0 this many face heights lower
-ROUND_M = 0.03  # how far the person's outline recedes (metres)
+MARGIN_CELLS = 2.5  # the grid vertices moving with the person reach this many cells past its matte
 
 
 @dataclass
@@ -60,7 +60,6 @@ class Scene:
     grid_weight: torch.Tensor  # (G,) head weight of each vertex
     grid_person: torch.Tensor  # (G,) bool: the vertex moves with the person
     grid_faces: torch.Tensor  # (F, 3) long
-    mouth_photo: np.ndarray  # (S, S) float32, 1 inside the photo's own open mouth
     landmarks: np.ndarray  # (468+, 2) FaceMesh landmarks in source index coordinates
     face_px: float  # face height in source pixels
 
@@ -210,7 +209,7 @@ def build_scene(head, fit, portrait, size: int, grid: int = GRID) -> Scene:
         reference=np.ascontiguousarray(rgb[pad:pad + size, pad:pad + size]),
         grid_src=np.zeros((0, 2), np.float32), grid_xyz=torch.zeros(0, 3), grid_weight=torch.zeros(0),
         grid_person=torch.zeros(0, dtype=torch.bool), grid_faces=torch.zeros(0, 3, dtype=torch.long),
-        mouth_photo=polygon_mask(mouth_polygon(lmk), n), landmarks=lmk, face_px=face_px,
+        landmarks=lmk, face_px=face_px,
     )
     _add_grid(scene, head, fit, alpha, grid)
     return scene
@@ -219,69 +218,44 @@ def build_scene(head, fit, portrait, size: int, grid: int = GRID) -> Scene:
 def _add_grid(scene: Scene, head, fit, alpha: np.ndarray, n: int) -> None:
     import cv2
 
+    from .depth import person_depth
+
     size = scene.source_size
     step = (size - 1) / (n - 1)
     axis = np.arange(n) * step
     u, v = np.meshgrid(axis, axis)
     src = np.stack([u.ravel(), v.ravel()], 1).astype(np.float32)
-    z, covered, head_box = _head_depth_on_grid(scene, head, fit, n, step)
-    # the person at each vertex: alpha sampled there, grown by a cell and a half
-    grown = cv2.dilate(alpha, np.ones((int(2 * step) | 1,) * 2, np.uint8))
-    person = cv2.resize(grown, (n, n), interpolation=cv2.INTER_AREA) > PERSON_ALPHA
-    person |= covered
-    z = _extend_depth(scene, z, covered, person, head_box, u, v)
+    uf, vf = u.astype(np.float32), v.astype(np.float32)
+    solid = cv2.remap(alpha, uf, vf, cv2.INTER_LINEAR) > 0.5
+    k = int(2 * MARGIN_CELLS * step) | 1
+    grown = cv2.dilate((alpha > PERSON_ALPHA).astype(np.uint8), np.ones((k, k), np.uint8))
+    person = cv2.remap(grown.astype(np.float32), uf, vf, cv2.INTER_LINEAR) > 0
+    centre_z = head_centre(head, fit)[2]
+    z = person_depth(scene, head, fit, person, solid, u, v, centre_z)
     xyz = np.stack([(u.ravel() + 0.5 - scene.offset[0]) / scene.scale,
                     -(v.ravel() + 0.5 - scene.offset[1]) / scene.scale, z.ravel()], 1)
-    chin = scene.landmarks[CHIN, 1]
-    t = np.clip((v.ravel() - chin) / (FALLOFF_FACES * scene.face_px), 0.0, 1.0)
-    weight = 1.0 - t * t * (3.0 - 2.0 * t)
     idx = np.arange(n * n).reshape(n, n)
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
     faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
     scene.grid_src = src
     scene.grid_xyz = torch.tensor(xyz, dtype=torch.float32)
-    scene.grid_weight = torch.tensor(weight, dtype=torch.float32)
+    scene.grid_weight = torch.tensor(head_weight(v.ravel(), scene), dtype=torch.float32)
     scene.grid_person = torch.tensor(person.ravel())
     scene.grid_faces = torch.tensor(faces, dtype=torch.long)
 
 
-def _head_depth_on_grid(scene: Scene, head, fit, n: int, step: float):
-    """The fitted head's nearest surface (head-frame z, metres) at each grid vertex."""
-    from flamecast.renderer.raster import rasterize_torch
+def head_weight(rows: np.ndarray, scene: Scene) -> np.ndarray:
+    """How much of the head's rotation a point at source row ``rows`` follows: 1 down to the
+    chin, easing to 0 ``FALLOFF_FACES`` face heights lower (the neck bends, the shoulders stay)."""
+    t = np.clip((rows - scene.landmarks[CHIN, 1]) / (FALLOFF_FACES * scene.face_px), 0.0, 1.0)
+    return 1.0 - t * t * (3.0 - 2.0 * t)
 
+
+def head_centre(head, fit) -> np.ndarray:
+    """Centre of the fitted skull's bounding box (head frame, metres)."""
     with torch.no_grad():
         verts = head(pose=fit.pose[None], shape=fit.shape[None], expression=fit.expression[None]).vertices[0]
-    p = scene.to_source(verts.cpu())
-    screen = torch.stack([p[:, 0] / step + 0.5, p[:, 1] / step + 0.5, DEPTH_OFFSET - p[:, 2]], -1)
-    frags = rasterize_torch(screen[None], head.faces.cpu(), n, cull_backfaces=True)
-    covered = frags.mask[0].numpy()
-    z = ((DEPTH_OFFSET - frags.depth[0].numpy()) / scene.scale).astype(np.float64)
     regions = head.vertex_regions()
-    skull = torch.cat([regions[k] for k in ("face", "scalp") if k in regions]) if regions else slice(None)
-    kept = verts[skull].cpu().numpy()
-    return np.where(covered, z, 0.0), covered, (kept.min(0), kept.max(0))
-
-
-def _extend_depth(scene: Scene, z, covered, person, head_box, u, v) -> np.ndarray:
-    """Depth (head-frame z, metres) over the whole person: the fitted face inside the face's
-    outline; around it the larger of the head's surface and an ellipsoid a little bigger than
-    the head (hair); below, a plane just behind the head's centre (neck, shoulders); smoothed
-    so that nothing folds, the person's outline receding a little."""
-    import cv2
-
-    lo, hi = head_box
-    centre = (lo + hi) / 2
-    radii = (hi - lo) / 2 * np.array([1.3, 1.2, 1.0])
-    x = (u + 0.5 - scene.offset[0]) / scene.scale
-    y = -(v + 0.5 - scene.offset[1]) / scene.scale
-    r2 = ((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
-    ellipsoid = centre[2] + radii[2] * np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
-    body = centre[2] - 0.02
-    around = np.maximum(np.where(covered, z, -np.inf), np.maximum(ellipsoid, body))
-    n = z.shape[0]
-    face = face_hull_mask(scene.landmarks / ((scene.source_size - 1) / (n - 1)), n, 0.0)
-    face = cv2.GaussianBlur(cv2.erode(face, np.ones((3, 3), np.float32)), (0, 0), 1.0)
-    out = np.where(covered, face * z + (1.0 - face) * around, around)
-    out = cv2.GaussianBlur(out, (0, 0), 1.5) * (1.0 - face) + out * face
-    inside = cv2.distanceTransform(person.astype(np.uint8), cv2.DIST_L2, 3)
-    return out - ROUND_M * (1.0 - np.clip(inside / 3.0, 0.0, 1.0)) ** 2
+    if regions:
+        verts = verts[torch.cat([regions[k] for k in ("face", "scalp") if k in regions])]
+    return ((verts.min(0).values + verts.max(0).values) / 2).cpu().numpy()

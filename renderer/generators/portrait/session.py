@@ -10,9 +10,10 @@ import torch
 
 from flamecast.plugins import FlameFrame, GeneratorSession, RenderedFrame
 
-from .face import FaceWarp, draw_mouth
+from .face import FaceWarp
 from .motion import ViewWarp, relative_rotation
-from .scene import Scene
+from .mouth import Mouth
+from .scene import Scene, head_centre
 
 MAX_JAW = 0.55  # radians
 MAX_TRANSLATION_M = 0.04
@@ -27,10 +28,8 @@ class PortraitSession(GeneratorSession):
         self.face = FaceWarp(head, fit, scene)
         with torch.no_grad():
             out = head(pose=fit.pose[None], shape=fit.shape[None], expression=fit.expression[None])
-        regions = head.vertex_regions()
-        skull = torch.cat([regions[k] for k in ("face", "scalp") if k in regions]) if regions else None
-        verts = out.vertices[0] if skull is None else out.vertices[0][skull]
-        centre = ((verts.min(0).values + verts.max(0).values) / 2).numpy()
+        self.mouth = Mouth(scene, scene.to_source(out.landmarks[0])[:, :2].numpy())
+        centre = head_centre(head, fit)
         pivot = out.joints[0, 1].numpy()
         map_size = options.map_size or max(32, options.size // 2)
         self.views = ViewWarp(scene, options.views, pivot, centre, map_size)
@@ -43,30 +42,34 @@ class PortraitSession(GeneratorSession):
         out = []
         for frame in frames:
             t0 = time.perf_counter_ns()
-            views = self.render(frame.pose, frame.expression, frame.eyelids, frame.translation)
-            out.append(RenderedFrame(frame, views, self.view_ids, time.perf_counter_ns() - t0))
+            views, matte = self.render(frame.pose, frame.expression, frame.eyelids, frame.translation,
+                                       with_matte=True)
+            out.append(RenderedFrame(frame, views, self.view_ids, time.perf_counter_ns() - t0, matte))
         return out
 
-    def render(self, pose, expression, eyelids=None, translation=None) -> np.ndarray:
-        """(V, size, size, 3) uint8 views for one frame's parameters."""
+    def render(self, pose, expression, eyelids=None, translation=None, *, with_matte: bool = False):
+        """(V, size, size, 3) uint8 views for one frame's parameters; ``with_matte`` also the
+        (V, size, size) uint8 matte of the person in each view (255 person, 0 background)."""
         import cv2
 
         pose = np.asarray(pose, np.float64)
         with torch.inference_mode():
             edited = self._edit_face(pose, expression, eyelids)
-            rel = relative_rotation(pose, self.photo_pose, self.limits, (self.options.yaw_gain, self.options.pitch_gain, 1.0))
+            rel = relative_rotation(pose, self.photo_pose, self.limits)
             t = np.zeros(3) if translation is None else np.clip(np.asarray(translation, np.float64),
                                                                   -MAX_TRANSLATION_M, MAX_TRANSLATION_M)
             maps = self.views.maps(self.views.moved(rel, t))
         size = self.scene.size
         views = np.empty((len(maps), size, size, 3), np.uint8)
+        matte = np.empty((len(maps), size, size), np.uint8)
         for i, m in enumerate(maps):
             if m.shape[0] != size:
                 m = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
             rgba = cv2.remap(edited, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=0)
             views[i] = composite(rgba, self.scene.background)
-        return views
+            matte[i] = rgba[..., 3]
+        return (views, matte) if with_matte else views
 
     def _edit_face(self, pose: np.ndarray, expression, eyelids) -> np.ndarray:
         import cv2
@@ -86,7 +89,7 @@ class PortraitSession(GeneratorSession):
         box = cv2.remap(self.scene.person, fmap[..., 0], fmap[..., 1], cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE)
         lmk = self.scene.to_source(landmarks)[:, :2].numpy()
-        draw_mouth(box, lmk, self.face, fmap)
+        self.mouth.draw(box, lmk, (self.face.x0, self.face.y0))
         edited[self.face.box] = box
         return edited
 
