@@ -42,6 +42,7 @@ JAW_REST_RAD = 0.01
 MOUTH_CHANNELS = ("lip_press", "mouth_pucker", "mouth_funnel", "mouth_stretch", "smile")
 RETRY_SECONDS = 3.0      # a live source that failed is tried again this often
 STALE_SECONDS = 0.15     # live rows older than this: the mouth relaxes to closed
+VOICE_HOLD_S = 0.6       # the layer stays active this long after the last sound above the gate
 
 
 def learned_dir_default() -> Path:
@@ -114,6 +115,14 @@ class MicrophoneDriver(Driver):
         self.frame_index = 0
         self._last_row = None
         self._last_row_at = 0.0
+        self._last_voice = -VOICE_HOLD_S - 1.0
+
+    @property
+    def active(self) -> bool:
+        """Sound above the gate within the last VOICE_HOLD_S seconds. In a stack of layers, the
+        layers below (a webcam, the idle base) drive the mouth and head while the speaker is
+        silent or the audio is lost, and hand them back with a cross-fade when speech resumes."""
+        return self.context.clock.monotonic() - self._last_voice <= VOICE_HOLD_S
 
     def _pick_source(self) -> str:
         o = self.options
@@ -264,6 +273,8 @@ class MicrophoneDriver(Driver):
     def _frame(self, mouth: MouthState | None, t_mouth: float | None) -> FlameFrame:
         if self.options.passthrough and t_mouth is not None:
             self.passthrough.emit_until(t_mouth + 0.5 / self.rate, self.context.clock.now_ns())
+        if mouth is not None and mouth.level_db > self.options.gate_db:
+            self._last_voice = self.context.clock.monotonic()
         head = self.prosody.step(mouth.level_db if mouth else -100.0, mouth.f0 if mouth else 0.0)
         self.frame_index += 1
         return build_frame(self.context.head, mouth, head, self.options)

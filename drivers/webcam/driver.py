@@ -96,6 +96,13 @@ class WebcamDriver(Driver):
                 self.context.emit({"type": "webcam", "face": face})
             yield self._frame(params)
 
+    @property
+    def active(self) -> bool:
+        """A face is tracked, or was lost less than ``hold_seconds`` ago. In a stack of layers the
+        layers below (the idle base) take the head back with a cross-fade once the face is gone."""
+        motion = getattr(self, "_motion", None)
+        return motion is not None and motion.state != "easing"
+
     _last_seen = 0.0
     last_capture_ns = 0  # capture time of the newest frame taken (for latency measurements)
     _calibrate = False

@@ -187,3 +187,24 @@ async def test_bad_pushed_chunks_are_dropped_and_reported():
     harness.check(frames)
     assert harness.events[0]["state"] == "bad-chunk" and "2 audio chunk(s)" in harness.events[0]["reason"]
     await harness.close()
+
+
+async def test_the_layer_is_active_while_there_is_sound_and_drops_out_in_silence(tmp_path):
+    """In a stack, the microphone layer owns the mouth while someone speaks; in silence the layers
+    below take it back."""
+    from flamecast.plugins import Channel
+    from flamecast.plugins.testing import StackHarness
+
+    rate = 16000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+    pcm = np.concatenate([tone, np.zeros(2 * rate, np.float32)])
+    harness = StackHarness()
+    ctx = harness.add("mic", MicrophoneDriver, {"source": "client", "passthrough": False})
+    owners = []
+    for i in range(0, pcm.size, rate // 25):
+        await ctx.audio_in.put((pcm[i:i + rate // 25, None], rate))
+        await harness.collect(1)
+        owners.append(harness.stack.stats().owners[Channel.JAW.value])
+    await harness.close()
+    assert "mic" in owners[5:25], "the microphone drives the jaw while there is sound"
+    assert owners[-1] == "base", "in silence the base takes the jaw back"

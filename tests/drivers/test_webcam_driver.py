@@ -33,6 +33,7 @@ async def test_browser_frames_drive_the_head_and_bad_frames_never_jump_it():
     await harness.control("option", calibrate=True)
     frames = [await _feed(harness, rotated(photo, 0)) for _ in range(3)]
     frames += [await _feed(harness, rotated(photo, 20)) for _ in range(20)]
+    assert harness.driver.active, "a tracked face drives its layer"
     assert harness.events[0] == {"type": "webcam", "tracker": "landmarks", "source": "browser"}
     assert abs(_roll(frames[0])) < 1.0
     assert _roll(frames[-1]) == pytest.approx(20, abs=3)
@@ -48,6 +49,7 @@ async def test_browser_frames_drive_the_head_and_bad_frames_never_jump_it():
     assert max(abs(np.diff(rolls))) < 2.0  # no jump
     assert rolls[1] == pytest.approx(rolls[0], abs=0.5)  # held
     assert abs(rolls[-1]) < 0.5  # eased to rest
+    assert not harness.driver.active, "a lost face hands the head to the layers below"
     assert {"type": "webcam", "face": False} in harness.events
     harness.check(frames + bad)
     await harness.close()
