@@ -1,17 +1,15 @@
-"""``flamecast record``: receive a session over WebRTC and write it to an MP4 file."""
+"""``flamecast record``: receive a session over WebRTC and write it, with its audio, to an MP4 file."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from flamecast.plugins import Command, CommandError
 
-FPS_HINT = 25
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -20,6 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="how long to record (default 10)")
     p.add_argument("--view", default="mosaic", help="view id, 'mosaic' (default) or 'all'")
     p.add_argument("--session", help="join this session instead of creating one")
+    p.add_argument("--channel", help="join the session that holds this channel name (e.g. main)")
+    p.add_argument("--no-audio", dest="audio", action="store_false",
+                   help="leave the audio out (default: an AAC stream with the session's audio, silence when it has none)")
     p.add_argument("--driver", default=None, help="driver of the session to create (default: the server's)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=JSON", help="driver option (repeatable)")
     p.add_argument("--token", help="API access token of the server")
@@ -35,15 +36,20 @@ class RecordCommand:
     driver: str | None
     options: dict
     token: str | None
+    channel: str | None = None
+    audio: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RecordCommand:
         if args.seconds <= 0:
             raise CommandError("--seconds must be positive")
-        if args.session and (args.driver or args.option):
-            raise CommandError("--driver/--option create a session; they cannot be used with --session")
+        joins = getattr(args, "channel", None) or args.session
+        if joins and (args.driver or args.option):
+            raise CommandError("--driver/--option create a session; they cannot be used with --session or --channel")
+        if args.session and getattr(args, "channel", None):
+            raise CommandError("give --session or --channel, not both")
         return cls(Path(args.out), args.url, args.seconds, args.view, args.session, args.driver,
-                   _options(args.option), args.token)
+                   _options(args.option), args.token, getattr(args, "channel", None), getattr(args, "audio", True))
 
 
 def _options(pairs: list[str]) -> dict:
@@ -61,17 +67,27 @@ def _options(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     cmd = RecordCommand.from_args(args)
-    counts = asyncio.run(record(cmd))
-    print(f"wrote {cmd.out}: " + ", ".join(f"{n} frames of {name}" for name, n in counts.items()))
+    quiet_media_logs()
+    summary = asyncio.run(record(cmd))
+    print(f"wrote {cmd.out}: " + ", ".join(f"{n} frames of {name}" for name, n in summary["frames"].items())
+          + (f", {summary['audio_seconds']:.1f} s of audio" if cmd.audio else ""))
     return 0
 
 
-async def record(cmd: RecordCommand) -> dict[str, int]:
+def quiet_media_logs() -> None:
+    """aioice and aiortc log every ICE step at INFO; a recording needs none of it."""
+    import logging
+
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+async def record(cmd: RecordCommand) -> dict:
     from flamecast.server.client import ClientError, FlamecastClient
 
     async with FlamecastClient(cmd.url, cmd.token) as client:
         try:
-            session_id = cmd.session or await _create(client, cmd)
+            session_id = cmd.session or await _from_channel(client, cmd) or await _create(client, cmd)
             info = await client.session(session_id)
         except ClientError as exc:
             raise CommandError(f"the server at {cmd.url} said: {exc.message}") from None
@@ -79,12 +95,22 @@ async def record(cmd: RecordCommand) -> dict[str, int]:
             raise CommandError(f"cannot reach {cmd.url}: {exc}; is `flamecast serve` running?") from None
         tracks = _tracks(cmd.view, info)
         try:
-            conn = await client.connect(session_id, tracks=tracks)
+            conn = await client.connect(session_id, tracks=tracks, audio=cmd.audio)
             async with conn:
                 return await _write(conn, tracks, cmd)
         finally:
-            if not cmd.session:
+            if not cmd.session and not cmd.channel:
                 await client.delete_session(session_id)
+
+
+async def _from_channel(client, cmd: RecordCommand) -> str | None:
+    if not cmd.channel:
+        return None
+    held = await client._request("GET", f"/api/channels/{cmd.channel}")
+    if not held.get("session"):
+        raise CommandError(f"no session holds channel {cmd.channel!r} now; start one in the client (channel "
+                           f"{cmd.channel!r}) or record with --driver to create one")
+    return held["session"]
 
 
 async def _create(client, cmd: RecordCommand) -> str:
@@ -102,75 +128,99 @@ def _tracks(view: str, info: dict) -> list[str]:
     return [view]
 
 
-async def _write(conn, tracks: list[str], cmd: RecordCommand) -> dict[str, int]:
-    import av
+async def _write(conn, tracks: list[str], cmd: RecordCommand) -> dict:
+    """Receive every track (and the audio) for ``cmd.seconds`` after the first picture and write
+    them into one MP4. Each stream keeps its own pts; the streams are lined up by when their first
+    frame arrived (the server sends audio delayed to match the video)."""
+    from flamecast.server.media import Mp4Writer
 
-    cmd.out.parent.mkdir(parents=True, exist_ok=True)
-    container = av.open(str(cmd.out), mode="w")
-    writers = {name: _TrackWriter(container, name) for name in tracks}
+    clock = _Clock()
+    writer = await asyncio.to_thread(Mp4Writer, cmd.out, audio=cmd.audio, videos=len(tracks))
+    video = [_VideoTrack(conn, name, i, writer, clock) for i, name in enumerate(tracks)]
+    readers = [asyncio.create_task(v.run(cmd.seconds)) for v in video]
+    audio = asyncio.create_task(_AudioTrack(conn, writer, clock).run()) if cmd.audio else None
     try:
         async with asyncio.timeout(cmd.seconds + 30):
-            await asyncio.gather(*(w.run(conn, cmd.seconds) for w in writers.values()))
+            await asyncio.gather(*readers)
     finally:
-        for w in writers.values():
-            w.flush()
-        container.close()
-    return {name: w.frames for name, w in writers.items()}
+        for task in (*readers, audio):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*readers, *([audio] if audio else []), return_exceptions=True)
+        summary = await asyncio.to_thread(writer.close)
+    return {**summary, "frames": {v.name: v.frames for v in video}}
 
 
-class _TrackWriter:
-    """Writes one received track as one H.264 stream, timed by the capture-clock pts."""
+class _Clock:
+    """Seconds since the first picture arrived (None before)."""
 
-    def __init__(self, container, name: str) -> None:
-        self.container = container
-        self.name = name
-        self.stream = None
+    def __init__(self) -> None:
+        self.start: float | None = None
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
+class _VideoTrack:
+    """One received track: the picture's time is its pts after the track's first picture, placed
+    at the moment that first picture arrived."""
+
+    def __init__(self, conn, name: str, index: int, writer, clock: _Clock) -> None:
+        self.conn, self.name, self.index, self.writer, self.clock = conn, name, index, writer, clock
         self.frames = 0
-        self._first_pts: int | None = None
-        self._last_pts = -1
 
-    async def run(self, conn, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        end = None
-        while end is None or loop.time() < end:
-            frame = await conn.recv(self.name, timeout=20.0)
-            if end is None:
-                end = loop.time() + seconds
-            self._encode(frame)
+    async def run(self, seconds: float) -> None:
+        first_pts = offset = None
+        while True:
+            frame = await self.conn.recv(self.name, timeout=20.0)
+            now = self.clock.now()
+            if self.clock.start is None:
+                self.clock.start = now
+            if first_pts is None:
+                first_pts, offset = frame.pts, now - self.clock.start
+            t = offset + (frame.pts - first_pts) / 90000
+            if t > seconds:
+                return
+            await asyncio.to_thread(self.writer.video, frame, t, self.index)
+            self.frames += 1
 
-    def _encode(self, frame) -> None:
-        if self.stream is None:
-            self.stream = self.container.add_stream("libx264", rate=FPS_HINT)
-            self.stream.width, self.stream.height = frame.width, frame.height
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.time_base = fractions.Fraction(1, 90000)
-            # the encoder counts in 90 kHz too: at the default 1/25 two frames closer than 40 ms
-            # (a driver catching up after a stall) would share a pts and the muxer refuses that
-            self.stream.codec_context.time_base = fractions.Fraction(1, 90000)
-            self.stream.options = {"preset": "veryfast", "tune": "zerolatency"}
-        if self._first_pts is None:
-            self._first_pts = frame.pts
-        pts = max(frame.pts - self._first_pts, self._last_pts + 1)
-        self._last_pts = pts
-        frame = frame.reformat(width=self.stream.width, height=self.stream.height, format="yuv420p")
-        frame.pts, frame.time_base = pts, fractions.Fraction(1, 90000)
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.frames += 1
 
-    def flush(self) -> None:
-        if self.stream is not None:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
+class _AudioTrack:
+    """The session's audio: continuous from its first frame, placed at the moment it arrived."""
+
+    def __init__(self, conn, writer, clock: _Clock) -> None:
+        self.conn, self.writer, self.clock = conn, writer, clock
+
+    async def run(self) -> None:
+        first = True
+        while True:
+            frame = await self.conn.recv_audio(timeout=3600.0)
+            if self.clock.start is None:
+                continue  # before the first picture
+            pcm = frame.to_ndarray()
+            channels = len(frame.layout.channels)
+            samples = pcm.reshape(-1, channels) if frame.format.is_packed else pcm.T
+            t = (self.clock.now() - self.clock.start - samples.shape[0] / frame.sample_rate) if first else None
+            first = False
+            await asyncio.to_thread(self.writer.audio, _int16(samples), frame.sample_rate, t)
+
+
+def _int16(samples):
+    import numpy as np
+
+    if samples.dtype == np.int16:
+        return samples
+    return (np.clip(samples, -1, 1) * 32767).astype(np.int16)
 
 
 COMMAND = Command(
     path=("record",),
     help="record a session to an MP4 file",
     description=(
-        "Join a session (--session ID) or create one (--driver, --option), receive its video over "
-        "WebRTC and write it to an MP4 (H.264). --view picks one view, 'mosaic' (default: every view tiled "
-        "in one picture) or 'all' (one video stream per view)."
+        "Join a session (--session ID, or --channel NAME) or create one (--driver, --option), receive its "
+        "video and audio over WebRTC and write them to an MP4 (H.264 + AAC, in sync). --view picks one view, "
+        "'mosaic' (default: every view tiled in one picture) or 'all' (one video stream per view). The server "
+        "can also record by itself: `flamecast output add record --session ID`."
     ),
     configure=configure,
     run=run,

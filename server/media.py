@@ -231,9 +231,11 @@ class SessionVideo:
 class AudioSource(MediaStreamTrack):
     """Audio a driver passes through (``DriverContext.emit_audio``), as one track per session.
 
-    Each chunk is released ``delay_ms()`` after its capture time (the session's current video
-    latency), so speech lines up with the lips it drives. The buffer is bounded: the oldest
-    chunk goes first (counted in ``stats.audio_dropped``).
+    Chunks are cut into 20 ms frames (the Opus encoder takes exactly 20 ms per packet and would
+    drop the rest of a longer frame), and each frame is released ``delay_ms()`` after its
+    capture time (the session's current video latency), so speech lines up with the lips it
+    drives. The buffer is bounded: the oldest frame goes first (counted in
+    ``stats.audio_dropped``).
     """
 
     kind = "audio"
@@ -246,13 +248,31 @@ class AudioSource(MediaStreamTrack):
         self._event = asyncio.Event()
         self._pts = 0
         self._rate: int | None = None
+        self._carry: AudioChunk | None = None  # the last chunk's samples short of 20 ms
 
     def put(self, chunk: AudioChunk) -> None:
+        samples, start_ns, rate = chunk.samples, chunk.capture_ns, chunk.sample_rate
+        carry, self._carry = self._carry, None
+        if carry is not None and carry.sample_rate == rate and carry.samples.shape[1:] == samples.shape[1:]:
+            samples, start_ns = np.concatenate([carry.samples, samples]), carry.capture_ns
+        step = max(1, rate // 50)
+        full = samples.shape[0] // step
+        for k in range(full + 1):
+            piece = samples[k * step:(k + 1) * step]
+            if not piece.shape[0]:
+                break
+            stamped = AudioChunk(chunk.session_id, chunk.seq, start_ns + k * step * 1_000_000_000 // rate, rate, piece)
+            if k == full:
+                self._carry = stamped
+            else:
+                self._append(stamped)
+        self._event.set()
+
+    def _append(self, piece: AudioChunk) -> None:
         if len(self._chunks) >= AUDIO_BUFFER:
             self._chunks.popleft()
             self._stats.audio_dropped += 1
-        self._chunks.append(chunk)
-        self._event.set()
+        self._chunks.append(piece)
 
     async def recv(self) -> av.AudioFrame:
         while not self._chunks:
@@ -292,13 +312,14 @@ AUDIO_GAP_S = 0.1  # audio that starts this much after the previous chunk ended 
 
 
 class Mp4Writer:
-    """An MP4 file of one video stream (H.264) and one audio stream (AAC, 48 kHz stereo), both
-    timed on one clock: ``video(picture, t)`` and ``audio(samples, rate, t)`` take seconds since
-    the recording's start. Audio plays continuously; a chunk that starts more than 0.1 s after
-    the previous one ended leaves silence; audio before the first picture is dropped. Blocking:
-    call it from a thread. A recording without audio gets silence as long as its video."""
+    """An MP4 file of ``videos`` video streams (H.264, all the size of the first picture) and one
+    audio stream (AAC, 48 kHz stereo), timed on one clock: ``video(picture, t, index)`` and
+    ``audio(samples, rate, t)`` take seconds since the recording's start. Audio plays
+    continuously; a chunk that starts more than 0.1 s after the previous one ended leaves
+    silence; audio before the first picture is dropped. Blocking: call it from a thread. A
+    recording without audio gets silence as long as its video."""
 
-    def __init__(self, path: Path, *, audio: bool = True, fps_hint: float = 25.0) -> None:
+    def __init__(self, path: Path, *, audio: bool = True, videos: int = 1, fps_hint: float = 25.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.frames = 0
@@ -306,22 +327,25 @@ class Mp4Writer:
         self._container = av.open(str(path), mode="w")
         self._want_audio = audio
         self._fps_hint = fps_hint
-        self._video = self._audio = None
+        self._videos: list = []
+        self._n_videos = videos
+        self._audio = None
         self._resampler = None
-        self._last_pts = -1
+        self._last_pts = [-1] * videos
         self._next_sample = 0  # in AUDIO_RATE samples since the start
         self._duration = 0.0
 
-    def video(self, picture: np.ndarray | av.VideoFrame, t: float) -> None:
+    def video(self, picture: np.ndarray | av.VideoFrame, t: float, index: int = 0) -> None:
         frame = picture if isinstance(picture, av.VideoFrame) else av.VideoFrame.from_ndarray(
             np.ascontiguousarray(picture), format="rgb24")
-        if self._video is None:
+        if not self._videos:
             self._open_streams(frame.width, frame.height)
-        pts = max(int(round(t * VIDEO_CLOCK)), self._last_pts + 1)
-        self._last_pts = pts
-        frame = frame.reformat(width=self._video.width, height=self._video.height, format="yuv420p")
+        stream = self._videos[index]
+        pts = max(int(round(t * VIDEO_CLOCK)), self._last_pts[index] + 1)
+        self._last_pts[index] = pts
+        frame = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
         frame.pts, frame.time_base = pts, TIME_BASE
-        for packet in self._video.encode(frame):
+        for packet in stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
         self._duration = max(self._duration, pts / VIDEO_CLOCK)
@@ -351,22 +375,24 @@ class Mp4Writer:
                 missing = int(self._duration * AUDIO_RATE) - self._next_sample
                 if missing > 0:
                     self._silence(missing)
-                for stream in (self._video, self._audio):
-                    for packet in stream.encode(None):
-                        self._container.mux(packet)
+            for stream in [*self._videos, *([self._audio] if self._audio is not None else [])]:
+                for packet in stream.encode(None):
+                    self._container.mux(packet)
         finally:
             self._container.close()
         return {"frames": self.frames, "seconds": self._duration, "audio_seconds": self._next_sample / AUDIO_RATE}
 
     def _open_streams(self, width: int, height: int) -> None:
-        self._video = self._container.add_stream("libx264", rate=round(self._fps_hint))
-        self._video.width, self._video.height = width - width % 2, height - height % 2
-        self._video.pix_fmt = "yuv420p"
-        self._video.time_base = TIME_BASE
-        # the encoder counts in 90 kHz too: two frames closer than a 1/fps period (a driver
-        # catching up after a stall) must not share a pts
-        self._video.codec_context.time_base = TIME_BASE
-        self._video.options = {"preset": "veryfast", "tune": "zerolatency"}
+        for _ in range(self._n_videos):
+            stream = self._container.add_stream("libx264", rate=round(self._fps_hint))
+            stream.width, stream.height = width - width % 2, height - height % 2
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = TIME_BASE
+            # the encoder counts in 90 kHz too: two frames closer than a 1/fps period (a driver
+            # catching up after a stall) must not share a pts
+            stream.codec_context.time_base = TIME_BASE
+            stream.options = {"preset": "veryfast", "tune": "zerolatency"}
+            self._videos.append(stream)
         if self._want_audio:
             self._audio = self._container.add_stream("aac", rate=AUDIO_RATE)
             self._audio.layout = "stereo"

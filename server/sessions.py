@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -19,7 +20,7 @@ from flamecast.plugins.layers import EmotionMode
 from flamecast.plugins.manager import PluginHost
 from flamecast.plugins.protocol import AudioChunk, VideoFrame
 from flamecast.plugins.publish import FramePublisher
-from flamecast.plugins.stack import BASE_LAYER, DriverStack, LayerError, UnknownLayer
+from flamecast.plugins.stack import BASE_LAYER, DriverStack, LayerError, StackThread, UnknownLayer
 
 from .control import BadControl, ControlReply, NoSuchLayer, apply_control
 from .layers import LayerRequest, apply_layer_action
@@ -37,6 +38,7 @@ VIDEO_QUEUE = 4  # camera frames: a driver only wants the newest
 EVENT_QUEUE = 64  # events per listener
 REAP_INTERVAL = 0.5
 REOPEN_AFTER = 5.0  # seconds without video before the session is offered to the worker again
+FIRST_FRAME_WAIT = 5.0  # seconds an output attached to a new session waits for its first frame
 
 
 class SessionLimit(Exception):
@@ -140,6 +142,7 @@ class Session:
         self.channel: str | None = None
         self.external = request.external
         self.outputs = OutputSet(self.emit)
+        self.first_video = asyncio.Event()
         self._stack: DriverStack | None = None
         self._task: asyncio.Task | None = None
         self._publisher: FramePublisher | None = None
@@ -174,14 +177,37 @@ class Session:
         self.state = "running"
 
     def _start_driver(self) -> None:
-        self._publisher = FramePublisher(self.link.input_endpoint, self.link.context)
+        """The driver layers run in a thread of their own (``StackThread``): a driver that
+        blocks stalls only this session. Frames go out on the thread's own socket, addressed by
+        the session's wire token; events and audio come back to this loop."""
+        self._loop = asyncio.get_running_loop()
+        self._publisher = FramePublisher(self.link.input_endpoint, self.link.context, self.link.keys)
         top = self.top_layer
         rate = top.driver_cls.rate_for(top.options) if top else idle_driver_class(self.host).rate
-        self._stack = DriverStack(self._make_base, self._publish, session_id=self.id, rate=rate,
-                                  head=builtin_head_space(), emotion=self.request.emotion, on_event=self.emit)
+        stack = DriverStack(self._make_base, self._publish, session_id=self.link.wire_id(self.id), rate=rate,
+                            head=builtin_head_space(), emotion=self.request.emotion,
+                            on_event=lambda event: self._to_loop(self.emit, event))
+        self._stack = StackThread(stack, name=f"driver-{self.id}", on_exit=self._publisher.close)
         for layer in self.request.layers:
             self._stack.add(layer.name, self._factory(layer), layer.channels, muted=layer.muted)
         self._task = asyncio.create_task(self._stack.run(), name=f"driver-{self.id}")
+
+    def _to_loop(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the server's loop (called from the drivers' thread)."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed (shutdown)
+            pass
+
+    def _to_driver(self, queue: asyncio.Queue, item: Any) -> None:
+        """Hand an input chunk to a driver's queue on the drivers' loop (newest wins)."""
+        def put() -> None:
+            self.inputs_dropped += put_newest(queue, item)
+
+        if self._stack is None:
+            put()
+        else:
+            self._stack.call_soon(put)
 
     def _context(self, name: str, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
         inputs = self.inputs.setdefault(name, LayerInputs(
@@ -190,7 +216,8 @@ class Session:
         return DriverContext(
             session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
             audio_in=inputs.audio, video_in=inputs.video,
-            emit=lambda event: self._driver_event(name, event), emit_audio=self._audio_out,
+            emit=lambda event: self._to_loop(self._driver_event, name, event),
+            emit_audio=lambda chunk: self._to_loop(self._audio_out, chunk),
         )
 
     def _factory(self, layer: LayerRequest):
@@ -248,7 +275,10 @@ class Session:
         """The reply of the layer ``message.layer`` (or the highest that takes the kind)."""
         if self._stack is None:
             raise ControlNotSupported("the drivers have not started yet; try again shortly")
-        return await self._stack.control(message, layer=message.layer)
+        try:
+            return await self._stack.control(message, layer=message.layer)
+        except (KeyError, IndexError) as exc:  # a value the driver looked for is missing: the client's to fix
+            raise ValueError(f"missing or unusable value ({exc!r})") from None
 
     def switch_driver(self, driver_cls: type[Driver], options: DriverOptions) -> None:
         """Replace the top layer's driver (or add one above the base): the single-driver form."""
@@ -305,12 +335,12 @@ class Session:
         """Audio a client sends, to every layer whose driver needs audio (bounded, newest wins)."""
         for inputs in list(self.inputs.values()):
             if inputs.audio is not None:
-                self.inputs_dropped += put_newest(inputs.audio, chunk)
+                self._to_driver(inputs.audio, chunk)
 
     def feed_video(self, frame: Any) -> None:
         for inputs in list(self.inputs.values()):
             if inputs.video is not None:
-                self.inputs_dropped += put_newest(inputs.video, frame)
+                self._to_driver(inputs.video, frame)
 
     @property
     def wants_audio(self) -> bool:
@@ -331,6 +361,7 @@ class Session:
         self.stats.render_ms.add(frame.render_ns / 1e6)
         opaque = self.video.push(frame, getattr(frame, "mattes", None))
         if opaque is not None:
+            self.first_video.set()
             self.outputs.video(opaque)
 
     def on_audio(self, chunk: AudioChunk) -> None:
@@ -362,6 +393,9 @@ class Session:
             output_cls = self.host.outputs.get(name)
         except KeyError as exc:
             raise OutputError(exc.args[0]) from None
+        # the newest frame goes to the output at once, so a device that cannot take it fails here
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.first_video.wait(), FIRST_FRAME_WAIT)
         runner = await self.outputs.attach(output_cls, options, self.info, self.video.latest if self.video else None)
         return runner.describe()
 
