@@ -6,6 +6,7 @@
 #   PROFILES=live,paper NAME=a bash bench/flame2video_device.sh final   # GPU tests + compiled run
 #   PROFILES=live,paper bash bench/flame2video_device.sh carry   # replay check + compiled run
 #   PROFILES=live NAME=a TRACE_ARGS="--inductor coordinate_descent_tuning=True" bash bench/flame2video_device.sh trace
+#   PROFILES=live SESSIONS=1,2,4,8 bash bench/flame2video_device.sh service   # bench/flame2video_service.py, twice
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -41,6 +42,15 @@ elif [ "$MODE" = carry ]; then  # CUDA-graph replay check on the tiny config, th
     $BENCH --profile "$PROFILES" --compile reduce-overhead --eager paper --warmup ${WARMUP:-12} --frames 64 \
       --max-seconds 20 --json "$OUT/bench_${NAME:-carry}.json" 2>&1 | grep --line-buffered -v "should be kept"
   fi
+elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, recompiles: two processes, one cache
+  export FLAMECAST_COMPILE_CACHE=${FLAMECAST_COMPILE_CACHE:-/tmp/flamecast-compile}
+  for run in ${RUNS:-1 2}; do
+    T0=$(date +%s.%N) python3 bench/flame2video_service.py --profile ${PROFILES:-live} --sessions ${SESSIONS:-1,2,4,8} \
+      --seconds ${SECONDS_PER:-10} --max-batch ${MAX_BATCH:-4} --deadline ${DEADLINE:-0} --device cuda \
+      --compile reduce-overhead --allow-random-weights --json "$OUT/service_${NAME:-live}_run$run.json" 2>&1 \
+      | grep --line-buffered -v "should be kept"
+    echo "run $run exit ${PIPESTATUS[0]}"
+  done
 elif [ "$MODE" = trace ]; then  # where a compiled window's wall time goes (bench/flame2video_trace.py)
   python3 bench/flame2video_trace.py --profile ${PROFILES:-live} --json "$OUT/trace_${NAME:-trace}.json" ${TRACE_ARGS:-} \
     2>&1 | grep --line-buffered -v "should be kept"

@@ -8,8 +8,15 @@ renderings of the built-in head from every view (``flamecast.renderer.head`` +
 Generator settings (from the worker or ``flamecast bench``): ``device`` ("cpu", "cuda",
 "auto"), ``weights_dir`` (else $FLAMECAST_WEIGHTS, else ~/.cache/flamecast/weights),
 ``allow_random_weights`` (benchmarks only), ``compile`` (a torch.compile mode for the
-denoising UNet), ``detect_face`` (default True; False only decodes and centre-crops the
-portrait, for benchmark machines without mediapipe).
+denoising UNet), ``compile_cache_dir`` (where compiled kernels are kept, compile_cache.py),
+``warm_profiles`` (profiles ``warm_up`` builds and compiles; default the ``live`` profile when
+``compile`` is set, none otherwise), ``max_batch`` (sessions per batched UNet call, default 4),
+``detect_face`` (default True; False only decodes and centre-crops the portrait, for benchmark
+machines without mediapipe).
+
+Several sessions of one profile render together through ``step_sessions``: their windows go
+through the UNet in one call, padded to a batch size that ``warm_up`` compiled (1, 2, 4, ...
+up to ``max_batch``), so no batch size is compiled while serving.
 """
 
 from __future__ import annotations
@@ -159,6 +166,25 @@ class FLAME2VideoSession(GeneratorSession):
         self.stream = None
 
 
+def batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """The batch sizes a batched UNet call is padded to: powers of two below ``max_batch``, and it."""
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch:
+        sizes.append(sizes[-1] * 2)
+    return tuple(sorted(set(sizes) | {max(1, max_batch)}))
+
+
+def warm_frames(n: int, n_expression: int, start: int = 0) -> list[FlameFrame]:
+    """Driving frames for warm-up: a small head turn and jaw motion."""
+    out = []
+    for i in range(start, start + n):
+        pose = np.zeros(15, np.float32)
+        pose[1], pose[6] = 0.2 * np.sin(i / 5), 0.1 * (1 + np.sin(i / 3))
+        out.append(FlameFrame(session_id="warm-up", seq=i, capture_ns=0, pose=pose,
+                              expression=np.zeros(n_expression, np.float32)))
+    return out
+
+
 class FLAME2VideoGenerator(Generator):
     name = "flame2video"
     description = "FLAME2Video (MVPortrait): diffusion UNet with motion + view attention, streamed in sliding windows"
@@ -168,6 +194,12 @@ class FLAME2VideoGenerator(Generator):
         super().__init__(settings)
         self._pipelines: dict[Any, Any] = {}
         self._lock = threading.Lock()
+        self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
+        self.warm_up_s: float | None = None
+
+    @property
+    def max_batch(self) -> int:
+        return max(1, int(self.settings.get("max_batch") or 4))
 
     @property
     def device(self):
@@ -204,11 +236,73 @@ class FLAME2VideoGenerator(Generator):
             if pipe is None:
                 pipe = FLAME2VideoPipeline(self._components(profile), profile, device=self.device)
                 if self.settings.get("compile"):
+                    from .compile_cache import CompileCounts, use_compile_cache
+
+                    use_compile_cache(self.settings.get("compile_cache_dir"))
+                    CompileCounts.now()  # counts CUDA-graph recordings from here on
                     pipe.compile(self.settings["compile"])
                 self._pipelines[profile] = pipe
             return pipe
 
+    # ---- ready before the first session -------------------------------------------------
+    def warm_profiles(self) -> tuple[str, ...]:
+        names = self.settings.get("warm_profiles")
+        if names is None:
+            names = ("live",) if self.settings.get("compile") else ()
+        return tuple(n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip())
+
+    def warm_up(self) -> None:
+        """Build the pipelines of ``warm_profiles`` and run every compiled shape once (the
+        first window, then windows batched 1, 2, 4, ... up to ``max_batch`` sessions), so that
+        compilation and CUDA-graph capture happen here, before the worker reports ready, and
+        never on a session's window. Does nothing without ``warm_profiles`` or ``compile``."""
+        t0 = time.perf_counter()
+        for name in self.warm_profiles():
+            self.warm_up_profile(FLAME2VideoOptions(profile=name))
+        if self.settings.get("compile"):
+            from .compile_cache import CompileCounts
+
+            self.warm_counts = CompileCounts.now()
+        self.warm_up_s = time.perf_counter() - t0
+
+    def warm_up_profile(self, options: FLAME2VideoOptions) -> None:
+        """Run the windows of sessions with ``options`` in every batch size this generator uses."""
+        profile = resolve_profile(options)
+        pipe = self.pipeline(profile)
+        log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, batch_sizes(self.max_batch))
+        spec = GeneratorSessionSpec("warm-up", None, options)
+        sessions = [self._open(spec, detect_face=False) for _ in range(self.max_batch)]
+        n_expr, seq = self.head.n_expression, 0
+        for session in sessions:  # first windows: one at a time
+            session.step(warm_frames(profile.stride, n_expr))
+        for size in batch_sizes(self.max_batch):
+            for _ in range(3):  # warm-up run, CUDA-graph recording, a replay
+                seq += profile.stride
+                self.step_sessions([(s, warm_frames(profile.stride, n_expr, seq)) for s in sessions[:size]])
+        for session in sessions:
+            session.close()
+        if pipe.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(pipe.device)
+
+    def compile_report(self) -> dict[str, Any]:
+        """Compilations and CUDA-graph recordings since ``warm_up`` (all zero in a healthy
+        service), with the counts at warm-up; empty when nothing is compiled."""
+        if self.warm_counts is None:
+            return {}
+        from .compile_cache import CompileCounts
+
+        since = CompileCounts.now() - self.warm_counts
+        return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
+                "recompiles": since.graphs, "cudagraph_rerecords": since.cudagraph_recordings,
+                "warm_up_s": self.warm_up_s}
+
+    # ---- sessions -------------------------------------------------------------------------
     def open_session(self, spec: GeneratorSessionSpec) -> FLAME2VideoSession:
+        return self._open(spec, detect_face=self.settings.get("detect_face", True))
+
+    def _open(self, spec: GeneratorSessionSpec, *, detect_face: bool) -> FLAME2VideoSession:
         from flamecast.renderer.raster import DEFAULT_VIEWS
 
         from .stream import WindowStream
@@ -217,7 +311,7 @@ class FLAME2VideoGenerator(Generator):
             spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
         profile = resolve_profile(options)
         pipe = self.pipeline(profile)  # first: missing weights are reported before any portrait work
-        portrait = portrait_tensor(spec.portrait, detect_face=self.settings.get("detect_face", True))
+        portrait = portrait_tensor(spec.portrait, detect_face=detect_face)
         views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
         if len(views) != profile.views:
             raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
@@ -225,6 +319,40 @@ class FLAME2VideoGenerator(Generator):
         reference = pipe.prepare_reference(portrait)
         stream = WindowStream(pipe, reference, conditioner, seed=options.seed)
         return FLAME2VideoSession(stream, tuple(views))
+
+    def step_sessions(self, work: Sequence[tuple[FLAME2VideoSession, Sequence[FlameFrame]]]) -> list[list[RenderedFrame]]:
+        """``session.step(frames)`` for several sessions at once: windows of sessions that share
+        a profile go through the UNet together (padded to a compiled batch size); a session's
+        first window runs alone. Returns each session's finished frames, in order."""
+        from .stream import run_windows
+
+        t0 = time.perf_counter_ns()
+        done: dict[int, list] = {id(s): [] for s, _ in work}
+        for session, frames in work:
+            session.stream.pending.extend(frames)
+        while ready := [s for s, _ in work if s.stream is not None and s.stream.ready()]:
+            for group in self._batches(ready):
+                outs = run_windows([s.stream for s in group], rows=self._padded(len(group)))
+                for s, out in zip(group, outs):
+                    done[id(s)].extend(out)
+        dt = time.perf_counter_ns() - t0
+        return [[RenderedFrame(source=f, views=v.numpy(), view_ids=s.view_ids, render_ns=dt // max(1, len(done[id(s)])))
+                 for f, v in done[id(s)]] for s, _ in work]
+
+    def _batches(self, sessions: list[FLAME2VideoSession]) -> list[list[FLAME2VideoSession]]:
+        groups: dict[tuple, list] = {}
+        for s in sessions:
+            key = s.stream.batch_key()
+            if key[-1] == "record":  # first windows run alone: one compiled shape for them
+                key = (*key, id(s))
+            groups.setdefault(key, []).append(s)
+        m = self.max_batch
+        return [g[i:i + m] for g in groups.values() for i in range(0, len(g), m)]
+
+    def _padded(self, n: int) -> int:
+        if not self.settings.get("compile"):
+            return n  # eager: any batch size costs nothing extra
+        return next(b for b in batch_sizes(self.max_batch) if b >= n)
 
     def close(self) -> None:
         self._pipelines.clear()

@@ -114,15 +114,26 @@ class FLAME2VideoPipeline:
         self._schedulers = [make_scheduler(profile.scheduler)]
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
+        self._cudagraphs = False
 
     def compile(self, mode: str | None = None) -> None:
         """Speed the denoising UNet up: fused QKV projections, cuDNN autotuning, and torch.compile
         (``mode``: None/"default", "reduce-overhead" for CUDA graphs,
-        "max-autotune-no-cudagraphs") of the UNet and of the tiny decoder; the first windows pay
-        the compilation."""
+        "max-autotune-no-cudagraphs") of the UNet and of the tiny decoder. Compilation happens on
+        the first call of each shape: ``FLAME2VideoGenerator.warm_up`` makes those calls before
+        any session opens."""
         from .attention import fuse_self_attention_projections
 
         mode = None if mode in (None, "default", True) else mode
+        # every call a step of its own for the CUDA-graph trees: each compiled graph is recorded
+        # once, as a root, whatever ran before it (another batch size, another session's first
+        # window), instead of once per path through the calls
+        self._cudagraphs = mode == "reduce-overhead"
+        # one graph per batch size and window kind, for each profile of the process
+        dynamo = torch._dynamo.config
+        for name, at_least in (("recompile_limit", 64), ("accumulated_recompile_limit", 1024)):
+            if hasattr(dynamo, name):
+                setattr(dynamo, name, max(getattr(dynamo, name), at_least))
         fuse_self_attention_projections(self.unet)  # one QKV matmul instead of three
         torch.backends.cudnn.benchmark = True
         torch._inductor.config.conv_1x1_as_mm = True  # SD1.5's 1x1 proj_in/out convolutions
@@ -291,10 +302,15 @@ class FLAME2VideoPipeline:
         c = torch.stack([cond.permute(1, 2, 0, 3, 4) for cond in conds for _ in range(reps)])
         embeds = torch.cat([e for r in refs for e in ((torch.zeros_like(r.image_embeds), r.image_embeds)
                                                        if reps == 2 else (r.image_embeds,))])
+        self._mark_step()
         out = self.unet(x, t, embeds, condition=c).float()
         if reps == 2:
             out = out[0::2] + g * (out[1::2] - out[0::2])
         return [o.permute(2, 0, 1, 3, 4) for o in out]
+
+    def _mark_step(self) -> None:
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     # ---- decode -------------------------------------------------------------------------
     @torch.no_grad()
@@ -305,6 +321,7 @@ class FLAME2VideoPipeline:
             z = latents.flatten(0, 1).to(self.dtype)
             if self.decoder is self.vae:
                 z = z / self.latent_scale
+            self._mark_step()
             images = self.decoder.decode(z).sample
             images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             images = images.permute(0, 2, 3, 1).reshape(f, v, *images.shape[2:], 3).cpu()

@@ -16,6 +16,7 @@ Latency: a frame waits for the S - 1 frames after it (at 30 frames/s and S = 4 t
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Sequence
 
 import torch
@@ -80,11 +81,21 @@ class WindowStream:
         return list(zip(items, images))
 
 
-def run_windows(streams: Sequence[WindowStream]) -> list[list[tuple[Any, torch.Tensor]]]:
+def run_windows(streams: Sequence[WindowStream], rows: int | None = None) -> list[list[tuple[Any, torch.Tensor]]]:
     """The next window of every stream (each ``ready()``, all with one ``batch_key()``), their
-    UNet calls batched; returns each stream's finished frames."""
+    UNet calls batched; returns each stream's finished frames.
+
+    ``rows`` pads the batch to that many sessions (compiled graphs exist for a few batch sizes
+    only) with copies of the last window whose results are dropped and whose carry is a copy."""
     pipe = streams[0].pipeline
     with pipe.timer.stage("window"):
         prepared = [s.prepare() for s in streams]
-        latents = pipe.denoise_windows([job for _, job in prepared])
+        jobs = [job for _, job in prepared]
+        jobs += [_padding(jobs[-1]) for _ in range((rows or len(jobs)) - len(jobs))]
+        latents = pipe.denoise_windows(jobs)
         return [s.finish(items, job, x) for s, (items, job), x in zip(streams, prepared, latents)]
+
+
+def _padding(job: WindowJob) -> WindowJob:
+    generator = torch.Generator(device=job.cond.device).manual_seed(0)
+    return WindowJob(job.cond, job.reference, copy.copy(job.carry), generator)

@@ -9,6 +9,7 @@ addresses over several windows of two sessions taking turns, without a GPU or a 
 from __future__ import annotations
 
 import collections
+import os
 
 import pytest
 import torch
@@ -55,3 +56,27 @@ def test_static_inputs_keep_their_addresses(carry_mode):
     moved = sorted(name for (_, name), ptrs in seen.items() if len(ptrs) > 1)
     assert moved == []
     torch._dynamo.reset()
+
+
+def test_compile_counts_see_a_recompilation():
+    from flamecast.renderer.flame2video.compile_cache import CompileCounts
+
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+    fn(torch.ones(2))
+    warm = CompileCounts.now()
+    fn(torch.ones(2))
+    assert (CompileCounts.now() - warm).graphs == 0  # same shape: served by the compiled graph
+    fn(torch.ones(3))
+    assert (CompileCounts.now() - warm).graphs == 1  # a new shape after warm-up is a recompilation
+    torch._dynamo.reset()
+
+
+def test_compile_cache_folder_is_keyed_by_versions_and_device(tmp_path, monkeypatch):
+    from flamecast.renderer.flame2video.compile_cache import cache_key, use_compile_cache
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # restored after the test
+        monkeypatch.setenv(name, str(tmp_path / "before"))
+    folder = use_compile_cache(tmp_path)
+    assert folder.parent == tmp_path and folder.name == cache_key() and torch.__version__.split("+")[0] in folder.name
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(folder))

@@ -1,0 +1,173 @@
+"""FLAME2Video as a service: time to ready, first frame, concurrent sessions, no recompiles.
+
+    T0=$(date +%s.%N) python bench/flame2video_service.py --profile live --sessions 1,2,4,8 \
+        --seconds 10 --device cuda --compile reduce-overhead --allow-random-weights --json out.json
+
+One process does what a generator worker does: build the generator and ``warm_up()`` (compile
+and capture every shape the profile will run), then serve. It reports
+
+* ``ready_s``: from ``$T0`` (the shell's clock when the process was started; else this script's
+  start) until ``warm_up()`` returned, and ``warm_up_s`` on its own; a second run with the same
+  compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs;
+* ``first_frame_s``: from asking for a session (default portrait) until its first frame
+  leaves, driving frames arriving at ``--fps`` from the moment the session is open;
+* for each session count: sessions opened together, driven at ``--fps`` each for ``--seconds``,
+  windows of all sessions stepped through ``step_sessions`` (batched UNet calls); output
+  frames/s and latency p50/p95 per session (a frame's arrival to its views out), and GPU memory
+  allocated per added session;
+* ``compile``: graphs compiled and CUDA graphs recorded after warm-up; the run fails (exit 1)
+  when either is not zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+T_START = time.time()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="live")
+    ap.add_argument("--sessions", default="1,2,4,8", help="concurrent session counts, in order")
+    ap.add_argument("--seconds", type=float, default=10.0, help="driving time per session count")
+    ap.add_argument("--fps", type=float, default=30.0, help="driving frames per second per session")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--compile", default="reduce-overhead")
+    ap.add_argument("--max-batch", type=int, default=4, help="sessions per batched UNet call")
+    ap.add_argument("--allow-random-weights", action="store_true")
+    ap.add_argument("--weights-dir")
+    ap.add_argument("--deadline", type=float, default=0, help="stop starting new passes after this many seconds")
+    ap.add_argument("--json", dest="json_out")
+    return ap.parse_args(argv)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def gpu_gb(torch) -> float | None:
+    return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def drive(gen, sessions, fps: float, seconds: float, start_seq: int) -> list[dict[str, Any]]:
+    """Feed every session one frame per 1/fps (all frames that are due, if behind) through
+    ``step_sessions``; per session: output frames/s and latency from a frame's due time."""
+    from flamecast.renderer.flame2video.generator import warm_frames
+
+    n_expr, n = gen.head.n_expression, int(seconds * fps)
+    lat: list[list[float]] = [[] for _ in sessions]
+    t0, fed = time.perf_counter(), 0
+    while fed < n:
+        due = min(n, int((time.perf_counter() - t0) * fps) + 1)
+        if due <= fed:
+            time.sleep(max(0.0, t0 + fed / fps - time.perf_counter()))
+            continue
+        frames = warm_frames(due - fed, n_expr, start_seq + fed)
+        outs = gen.step_sessions([(s, frames) for s in sessions])
+        now = time.perf_counter()
+        for i, out in enumerate(outs):
+            lat[i] += [1e3 * (now - (t0 + (r.source.seq - start_seq) / fps)) for r in out]
+        fed = due
+    dt = time.perf_counter() - t0
+    return [{"frames_out": len(ms), "fps": len(ms) / dt, "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
+             "max_ms": max(ms) if ms else None} for ms in lat]
+
+
+def first_frame(gen, options, fps: float) -> dict[str, float]:
+    """Open a session and drive it in real time until its first frame is out."""
+    from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.renderer.flame2video.generator import warm_frames
+
+    t0 = time.perf_counter()
+    session = gen.open_session(GeneratorSessionSpec("first", None, options))
+    opened = time.perf_counter()
+    i = 0
+    while True:
+        time.sleep(max(0.0, opened + i / fps - time.perf_counter()))
+        if session.step(warm_frames(1, gen.head.n_expression, i)):
+            break
+        i += 1
+    done = time.perf_counter()
+    session.close()
+    return {"open_s": opened - t0, "first_frame_s": done - t0, "first_frame_after_open_s": done - opened}
+
+
+def concurrent(gen, options, counts: list[int], args, report: dict, write) -> None:
+    import torch
+
+    from flamecast.plugins import GeneratorSessionSpec
+
+    for k in counts:
+        if args.deadline and time.time() - T_START > args.deadline:
+            report["skipped"] = report.get("skipped", []) + [k]
+            continue
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        base = gpu_gb(torch)
+        sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
+                    for i in range(k)]
+        per = drive(gen, sessions, args.fps, args.seconds, 0)
+        mem = gpu_gb(torch)
+        for s in sessions:
+            s.close()
+        row = {"sessions": k, "per_session": per, "min_fps": min(p["fps"] for p in per),
+               "worst_p95_ms": max(p["p95_ms"] or 0 for p in per),
+               "gpu_gb_per_session": None if base is None else (mem - base) / k}
+        report["concurrent"].append(row)
+        print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session, worst p95 {row['worst_p95_ms']:.0f} ms, "
+              f"{row['gpu_gb_per_session'] or 0:.2f} GB per session", flush=True)
+        write()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t0 = float(os.environ.get("T0") or T_START)
+    import torch
+
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
+
+    report: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "torch": torch.__version__, "concurrent": []}
+    if torch.cuda.is_available():
+        report["device"] = torch.cuda.get_device_name()
+
+    def write() -> None:
+        if args.json_out:
+            with open(args.json_out, "w") as fh:
+                json.dump(report, fh, indent=2, default=str)
+
+    settings = {"device": args.device, "compile": args.compile or None, "allow_random_weights": args.allow_random_weights,
+                "weights_dir": args.weights_dir, "detect_face": False, "warm_profiles": args.profile,
+                "max_batch": args.max_batch, "compile_cache_dir": os.environ.get("FLAMECAST_COMPILE_CACHE")}
+    gen = FLAME2VideoGenerator(settings)
+    gen.warm_up()
+    report.update(ready_s=time.time() - t0, warm_up_s=gen.warm_up_s, compile_at_warm_up=gen.compile_report())
+    print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s)", flush=True)
+    write()
+    options = FLAME2VideoOptions(profile=args.profile)
+    report["first_frame"] = first_frame(gen, options, args.fps)
+    print("first frame: " + ", ".join(f"{k} {v:.2f}" for k, v in report["first_frame"].items()), flush=True)
+    write()
+    concurrent(gen, options, [int(x) for x in args.sessions.split(",") if x.strip()], args, report, write)
+    report["compile"] = gen.compile_report()
+    write()
+    bad = report["compile"].get("recompiles", 0) or report["compile"].get("cudagraph_rerecords", 0)
+    print(f"after warm-up: {report['compile'].get('recompiles')} recompiles, "
+          f"{report['compile'].get('cudagraph_rerecords')} CUDA-graph recordings", flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Several sessions batched through one UNet call give each session's frames as if it ran alone
+(tiny profile, CPU): each keeps its own reference keys/values, noise, carried frames or cached
+context."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flamecast.plugins import GeneratorSessionSpec
+from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
+from flamecast.renderer.flame2video.config import CARRY_MODES
+from flamecast.renderer.flame2video.generator import batch_sizes, warm_frames
+from flamecast.renderer.flame2video.stream import WindowStream, run_windows
+
+from .test_flame2video_stream import conditioner, pipeline
+
+
+def unet_rows(pipe) -> list[int]:
+    rows: list[int] = []
+    pipe.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    return rows
+
+
+def assert_same_frames(got, want) -> None:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    for (_, a), (_, b) in zip(got, want):  # uint8: a float rounding may move one level
+        assert int((a.int() - b.int()).abs().max()) <= 1
+
+
+@pytest.mark.parametrize("carry_mode", CARRY_MODES)
+def test_batched_windows_equal_each_session_alone(carry_mode):
+    pipe = pipeline(carry_mode=carry_mode)
+    refs = [pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i))) for i in range(2)]
+    items = [[[10 * i + 2 * w, 10 * i + 2 * w + 1] for w in range(3)] for i in range(2)]
+    alone = []
+    for i, ref in enumerate(refs):
+        s = WindowStream(pipe, ref, conditioner, seed=20 + i)
+        alone.append([f for window in items[i] for f in s.push(window)])
+    rows = unet_rows(pipe)
+    streams = [WindowStream(pipe, ref, conditioner, seed=20 + i) for i, ref in enumerate(refs)]
+    got: list[list] = [[] for _ in streams]
+    for w in range(3):
+        for s, its in zip(streams, items):
+            s.pending.extend(its[w])
+        if w == 0 and carry_mode == "cache":  # first windows (all W frames) run alone
+            outs = [run_windows([s])[0] for s in streams]
+        else:
+            assert len({s.batch_key() for s in streams}) == 1
+            outs = run_windows(streams, rows=3)  # padded to a batch size of 3
+        for g, out in zip(got, outs):
+            g.extend(out)
+    for g, want in zip(got, alone):
+        assert_same_frames(g, want)
+    assert rows[-1] == 3  # the padded batch went through the UNet in one call
+
+
+def test_generator_steps_sessions_of_a_profile_together():
+    gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False, "max_batch": 2})
+    options = FLAME2VideoOptions(profile="tiny", carry_mode="cache", views=("front",))
+    n_expr = gen.head.n_expression
+    spec = lambda i: GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i}))  # noqa: E731
+    alone = []
+    for i in range(2):
+        s = gen._open(spec(i), detect_face=False)
+        alone.append(s.step(warm_frames(2, n_expr)) + s.step(warm_frames(4, n_expr, 2)))
+    sessions = [gen._open(spec(i), detect_face=False) for i in range(2)]
+    rows = unet_rows(gen.pipeline(sessions[0].stream.pipeline.profile))
+    first = gen.step_sessions([(s, warm_frames(2, n_expr)) for s in sessions])
+    assert rows == [1] * 4  # first windows alone: 2 steps each, one session per call
+    rows.clear()
+    rest = gen.step_sessions([(s, warm_frames(4, n_expr, 2)) for s in sessions])
+    assert rows == [2] * 4  # two windows of both sessions together, 2 steps each
+    for i in range(2):
+        got, want = first[i] + rest[i], alone[i]
+        assert [r.source.seq for r in got] == [r.source.seq for r in want] == list(range(6))
+        for a, b in zip(got, want):
+            assert np.abs(a.views.astype(int) - b.views.astype(int)).max() <= 1
+
+
+def test_batch_sizes_and_warm_up_without_compile_do_nothing():
+    assert batch_sizes(1) == (1,) and batch_sizes(4) == (1, 2, 4) and batch_sizes(6) == (1, 2, 4, 6)
+    gen = FLAME2VideoGenerator({"device": "cpu"})
+    gen.warm_up()  # no compile, no warm_profiles: builds nothing
+    assert gen._pipelines == {} and gen.compile_report() == {}
+    gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "warm_profiles": "tiny", "max_batch": 1})
+    gen.warm_up()  # eager: every batch size once, nothing compiled
+    assert len(gen._pipelines) == 1 and gen.warm_up_s is not None
