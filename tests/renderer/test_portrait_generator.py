@@ -12,7 +12,10 @@ from flamecast.plugins import FlameFrame, GeneratorSessionSpec, PortraitError
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.renderer.generators.evaluate import psnr
 from flamecast.renderer.generators.portrait import PortraitGenerator, PortraitOptions
-from flamecast.renderer.generators.portrait.motion import euler_yxz, from_euler_yxz, relative_rotation
+from flamecast.renderer.generators.portrait.depth import MAX_SLOPE
+from flamecast.renderer.generators.portrait.motion import euler_yxz, from_euler_yxz, relative_rotation, rotation
+from flamecast.renderer.generators.portrait.mouth import INNER_LOWER, INNER_UPPER
+from flamecast.renderer.generators.portrait.scene import beyond_photo
 from flamecast.renderer.portrait import default_portrait_image, encode_png
 
 SIZE = 96
@@ -81,6 +84,98 @@ def test_extreme_poses_are_clamped():
     assert abs(np.degrees(euler_yxz(rel)[0]) - 40.0) < 1e-6
     angles = np.radians([10.0, -5.0, 3.0])
     assert np.allclose(euler_yxz(from_euler_yxz(angles)), angles)
+
+
+def test_the_head_turns_by_the_driven_angle(session):
+    photo = session.photo_pose
+    driven = photo.copy()
+    driven[:3] = _rotvec(from_euler_yxz(np.radians([10.0, 0.0, 0.0])) @ rotation(photo[:3]))
+    rel = relative_rotation(driven, photo, (60.0, 25.0, 30.0))
+    assert np.allclose(np.degrees(euler_yxz(rel)), [10.0, 0.0, 0.0], atol=1e-4)
+    views = session.views
+    moved = views.moved(rel, np.zeros(3)).numpy()
+    x = session.scene.grid_xyz.numpy()
+    head = session.scene.grid_weight.numpy() > 0.999
+    pivot = views.pivot.numpy()
+    rigid = (x[head] - pivot) @ rel.T + pivot
+    assert np.allclose(moved[head], rigid, atol=1e-5)  # the head is rotated, not blended
+    shoulders = session.scene.grid_weight.numpy() < 1e-3
+    assert np.allclose(moved[shoulders], x[shoulders], atol=1e-6)
+
+
+def _rotvec(rot):
+    from flamecast.renderer.generators.portrait.motion import rotation_vector
+
+    return rotation_vector(rot)
+
+
+def test_depth_is_the_fitted_head_on_the_face_and_never_a_cliff(session):
+    scene = session.scene
+    n = int(round(len(scene.grid_src) ** 0.5))
+    z = scene.grid_xyz[:, 2].numpy().reshape(n, n)
+    step_m = (scene.source_size - 1) / (n - 1) / scene.scale
+    nose = np.round(scene.landmarks[1] / ((scene.source_size - 1) / (n - 1))).astype(int)
+    assert z[nose[1], nose[0]] == z.max() or z[nose[1], nose[0]] > np.percentile(z, 99)
+    person = scene.grid_person.numpy().reshape(n, n)
+    assert z[person].min() < z[nose[1], nose[0]] - 0.05  # the outline lies well behind the nose
+    from flamecast.renderer.generators.portrait.scene import face_hull_mask
+    import cv2
+
+    face = cv2.dilate(face_hull_mask(scene.landmarks / ((scene.source_size - 1) / (n - 1)), n, 0.0),
+                      np.ones((5, 5), np.float32)) > 0
+    drop = np.abs(np.diff(z, axis=1))[~(face[:, 1:] | face[:, :-1])]
+    assert drop.max() <= MAX_SLOPE * step_m * 1.01  # hair and neck: no step to fold along
+
+
+def test_views_carry_the_persons_matte(session):
+    frame = session.step([at_photo(session, pose={1: 0.3})])[0]
+    assert frame.matte is not None and frame.matte.shape == frame.views.shape[:3]
+    assert frame.matte.dtype == np.uint8
+    still = session.step([at_photo(session)])[0].matte[0]
+    alpha = session.scene.person[..., 3]
+    pad, size = session.scene.pad, session.scene.size
+    assert np.abs(still.astype(int) - alpha[pad:pad + size, pad:pad + size]).mean() < 2.0
+    centre = session.scene.landmarks[1] - pad  # the nose: person in every view
+    assert (frame.matte[:, int(centre[1]), int(centre[0])] > 250).all()
+    assert (frame.matte[:, 1, 1] < 5).all()  # the astronaut's top-left corner is background
+
+
+def _mouth_points(left=5.0, right=65.0, upper=10.0, lower=30.0) -> np.ndarray:
+    points = np.zeros((478, 2))
+    for ids, y in ((INNER_UPPER, upper), (INNER_LOWER, lower)):
+        xs = np.linspace(left, right, len(ids))
+        for i, (k, x) in enumerate(zip(ids, xs)):
+            points[k] = (x, y if 0 < i < len(ids) - 1 else (upper + lower) / 2)
+    return points
+
+
+@pytest.mark.parametrize("photo_teeth", [True, False], ids=["photo teeth", "synthesized teeth"])
+def test_open_mouth_is_dark_with_upper_teeth_and_no_fangs(session, photo_teeth):
+    mouth = session.mouth
+    before = mouth.photo_teeth, mouth.face_px
+    mouth.photo_teeth, mouth.face_px = photo_teeth, 150.0  # a mouth 60 pixels wide on a face 150 tall
+    try:
+        rgb = mouth.interior(_mouth_points(), 40, 70, (0, 0))
+    finally:
+        mouth.photo_teeth, mouth.face_px = before
+    lum = rgb.mean(-1)
+    assert lum[10:12, 30:40].mean() > 120  # teeth under the middle of the upper lip
+    assert lum[12:24, 5:11].max() < 90 and lum[12:24, 60:66].max() < 90  # corners: no teeth
+    assert lum[18:22, 30:40].mean() < 70  # the cavity behind them
+    assert rgb[27:30, 30:40, 0].mean() > rgb[27:30, 30:40, 1].mean() + 30  # a tongue low in it
+
+
+def test_the_smiling_photos_own_teeth_are_used(session):
+    assert session.mouth.photo_teeth  # the astronaut smiles with her teeth
+
+
+def test_a_person_cut_by_the_photos_edge_goes_on_past_it():
+    alpha = np.zeros((6, 8), np.float32)
+    alpha[2:, 3:] = 1.0
+    in_photo = np.zeros((6, 8), bool)
+    in_photo[:, :6] = True
+    out = beyond_photo(alpha, in_photo)
+    assert (out[2:, 6:] == 1.0).all() and (out[:2, 6:] == 0.0).all() and (out[:, :6] == alpha[:, :6]).all()
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -131,7 +131,7 @@ def mean_gap(points: np.ndarray) -> float:
 
 def shows_teeth(scene) -> bool:
     """Whether the photo's own mouth is open on teeth: open by more than 2% of the face and
-    brighter inside than the face around it."""
+    brighter inside than the lips around it."""
     import cv2
 
     if mean_gap(scene.landmarks) < 0.02 * scene.face_px:
@@ -141,9 +141,10 @@ def shows_teeth(scene) -> bool:
     if inside.sum() < 10:
         return False
     lum = cv2.cvtColor(np.ascontiguousarray(scene.person[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    lips = cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    k = max(3, int(0.08 * scene.face_px)) | 1  # about the lips' thickness
+    lips = cv2.dilate(inside.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
     around = lum[lips & ~inside]
-    return bool(around.size and np.percentile(lum[inside], 70) > 1.1 * float(np.median(around)))
+    return bool(around.size and np.percentile(lum[inside], 70) > 1.08 * float(np.median(around)))
 
 
 def skin_luminance(scene) -> float:

@@ -34,6 +34,7 @@ MIN_FACE_PX = 48  # smaller faces are refused
 FOREHEAD, CHIN = 10, 152  # FaceMesh landmark ids
 PERSON_ALPHA = 0.02
 FALLOFF_FACES = 0.9  # head weight falls from 1 at the chin to 0 this many face heights lower
+EDGE_STRETCH = 0.3  # the grid's outer ring reaches this share of the crop side past the source frame
 MARGIN_CELLS = 2.5  # the grid vertices moving with the person reach this many cells past its matte
 
 
@@ -95,9 +96,9 @@ def choose_crop(landmarks: np.ndarray, width: int, height: int) -> Crop:
     return Crop(float(centre[0] - side / 2), float(centre[1] - side / 2), float(side))
 
 
-def resample(image: np.ndarray, crop: Crop, size: int, pad: int, interpolation=None) -> np.ndarray:
+def resample(image: np.ndarray, crop: Crop, size: int, pad: int, interpolation=None, repeat: bool = True) -> np.ndarray:
     """The crop (with ``pad`` extra pixels a side) resampled to ``size + 2 pad``; outside the
-    photo its edge pixels repeat."""
+    photo its edge pixels repeat (``repeat`` False: zeros)."""
     import cv2
 
     k = size / crop.side
@@ -107,7 +108,7 @@ def resample(image: np.ndarray, crop: Crop, size: int, pad: int, interpolation=N
     n = size + 2 * pad
     m = np.array([[k, 0.0, 0.5 * k - k * crop.x0 + pad - 0.5], [0.0, k, 0.5 * k - k * crop.y0 + pad - 0.5]])
     return cv2.warpAffine(image, m, (n, n), flags=interpolation if interpolation is not None else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=cv2.BORDER_REPLICATE if repeat else cv2.BORDER_CONSTANT)
 
 
 def crop_landmarks(landmarks: np.ndarray, crop: Crop, size: int, pad: int) -> np.ndarray:
@@ -127,6 +128,23 @@ def segment_person(image: np.ndarray) -> np.ndarray:
     if mask is None:
         return np.zeros(image.shape[:2], np.float32)
     return np.clip(mask.astype(np.float32), 0.0, 1.0)
+
+
+def beyond_photo(alpha: np.ndarray, in_photo: np.ndarray) -> np.ndarray:
+    """``alpha`` where the source frame lies outside the photo replaced by the alpha of the
+    nearest pixel inside it: a person cut by the photo's edge goes on past it, like the photo's
+    repeated edge pixels, instead of ending in a line of filled background."""
+    import cv2
+
+    if in_photo.all() or not in_photo.any():
+        return alpha
+    _, labels = cv2.distanceTransformWithLabels((~in_photo).astype(np.uint8), cv2.DIST_L2, 5,
+                                                 labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(in_photo)  # the labelled (zero) pixels, in the order OpenCV numbers them
+    nearest = alpha[ys, xs]
+    out = alpha.copy()
+    out[~in_photo] = nearest[labels[~in_photo] - 1]
+    return out
 
 
 def face_hull_mask(points: np.ndarray, n: int, soften: float) -> np.ndarray:
@@ -197,6 +215,7 @@ def build_scene(head, fit, portrait, size: int, grid: int = GRID) -> Scene:
     offset = (fit.offset.cpu().numpy() - [crop.x0, crop.y0]) * k + pad
     face_px = float(np.linalg.norm(lmk[CHIN] - lmk[FOREHEAD]))
     alpha = np.maximum(segment_person(rgb), face_hull_mask(lmk, n, 0.03 * face_px))
+    alpha = beyond_photo(alpha, resample(np.ones((h, w), np.float32), crop, size, pad, repeat=False) > 0.99)
     hole = cv2.dilate((alpha > PERSON_ALPHA).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     background = fill_background(rgb, hole)
     a = alpha[..., None]
@@ -232,8 +251,9 @@ def _add_grid(scene: Scene, head, fit, alpha: np.ndarray, n: int) -> None:
     person = cv2.remap(grown.astype(np.float32), uf, vf, cv2.INTER_LINEAR) > 0
     centre_z = head_centre(head, fit)[2]
     z = person_depth(scene, head, fit, person, solid, u, v, centre_z)
-    xyz = np.stack([(u.ravel() + 0.5 - scene.offset[0]) / scene.scale,
-                    -(v.ravel() + 0.5 - scene.offset[1]) / scene.scale, z.ravel()], 1)
+    pu, pv = _stretch_border(u, v, EDGE_STRETCH * scene.size)
+    xyz = np.stack([(pu.ravel() + 0.5 - scene.offset[0]) / scene.scale,
+                    -(pv.ravel() + 0.5 - scene.offset[1]) / scene.scale, z.ravel()], 1)
     idx = np.arange(n * n).reshape(n, n)
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
     faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
@@ -242,6 +262,18 @@ def _add_grid(scene: Scene, head, fit, alpha: np.ndarray, n: int) -> None:
     scene.grid_weight = torch.tensor(head_weight(v.ravel(), scene), dtype=torch.float32)
     scene.grid_person = torch.tensor(person.ravel())
     scene.grid_faces = torch.tensor(faces, dtype=torch.long)
+
+
+def _stretch_border(u: np.ndarray, v: np.ndarray, by: float):
+    """Grid positions with the outermost ring pushed ``by`` pixels outward (its source pixels
+    unchanged): a person cut by the frame's edge goes on past it (its edge pixels stretched), so
+    a turned view never shows where the source frame ends."""
+    pu, pv = u.copy(), v.copy()
+    pu[:, 0] -= by
+    pu[:, -1] += by
+    pv[0, :] -= by
+    pv[-1, :] += by
+    return pu, pv
 
 
 def head_weight(rows: np.ndarray, scene: Scene) -> np.ndarray:
