@@ -156,6 +156,7 @@ class FramePublisher:
         self._ctx = zmq.Context.shadow(context.underlying) if context is not None else zmq.Context.instance()
         self._keys = keys
         self._sock: zmq.Socket | None = None
+        self._closed = False
         self.sent = 0
         self.dropped = 0
         self.unsendable = 0
@@ -171,6 +172,8 @@ class FramePublisher:
         return self._sock
 
     async def send(self, frame: FlameFrame) -> None:
+        if self._closed:
+            return
         try:
             self._socket().send_multipart(flame_message(frame, sent_ns=time.time_ns()), flags=zmq.NOBLOCK, copy=False)
             self.sent += 1
@@ -180,6 +183,7 @@ class FramePublisher:
             self.unsendable += 1
 
     def close(self) -> None:
+        self._closed = True
         if self._sock is not None:
             self._sock.close()
             self._sock = None

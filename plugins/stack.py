@@ -14,6 +14,10 @@ A layer drops out, and the layers below take over its groups with a cross-fade, 
 * its driver reports ``active`` False (no face in view, silence), or it is muted.
 
 Changes of a layer's state are reported through ``on_event`` so the server can tell clients.
+
+``StackThread`` runs a stack in a thread of its own with its own event loop, and offers the
+stack's API to the caller's loop: a driver that blocks (``time.sleep`` in ``frames()``, heavy
+work without ``to_thread``) stalls only its own session, never the server or other sessions.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Coroutine, Sequence
 
 from .clock import Clock, MonotonicClock
 from .driver import Control, ControlNotSupported, Driver
@@ -384,6 +389,174 @@ class DriverStack:
             self._on_event(event)
         except Exception as exc:
             log.warning("layer event handler failed: %s", exc)
+
+
+STOP_TIMEOUT_S = 5.0  # how long ``StackThread.run`` waits for a stopped stack's thread to end
+CONTROL_TIMEOUT_S = 5.0  # how long a control message may take before the caller gives up
+
+
+class StackThread:
+    """A ``DriverStack`` in its own thread and event loop, driven from the caller's loop.
+
+    ``add``, ``move``, ``mute``, ``stop``, ``layers``, ``layer``, ``stats`` and ``rate`` may be
+    used from any thread; ``remove``, ``replace``, ``control`` and ``close`` are coroutines of
+    the caller's loop that run on the stack's loop (``run_coroutine_threadsafe``). ``call_soon``
+    hands work (an input chunk for a driver's queue) to the stack's loop. ``on_exit`` runs in
+    the stack's thread once its loop is done (close what the thread owned, e.g. its socket).
+    """
+
+    def __init__(self, stack: DriverStack, *, name: str = "driver-stack", on_exit: Callable[[], None] | None = None,
+                 control_timeout: float = CONTROL_TIMEOUT_S, stop_timeout: float = STOP_TIMEOUT_S) -> None:
+        self.stack = stack
+        self.name = name
+        self.control_timeout = control_timeout
+        self.stop_timeout = stop_timeout
+        self._on_exit = on_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task | None = None
+        self._stopped_at: float | None = None
+
+    # --- the same API as DriverStack ---------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        return self.stack.session_id
+
+    @property
+    def rate(self) -> float:
+        return self.stack.rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self.stack.rate = float(value)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return self.stack.layers
+
+    def layer(self, name: str) -> Layer:
+        return self.stack.layer(name)
+
+    def add(self, name: str, factory: DriverFactory, channels: frozenset[Channel], *, index: int | None = None,
+            muted: bool = False) -> Layer:
+        return self.stack.add(name, factory, channels, index=index, muted=muted)
+
+    def move(self, name: str, index: int) -> None:
+        self.stack.move(name, index)
+
+    def mute(self, name: str, muted: bool) -> None:
+        self.stack.mute(name, muted)
+
+    async def remove(self, name: str) -> None:
+        await self._on_stack(self.stack.remove(name))
+
+    async def replace(self, name: str, factory: DriverFactory, channels: frozenset[Channel]) -> None:
+        await self._on_stack(self.stack.replace(name, factory, channels))
+
+    async def control(self, message: Control, layer: str | None = None) -> dict[str, Any]:
+        try:
+            return await self._on_stack(self.stack.control(message, layer=layer), timeout=self.control_timeout)
+        except TimeoutError:
+            raise ControlNotSupported(f"the session's drivers did not answer within {self.control_timeout:g} s "
+                                      "(a driver is busy); try again shortly") from None
+
+    def stats(self) -> StackStats:
+        for _ in range(3):  # the stack's thread may change a dict while this one reads it
+            try:
+                return self.stack.stats()
+            except RuntimeError:
+                continue
+        return StackStats(self.stack._frames, "running")
+
+    def stop(self) -> None:
+        """Stop now: the stack's task is cancelled on its loop (its drivers are closed)."""
+        self._stopped_at = time.monotonic()
+        self.stack.stop()
+        task = self._task
+        if task is not None:
+            self.call_soon(task.cancel)
+
+    async def close(self) -> None:
+        self.stop()
+
+    # --- running ---------------------------------------------------------------------------
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the stack's loop (at once when it does not run yet)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            fn(*args)
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # closed meanwhile
+            pass
+
+    async def run(self) -> None:
+        """Run the stack in its thread until it stops; returns at most ``stop_timeout`` seconds
+        after ``stop()`` even when a driver never returns (its thread is then left behind)."""
+        caller = asyncio.get_running_loop()
+        done = caller.create_future()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._body, args=(caller, done, started), name=self.name, daemon=True)
+        self._thread.start()
+        started.wait()
+        try:
+            while not done.done():
+                await asyncio.wait({done}, timeout=0.25)
+                if self._stopped_at is not None and time.monotonic() - self._stopped_at > self.stop_timeout:
+                    log.error("driver stack %s did not stop within %g s (a driver blocks); leaving its thread",
+                              self.name, self.stop_timeout)
+                    return
+        except asyncio.CancelledError:
+            self.stop()
+            raise
+
+    def _body(self, caller: asyncio.AbstractEventLoop, done: asyncio.Future, started: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        started.set()
+        try:
+            self._task = loop.create_task(self.stack.run())
+            if self._stopped_at is not None:
+                self._task.cancel()
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException:
+            log.exception("driver stack %s failed", self.name)
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                if self._on_exit is not None:
+                    try:
+                        self._on_exit()
+                    except Exception:
+                        log.exception("driver stack %s: on_exit failed", self.name)
+                try:
+                    caller.call_soon_threadsafe(_settle, done)
+                except RuntimeError:  # the caller's loop is gone (shutdown)
+                    pass
+
+    async def _on_stack(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return await coro  # not running (yet, or any more): nothing else touches the stack
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            future.cancel()
+            raise
+
+
+def _settle(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_result(None)
 
 
 def layer_channels(driver_cls: type[Driver], requested: Sequence[str] | None) -> frozenset[Channel]:

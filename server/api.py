@@ -13,15 +13,17 @@ from pydantic import ValidationError
 
 from flamecast.plugins.driver import format_validation_error
 
-from . import metrics
+from flamecast.plugins import protocol as wire
+
+from . import metrics, security
 from .audio_push import MAX_MESSAGE_BYTES as MAX_PUSH_BYTES
 from .audio_push import AudioPush, AudioPushError, PushFormat
 from .channels import BadChannel, parse_channel
-from .control import ControlError, parse_text, resolve_driver
+from .control import ControlError, resolve_driver
 from .media import Background
 from .outputs import OutputError
 from .portraits import NotAnImage, PortraitTooLarge
-from .rtc import OfferError, Viewer, parse_offer
+from .rtc import OfferError, Viewer, parse_offer, pending_viewers
 from .layers import LayerRequest, parse_emotion_mode, parse_layers
 from .sessions import EventQueue, Session, SessionLimit, SessionRequest
 from .state import HOST, LINK, PORTRAITS, SESSIONS, SETTINGS
@@ -29,7 +31,7 @@ from .worker_link import PortraitRejected, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BYTES = 256 * 1024
+MAX_JSON_BYTES = security.MAX_JSON_BYTES
 STATS_INTERVAL = 1.0
 SESSION_FIELDS = {"driver", "options", "layers", "emotion", "generator", "generator_options", "views", "size", "profile",
                   "portrait_id", "background", "channel", "outputs", "external"}
@@ -48,15 +50,21 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 async def read_json(request: web.Request, limit: int = MAX_JSON_BYTES) -> Any:
+    """The body as JSON, bounded in size (413), depth and number sizes (400)."""
     if request.content_length is not None and request.content_length > limit:
         raise error(413, f"the JSON body is larger than {limit} bytes")
     raw = await _read_limited(request.content.read, limit, "the JSON body")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise error(400, "malformed JSON: the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise error(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        return security.loads(raw, max_bytes=limit)
+    except security.JSONRejected as exc:
+        raise error(exc.status, str(exc)) from None
+
+
+def check_client_options(request: web.Request, body: Any) -> None:
+    """422 when ``body`` sets a driver option only the server's operator may set."""
+    problem = security.client_option_error(request.app[HOST].drivers, body)
+    if problem is not None:
+        raise error(422, problem)
 
 
 def get_session(request: web.Request) -> Session:
@@ -70,10 +78,19 @@ def get_session(request: web.Request) -> Session:
 # --- service --------------------------------------------------------------------------------
 
 
+HEALTH_WAIT = 2.0  # seconds /healthz waits for a worker that was not heard from yet
+
+
 async def healthz(request: web.Request) -> web.Response:
-    manager = request.app[SESSIONS]
-    return web.json_response({"status": "ok", "sessions": len(manager.sessions),
-                              "max_sessions": request.app[SETTINGS].max_sessions})
+    """``ok`` only when the worker's heartbeat is fresh and its threads run; 503 otherwise."""
+    manager, link = request.app[SESSIONS], request.app[LINK]
+    if link.last_heartbeat is None:
+        await link.wait_heard(HEALTH_WAIT)
+    worker = link.health()
+    ok = worker["state"] == "ok"
+    return web.json_response({"status": "ok" if ok else "unavailable", "worker": worker,
+                              "sessions": len(manager.sessions), "max_sessions": request.app[SETTINGS].max_sessions},
+                             status=200 if ok else 503)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -203,9 +220,9 @@ def _form_value(key: str, value: str) -> Any:
         return value.strip().lower() in ("1", "true", "yes", "on")
     if key in ("options", "generator_options", "layers", "outputs"):
         try:
-            return json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise error(400, f"form field {key!r} must be JSON: {exc.msg}") from None
+            return security.loads(value) if value.strip() else {}
+        except security.JSONRejected as exc:
+            raise error(exc.status, f"form field {key!r} must be JSON: {exc}") from None
     if key == "views":
         return [v.strip() for v in value.split(",") if v.strip()]
     if key == "size":
@@ -222,6 +239,7 @@ def _session_request(request: web.Request, body: dict[str, Any], portrait: bytes
         raise error(422, f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(SESSION_FIELDS))}")
     if "portrait" in body:
         raise error(422, "send the portrait as a multipart file field, or upload it first and pass 'portrait_id'")
+    check_client_options(request, body)
     settings, host = request.app[SETTINGS], request.app[HOST]
     layers = _layers(host, settings, body)
     generator = _string(body, "generator", settings.generator)
@@ -288,6 +306,9 @@ def _generator_options(host, settings, generator: str, body: dict[str, Any]) -> 
         options["size"] = body["size"]
     elif "size" not in options and settings.size is not None:
         options["size"] = settings.size
+    problem = wire.view_request_error(options.get("views"), options.get("size"))
+    if problem is not None:  # bounded before the generator parses anything
+        raise error(422, f"generator {generator!r}: {problem}")
     if generator in host.generators:
         try:
             host.generators.get(generator).Options.model_validate(options)
@@ -329,6 +350,9 @@ async def post_offer(request: web.Request) -> web.Response:
     if len(session.viewers) >= settings.max_viewers:
         raise error(429, f"session {session.id} has {settings.max_viewers} viewers already (the limit); "
                          "close one or raise --max-viewers")
+    if pending_viewers(session.viewers) >= max(1, settings.max_viewers // 2):
+        raise error(429, f"session {session.id} has {pending_viewers(session.viewers)} connections still negotiating; "
+                         "wait for them to connect or time out")
     viewer = Viewer(session, settings.ice_servers, settings.viewer_timeout)
     try:
         answer = await viewer.answer(offer)
@@ -348,6 +372,7 @@ async def post_offer(request: web.Request) -> web.Response:
 async def post_input(request: web.Request) -> web.Response:
     session = get_session(request)
     body = await read_json(request)
+    check_client_options(request, body)
     try:
         reply = await session.control(body)
     except ControlError as exc:
@@ -369,6 +394,7 @@ async def post_layer(request: web.Request) -> web.Response:
     body = await read_json(request)
     if not isinstance(body, dict):
         raise error(400, "the body must be a JSON layer object like {\"driver\": \"text\", \"channels\": [\"emotion\"]}")
+    check_client_options(request, body)
     reply = await _layer_action(session, {**body, "kind": "layer", "action": "add"})
     return web.json_response(reply, status=201)
 
@@ -416,7 +442,7 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await ws.send_json(await _socket_reply(session, msg.data))
+                await ws.send_json(await _socket_reply(session, msg.data, request.app[HOST].drivers))
     finally:
         session.remove_listener(queue)
         sender.cancel()
@@ -456,10 +482,17 @@ async def audio_socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _socket_reply(session: Session, text: str) -> dict[str, Any]:
+async def _socket_reply(session: Session, text: str, drivers) -> dict[str, Any]:
     """A control message from the events socket and its answer (docs/api.md, events)."""
     try:
-        reply = await session.control(parse_text(text))
+        body = security.loads(text)
+    except security.JSONRejected as exc:
+        return {"type": "reply", "status": exc.status, "ok": False, "error": str(exc)}
+    problem = security.client_option_error(drivers, body)
+    if problem is not None:
+        return {"type": "reply", "status": 422, "ok": False, "error": problem}
+    try:
+        reply = await session.control(body)
     except ControlError as exc:
         return {"type": "reply", "status": exc.status, "ok": False, "error": str(exc)}
     return {"type": "reply", "status": 200, **reply.as_json()}

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from flamecast.plugins.manager import PluginHost, make_plugin_host
 
-from . import api, static
+from . import api, security, static
 from .portraits import PortraitStore
 from .sessions import SessionManager
 from .settings import Settings
@@ -58,12 +57,13 @@ PROTECTED_PREFIXES = ("/api/", "/metrics")
 def create_app(settings: Settings, *, host: PluginHost | None = None) -> web.Application:
     """The application for ``settings``; ``host`` defaults to the installed plugins."""
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware],
+        middlewares=[errors_middleware, security.make_security_middleware(PROTECTED_PREFIXES), security.make_auth_middleware(PROTECTED_PREFIXES)],
         client_max_size=settings.max_upload_bytes + 1024 * 1024,
     )
     app[SETTINGS] = settings
     app[HOST] = host or make_plugin_host()
-    app[LINK] = WorkerLink(settings.worker_input, settings.worker_output)
+    app[LINK] = WorkerLink(settings.worker_input, settings.worker_output, keys=worker_keys(settings))
+    app.on_response_prepare.append(security.add_security_headers)
     app[SESSIONS] = SessionManager(settings, app[HOST], app[LINK])
     app[PORTRAITS] = PortraitStore(settings.max_portraits, settings.max_upload_bytes)
     for method, path, handler in ROUTES:
@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, host: PluginHost | None = None) -> web.App
 
 
 async def _worker_link(app: web.Application) -> AsyncIterator[None]:
+    app[LINK].restart_listeners.append(lambda: asyncio.ensure_future(_heal_now(app)))
     await app[LINK].start()
     yield
     await app[LINK].close()
@@ -112,14 +113,20 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         return api.error_response(500, "internal error; the server log has the details")
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """With a token set, the API and /metrics need ``Authorization: Bearer TOKEN`` (or
-    ``?token=TOKEN``, for browsers' WebSockets); the client page itself is public."""
-    token = request.app[SETTINGS].token
-    if token and request.path.startswith(PROTECTED_PREFIXES):
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or request.query.get("token", "")
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            return api.error_response(401, "this server needs its access token: send 'Authorization: Bearer TOKEN' "
-                                           "(the token `flamecast serve` printed)")
-    return await handler(request)
+async def _heal_now(app: web.Application) -> None:
+    """A restarted worker lost every session: offer each to it now rather than after
+    REOPEN_AFTER seconds without video (the link also repeats its own offers until answered)."""
+    from .sessions import REOPEN_AFTER
+
+    for session in list(app[SESSIONS].sessions.values()):
+        session.last_video = session.last_reopen = min(session.last_video, session.last_reopen) - REOPEN_AFTER
+        await session.heal()
+
+
+def worker_keys(settings: Settings):
+    """The server's CURVE keys for the worker link (None: plain text)."""
+    if settings.worker_keys is None:
+        return None
+    from flamecast.plugins.publish import load_keys
+
+    return load_keys(settings.worker_keys, "server")

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000
+MAX_SIDE = 8192
+MIN_SIDE = 16
+FORMATS = ("PNG", "JPEG", "WEBP")  # what Image.open may even try: no GIF, BMP, TIFF, ICO, ...
 
 
 class PortraitTooLarge(Exception):
@@ -45,15 +48,17 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
     if not data:
         raise NotAnImage("the portrait is empty; upload a PNG or JPEG photo of one face")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:  # reads the header only
             fmt, (w, h) = img.format, img.size
-            if w * h > MAX_PIXELS:
-                raise NotAnImage(f"the portrait is {w}x{h} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels")
+            if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE or min(w, h) < MIN_SIDE:
+                raise NotAnImage(f"the portrait is {w}x{h} pixels; each side must be {MIN_SIDE}..{MAX_SIDE} pixels "
+                                 f"and the whole at most {MAX_PIXELS // 1_000_000} megapixels")
             img.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, NotAnImage):
             raise
-        raise NotAnImage("the portrait is not an image (upload a PNG or JPEG photo of one face)") from None
+        raise NotAnImage("the portrait is not an image this server takes: upload a PNG, JPEG or WebP photo of "
+                         "one face") from None
     return str(fmt), int(w), int(h)
 
 

@@ -30,6 +30,7 @@ from aiortc.sdp import SessionDescription
 
 from flamecast.plugins.protocol import AudioChunk
 
+from . import security
 from .control import ControlError, ControlReply
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,11 @@ log = logging.getLogger(__name__)
 CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
 LIVENESS_INTERVAL = 1.0
 MAX_CHANNEL_BUFFER = 256 * 1024
+MAX_CHANNEL_MESSAGE = 64 * 1024
 MAX_SDP_BYTES = 64 * 1024
 CLOSE_TIMEOUT = 5.0
 MAX_TRACKS = 16
+CONNECT_TIMEOUT = 5.0  # seconds an answered offer may take to connect before its slot is freed
 
 
 class OfferError(ValueError):
@@ -138,6 +141,7 @@ class Viewer:
         self.viewer_timeout = viewer_timeout
         self.channel = None
         self.created = time.monotonic()
+        self.connected = False
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self.pc.on("connectionstatechange", self._on_state)
@@ -155,6 +159,7 @@ class Viewer:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self.session.add_viewer(self)
         self._spawn(self._watch_liveness())
+        self._spawn(self._watch_connect(min(CONNECT_TIMEOUT, self.viewer_timeout)))
         return self.pc.localDescription
 
     def _prefer(self, mime: str) -> None:
@@ -166,6 +171,8 @@ class Viewer:
     # --- events ---------------------------------------------------------------------------
 
     async def _on_state(self) -> None:
+        if self.pc.connectionState == "connected":
+            self.connected = True
         if self.pc.connectionState in ("failed", "closed"):
             await self.close()
 
@@ -177,10 +184,21 @@ class Viewer:
         channel.on("message", self._on_message)
 
     def _on_message(self, message: Any) -> None:
+        """A message on the data channel. Nothing a client sends may escape into aiortc's
+        loop: a message that cannot be parsed gets an error reply, anything else is logged."""
         try:
-            data = json.loads(message) if isinstance(message, str) and len(message) < 65536 else None
-        except ValueError:
-            data = None
+            self._take(message)
+        except Exception:
+            log.exception("viewer of session %s: a data channel message failed", self.session.id)
+
+    def _take(self, message: Any) -> None:
+        if not isinstance(message, str):
+            return
+        try:
+            data = security.loads(message, max_bytes=MAX_CHANNEL_MESSAGE)
+        except security.JSONRejected as exc:
+            self._send({"type": "reply", "status": exc.status, "ok": False, "error": str(exc)})
+            return
         if isinstance(data, dict) and "kind" in data:
             self._spawn(self._reply(data))
             return
@@ -191,6 +209,11 @@ class Viewer:
 
     async def _reply(self, body: dict[str, Any]) -> None:
         """A control message from the channel, answered on it (docs/api.md, data channel)."""
+        host = getattr(self.session, "host", None)
+        problem = security.client_option_error(host.drivers, body) if host is not None else None
+        if problem is not None:
+            self._send({"type": "reply", "status": 422, "ok": False, "error": problem})
+            return
         try:
             reply = await self.session.control(body)
         except ControlError as exc:
@@ -236,6 +259,13 @@ class Viewer:
                 log.info("viewer of session %s sent no RTCP for %.0f s; closing it", self.session.id, self.viewer_timeout)
                 await self.close()
 
+    async def _watch_connect(self, timeout: float) -> None:
+        """Free the slot of an offer that was answered but never connected."""
+        await asyncio.sleep(timeout)
+        if not self.connected and not self._closed:
+            log.info("viewer of session %s did not connect within %g s; closing it", self.session.id, timeout)
+            await self.close()
+
     async def _silent_for(self) -> float:
         """Seconds since the last RTCP receiver report (since creation when none came yet)."""
         stats = await self.pc.getStats()
@@ -268,6 +298,11 @@ class Viewer:
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
         except TimeoutError:  # aiortc waits for RTP that never started on a half-made connection
             log.warning("peer connection of session %s did not close within %g s", self.session.id, CLOSE_TIMEOUT)
+
+
+def pending_viewers(viewers) -> int:
+    """How many of ``viewers`` were answered but have not connected yet."""
+    return sum(1 for v in viewers if not getattr(v, "connected", True))
 
 
 def audio_chunk(session_id: str, seq: int, frame: Any) -> AudioChunk:

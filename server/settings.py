@@ -37,6 +37,12 @@ class Settings:
         idle_timeout: seconds a session may have no viewer and no events socket before it
             is ended ("client-gone").
         ice_servers: STUN/TURN URLs for peers outside this host (none needed on a LAN).
+        allowed_origins: web origins (``https://studio.example:8443``) besides the server's
+            own and loopback ones whose pages may call the API; their host names are also
+            accepted in the Host header.
+        worker_keys: CURVE key folder of the worker link (``flamecast generator --make-keys``);
+            ``flamecast serve`` makes one per run for its local worker. None = plain text.
+        worker_insecure: use an external worker without keys (plain text; trusted hosts only).
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +61,9 @@ class Settings:
     idle_timeout: float = 30.0
     ice_servers: tuple[str, ...] = ()
     default_driver: str = "idle"
+    allowed_origins: tuple[str, ...] = ()
+    worker_keys: str | None = None
+    worker_insecure: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -65,6 +74,9 @@ class Settings:
         for name in ("open_timeout", "viewer_timeout", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive (seconds)")
+        for origin in self.allowed_origins:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") != 2:
+                raise SettingsError(f"allowed_origins: {origin!r} is not an origin like https://studio.example:8443")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -107,6 +119,10 @@ def _coerce(name: str, value: Any) -> Any:
     if value is None and "None" in kind:
         return None
     try:
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if kind.startswith("int"):
             if isinstance(value, bool):
                 raise TypeError

@@ -57,9 +57,11 @@ class TextOptions(DriverOptions):
     ease: float = Field(0.5, ge=0, le=3, description="Seconds to ease back to idle at the end of a clip.")
     steps: int = Field(20, ge=1, le=200, description="DDIM sampling steps.")
     guidance: float = Field(2.5, ge=0, le=10, description="Classifier-free guidance scale.")
-    weights: str | None = Field(None, description="Folder with config.json + motion/emotion .safetensors (default: shipped).")
+    weights: str | None = Field(None, description="Folder with config.json + motion/emotion .safetensors (default: shipped).",
+                                json_schema_extra={"server_only": True})
     encoder: Literal["minilm", "clip"] | None = Field(None, description="Text encoder (default: the one the weights were trained with).")
-    clip_path: str | None = Field(None, description="Local folder of the CLIP ViT-B/32 text encoder (encoder=clip).")
+    clip_path: str | None = Field(None, description="Local folder of the CLIP ViT-B/32 text encoder (encoder=clip).",
+                                  json_schema_extra={"server_only": True})
 
     @field_validator("prompt", "emotion")
     @classmethod

@@ -288,11 +288,11 @@ async def test_driver_errors_reach_http_and_the_events_socket_with_the_reason(wo
     async with running_app(settings_for(worker), host=plugin_host(("buggy", _BuggyPlugin()))) as http:
         sid = await _running_session(http, driver="buggy")
         resp = await http.post(f"/api/sessions/{sid}/input", json={"kind": "prompt", "text": "hi"})
-        assert resp.status == 500 and "KeyError" in (await _json(resp))["error"]
+        assert resp.status == 422 and "KeyError" in (await _json(resp))["error"]  # the client left 'mood' out
         async with http.ws_connect(f"/api/sessions/{sid}/events") as ws:
             await ws.send_json({"kind": "prompt", "text": "hi"})
             reply = await _next(ws, "reply")
-            assert reply["status"] == 500 and reply["ok"] is False and "driver 'buggy'" in reply["error"]
+            assert reply["status"] == 422 and reply["ok"] is False and "driver 'buggy'" in reply["error"]
             await ws.send_json({"kind": "driver", "driver": "idle"})  # the socket and the session go on
             assert await _next(ws, "reply") == {"type": "reply", "status": 200, "ok": True, "driver": "idle"}
         text = await _running_session(http, driver="text")
