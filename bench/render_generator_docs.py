@@ -5,8 +5,8 @@ and ``portrait`` generators, side by side.
 
 Writes ``generator_astronaut.png`` (the default portrait) and ``generator_grace_hopper.png``
 (matplotlib's sample photo). Rows: mesh, portrait. Columns: the photo's own pose (front view),
-head turned 20 degrees to its left, jaw open with a frown, blink with a glance, and the views
-left30, right30 and up15 at the photo's pose.
+head turned 20 degrees to its left, 30 degrees to its right, jaw open with a frown, blink with a
+glance, and the views left30, right30 and up15 at the photo's pose.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def grace_hopper() -> bytes:
 def drives(pose0: np.ndarray, expr0: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     turn = pose0.copy()
     turn[1] += np.radians(20)
+    away = pose0.copy()
+    away[1] -= np.radians(30)
     sad = pose0.copy()
     sad[6] = 0.3
     frown = np.zeros_like(expr0)
@@ -44,7 +46,8 @@ def drives(pose0: np.ndarray, expr0: np.ndarray) -> list[tuple[np.ndarray, np.nd
     glance[10] = glance[13] = 0.35
     closed = np.array([0.7, 0.7], np.float32)
     open_ = np.zeros(2, np.float32)
-    return [(pose0, expr0, open_), (turn, expr0, open_), (sad, frown, open_), (glance, expr0, closed)]
+    return [(pose0, expr0, open_), (turn, expr0, open_), (away, expr0, open_), (sad, frown, open_),
+            (glance, expr0, closed)]
 
 
 def row(session, pose0, expr0) -> np.ndarray:
