@@ -159,33 +159,159 @@ export class Viewer {
   }
 }
 
-// ----------------------------------------------------------------------- OBS page --
+// ------------------------------------------------------------------ transparency --
+// A transparent session's tracks carry each picture packed side by side: colour on the left,
+// the matte (white = avatar) on the right. MatteView draws such a video into a canvas with the
+// matte as alpha (WebGL; a 2D canvas where WebGL is missing). Whether a track is packed is
+// read from its geometry: twice as wide as the session's pictures (see isPacked).
 
-export function watchOne(video, query) {
-  const session = query.get("session");
-  const view = query.get("view") || "mosaic";
-  if (!session) { document.body.textContent = "add ?session=ID&view=NAME to the URL"; return; }
-  let viewer = null;
-  const start = async () => {
+export function isPacked(session, track, width, height) {
+  if (!session || !session.size || session.size.length < 2 || !width || !height) return false;
+  let [h, w] = session.size;
+  if (track === "mosaic") {
+    const v = session.views.length, cols = Math.ceil(Math.sqrt(v));
+    w *= cols; h *= Math.ceil(v / cols);
+  }
+  return Math.abs(width / height - 2 * (w / h)) < 0.05 * (w / h);
+}
+
+const VERT = "attribute vec2 p; varying vec2 uv; void main(){ uv = vec2((p.x+1.0)/2.0, (1.0-p.y)/2.0); gl_Position = vec4(p,0.0,1.0); }";
+const FRAG = "precision mediump float; uniform sampler2D t; varying vec2 uv;" +
+  "void main(){ vec3 c = texture2D(t, vec2(uv.x*0.5, uv.y)).rgb; float a = texture2D(t, vec2(0.5+uv.x*0.5, uv.y)).r;" +
+  " a = clamp((a-0.06)/0.88, 0.0, 1.0); gl_FragColor = vec4(c*a, a); }";
+
+export class MatteView {
+  constructor(video, canvas) {
+    this.video = video; this.canvas = canvas; this.running = true;
+    this.gl = canvas.getContext("webgl", { premultipliedAlpha: true, alpha: true });
+    if (this.gl) this.setupGl(); else this.ctx = canvas.getContext("2d", { willReadFrequently: true });
+    this.scratch = this.gl ? null : document.createElement("canvas");
+    this.loop();
+  }
+  setupGl() {
+    const gl = this.gl;
+    const shader = (type, src) => { const s = gl.createShader(type); gl.shaderSource(s, src); gl.compileShader(s); return s; };
+    const prog = gl.createProgram();
+    gl.attachShader(prog, shader(gl.VERTEX_SHADER, VERT));
+    gl.attachShader(prog, shader(gl.FRAGMENT_SHADER, FRAG));
+    gl.linkProgram(prog);
+    gl.useProgram(prog);
+    gl.bindBuffer(gl.ARRAY_BUFFER, gl.createBuffer());
+    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
+    const loc = gl.getAttribLocation(prog, "p");
+    gl.enableVertexAttribArray(loc);
+    gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+    gl.bindTexture(gl.TEXTURE_2D, gl.createTexture());
+    for (const [k, v] of [[gl.TEXTURE_MIN_FILTER, gl.LINEAR], [gl.TEXTURE_MAG_FILTER, gl.LINEAR],
+                          [gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE], [gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE]]) gl.texParameteri(gl.TEXTURE_2D, k, v);
+  }
+  draw() {
+    const v = this.video, w = v.videoWidth >> 1, h = v.videoHeight;
+    if (!w || !h || v.readyState < 2) return;
+    if (this.canvas.width !== w || this.canvas.height !== h) { this.canvas.width = w; this.canvas.height = h; }
+    if (this.gl) {
+      const gl = this.gl;
+      gl.viewport(0, 0, w, h);
+      gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, v);
+      gl.drawArrays(gl.TRIANGLE_STRIP, 0, 4);
+      return;
+    }
+    const s = this.scratch;
+    if (s.width !== 2 * w || s.height !== h) { s.width = 2 * w; s.height = h; }
+    const sc = s.getContext("2d", { willReadFrequently: true });
+    sc.drawImage(v, 0, 0);
+    const colour = sc.getImageData(0, 0, w, h), matte = sc.getImageData(w, 0, w, h);
+    for (let i = 0; i < colour.data.length; i += 4) {
+      colour.data[i + 3] = Math.max(0, Math.min(255, (matte.data[i] - 15) * 1.14));
+    }
+    this.ctx.putImageData(colour, 0, 0);
+  }
+  loop() {
+    if (!this.running) return;
+    this.draw();
+    if ("requestVideoFrameCallback" in this.video) this.video.requestVideoFrameCallback(() => this.loop());
+    else requestAnimationFrame(() => this.loop());
+  }
+  stop() { this.running = false; }
+}
+
+// Show `stream` in `box`: a <video>, or a canvas composed from it when the track is packed.
+function mount(box, stream, session, track) {
+  const video = document.createElement("video");
+  Object.assign(video, { autoplay: true, muted: true, playsInline: true, srcObject: stream });
+  const canvas = document.createElement("canvas");
+  canvas.hidden = true;
+  box.append(video, canvas);
+  let view = null;
+  const check = () => {
+    const packed = isPacked(session, track, video.videoWidth, video.videoHeight);
+    if (packed && !view) { view = new MatteView(video, canvas); video.hidden = true; canvas.hidden = false; }
+    if (!packed && view) { view.stop(); view = null; video.hidden = false; canvas.hidden = true; }
+  };
+  video.addEventListener("resize", check);
+  video.addEventListener("loadedmetadata", check);
+  video.play().catch(() => {});
+  return video;
+}
+
+// ----------------------------------------------------------------------- OBS page --
+// obs.html?channel=main&view=front follows whichever session holds the channel;
+// obs.html?session=ID&view=front shows one session. Text says what is wrong when nothing shows.
+
+export function watchOne(box, query) {
+  const channel = query.get("channel"), fixed = query.get("session");
+  const wanted = query.get("view") || "";
+  const say = (text) => {
+    box.innerHTML = "";
+    if (text) { const p = document.createElement("p"); p.className = "notice"; p.textContent = text; box.append(p); }
+  };
+  if (!channel && !fixed) { say("Add ?channel=main&view=front (or ?session=ID&view=front) to this page's URL."); return; }
+  let viewer = null, current = null, timer = null;
+  const resolve = async () => {
+    if (channel) {
+      const held = await api("GET", `/api/channels/${encodeURIComponent(channel)}`);
+      return held.session ? api("GET", `/api/sessions/${held.session}`) : null;
+    }
+    return api("GET", `/api/sessions/${encodeURIComponent(fixed)}`);
+  };
+  const later = (ms) => { clearTimeout(timer); timer = setTimeout(tick, ms); };
+  const drop = () => { if (viewer) viewer.close(); viewer = null; current = null; };
+  const tick = async () => {
+    let session;
     try {
-      viewer = new Viewer(session, [view], {
-        onState: (state) => { if (state === "failed" || state === "closed") retry(); },
-      });
-      const streams = await viewer.connect();
-      video.srcObject = streams.get(view);
-      await video.play().catch(() => {});
+      session = await resolve();
     } catch (err) {
-      console.warn("flamecast:", err.message);
-      retry();
+      drop();
+      if (err.status === 404 && fixed) say(`No session ${fixed} on this server: it ended, or the link is old. Use a channel link instead: obs.html?channel=main&view=front`);
+      else if (err.status === 401) say("This server needs its access token: add &token=TOKEN to this page's URL.");
+      else if (err.status === 422) say(err.message);
+      else say(`flamecast is not reachable (${err.message}); retrying...`);
+      return later(3000);
+    }
+    if (!session) { drop(); say(`Nothing is live on channel "${channel}". Start a session on channel "${channel}" in the flamecast client.`); return later(2000); }
+    const track = wanted || session.views[0];
+    if (!session.tracks.includes(track)) { drop(); say(`Session ${session.id} has no view "${track}"; it has ${session.tracks.join(", ")}.`); return later(5000); }
+    if (!current || current.id !== session.id) await show(session, track);
+    later(channel ? 3000 : 10000);
+  };
+  const show = async (session, track) => {
+    drop();
+    current = session;
+    const v = new Viewer(session.id, [track], {
+      onState: (s) => { if ((s === "failed" || s === "closed") && viewer === v) { drop(); later(1000); } },
+    });
+    viewer = v;
+    try {
+      const streams = await v.connect();
+      say("");
+      mount(box, streams.get(track), session, track);
+    } catch (err) {
+      drop();
+      say(`Cannot show session ${session.id}: ${err.message}`);
     }
   };
-  let timer = null;
-  const retry = () => {
-    if (timer) return;
-    if (viewer) viewer.close();
-    timer = setTimeout(() => { timer = null; start(); }, 2000);
-  };
-  start();
+  window.flamecastObs = { get session() { return current && current.id; } };
+  tick();
 }
 
 // ------------------------------------------------------------------------ main page --
@@ -193,11 +319,33 @@ export function watchOne(video, query) {
 const $ = (id) => document.getElementById(id);
 const state = { plugins: null, portraitId: "", session: null, viewer: null, socket: null, mic: false, cam: false,
                 media: null, stopping: false, retries: 0 };
+const EMOTIONS = ["happy", "sad", "angry", "surprised", "disgusted", "fearful", "neutral"];
+const HOTKEYS_KEY = "flamecast-hotkeys";
+const CHANNEL_KEY = "flamecast-channel";
+// Options a driver marks {"advanced": true} in its schema go under "Advanced"; these names too.
+const ADVANCED = new Set(["steps", "guidance", "weights", "encoder", "clip_path", "seed"]);
 
-function showError(err) {
-  const el = $("error");
-  el.hidden = !err;
-  el.textContent = err ? (err.message || String(err)) : "";
+// One line for the person at the keyboard: what went wrong, or what the driver answered.
+function say(text, kind = "ok") {
+  const el = $("message");
+  el.textContent = text || "";
+  el.className = `message ${kind}`;
+  el.hidden = !text;
+}
+
+function showError(err) { say(err ? (err.message || String(err)) : "", "error"); }
+
+export function formatReply(reply) {
+  if (!reply || typeof reply !== "object") return String(reply ?? "");
+  const parts = [];
+  for (const [k, v] of Object.entries(reply)) {
+    if (k === "layer") continue;
+    const value = typeof v === "number" ? (Number.isInteger(v) ? v : v.toFixed(2))
+      : Array.isArray(v) ? v.join(", ") : v && typeof v === "object" ? formatReply(v) : String(v);
+    parts.push(`${k.replace(/_/g, " ")}: ${value}`);
+  }
+  const who = reply.layer ? `${reply.layer} layer` : "driver";
+  return parts.length ? `${who}: ${parts.join(" · ")}` : `${who}: ok`;
 }
 
 function setStatus(text, live = false) {
@@ -210,31 +358,41 @@ async function loadPlugins() {
   const select = $("driver");
   select.innerHTML = "";
   for (const d of state.plugins.drivers) select.add(new Option(d.name, d.name, d.name === "idle", d.name === "idle"));
-  select.onchange = renderDriverOptions;
+  select.onchange = () => { say(""); renderDriverOptions(); };
   renderDriverOptions();
+  renderOutputs();
+  const layerDriver = $("layer-driver");
+  layerDriver.innerHTML = "";
+  for (const d of state.plugins.drivers) if (d.name !== "idle") layerDriver.add(new Option(d.name, d.name));
+  layerDriver.onchange = renderLayerChannels;
+  renderLayerChannels();
 }
 
 function currentDriver() {
   return state.plugins.drivers.find((d) => d.name === $("driver").value);
 }
 
-// Render the driver's JSON schema (pydantic) as form fields.
+// Render the driver's JSON schema (pydantic) as form fields; internal settings under Advanced.
 function renderDriverOptions() {
   const driver = currentDriver();
   $("driver-description").textContent = driver ? driver.description : "";
-  const form = $("driver-options");
-  form.innerHTML = "";
+  const form = $("driver-options"), advanced = $("advanced-options");
+  form.querySelectorAll("label").forEach((el) => el.remove());
+  advanced.innerHTML = "";
   if (!driver) return;
   const schema = driver.options || {};
   for (const [name, prop] of Object.entries(schema.properties || {})) {
     const label = document.createElement("label");
     label.title = prop.description || "";
-    label.append(prop.title || name);
+    const text = document.createElement("span");
+    text.textContent = prop.title || name;
+    label.append(text);
     const input = fieldFor(prop, schema);
     input.name = name;
     label.append(input);
-    form.append(label);
+    (prop.advanced || ADVANCED.has(name) ? advanced : form.querySelector(".basic")).append(label);
   }
+  $("advanced").hidden = !advanced.children.length;
   $("mic").disabled = !(driver.needs_audio && state.session);
   $("cam").disabled = !(driver.needs_video && state.session);
 }
@@ -242,10 +400,12 @@ function renderDriverOptions() {
 function fieldFor(prop, schema) {
   const ref = prop.$ref || (prop.allOf && prop.allOf[0] && prop.allOf[0].$ref);
   if (ref) prop = { ...schema.$defs[ref.split("/").pop()], ...prop };
+  const options = prop.enum || (prop.anyOf || []).flatMap((a) => a.enum || []);
   let input;
-  if (prop.enum) {
+  if (options.length) {
     input = document.createElement("select");
-    for (const v of prop.enum) input.add(new Option(v, v, v === prop.default, v === prop.default));
+    if (prop.default === null || prop.default === undefined) input.add(new Option("(default)", ""));
+    for (const v of options) input.add(new Option(v, v, v === prop.default, v === prop.default));
   } else if (prop.type === "boolean") {
     input = document.createElement("input");
     input.type = "checkbox";
@@ -263,13 +423,13 @@ function fieldFor(prop, schema) {
     input.type = "text";
     if (prop.default !== undefined && prop.default !== null) input.value = prop.default;
   }
-  input.dataset.type = prop.enum ? "enum" : prop.type || "string";
+  input.dataset.type = options.length ? "enum" : prop.type || "string";
   return input;
 }
 
 function driverOptions() {
   const out = {};
-  for (const input of $("driver-options").elements) {
+  for (const input of [...$("driver-options").elements].filter((el) => el.name)) {
     const t = input.dataset.type;
     if (t === "boolean") out[input.name] = input.checked;
     else if (input.value === "") continue;
@@ -303,6 +463,7 @@ function selectPortrait(id) {
 }
 
 async function uploadPortrait(file) {
+  say("");
   $("portrait-error").hidden = true;
   try {
     const p = await api("POST", "/api/portraits", file);
@@ -321,28 +482,66 @@ function requestedTracks(session) {
   return session.views;
 }
 
+function backgroundValue() {
+  const v = $("background").value;
+  return v === "custom" ? $("background-color").value : v;
+}
+
+function placeholder(text) {
+  const box = $("videos");
+  box.innerHTML = "";
+  box.className = "videos";
+  const p = document.createElement("p");
+  p.className = "placeholder";
+  p.textContent = text;
+  box.append(p);
+}
+
 async function start() {
-  showError(null);
+  say("");
+  $("portrait-error").hidden = true;
   $("start").disabled = true;
   try {
-    const body = { driver: $("driver").value, options: driverOptions() };
+    const body = { driver: $("driver").value, options: driverOptions(), background: backgroundValue() };
+    const channel = $("channel").value.trim();
+    if (channel) body.channel = channel;
     if (state.portraitId) body.portrait_id = state.portraitId;
     if (params.get("views")) body.views = params.get("views").split(","); // e.g. ?views=front: render only that
     setStatus("opening the session...");
+    placeholder("Opening the session...");
     state.session = await api("POST", "/api/sessions", body);
     state.stopping = false;
     fillViews(state.session.views);
     await connect();
     openEvents();
-    for (const id of ["stop", "apply-driver", "send-prompt", "interrupt"]) $(id).disabled = false;
+    for (const id of ["stop", "apply-driver", "send-prompt", "interrupt", "add-layer"]) $(id).disabled = false;
+    setSessionControls(true);
     renderDriverOptions();
-    $("obs-link").textContent = `OBS: ${location.origin}/obs.html?session=${state.session.id}&view=${state.session.views[0]}`;
+    renderObsLink();
+    renderOutputs();
+    refreshLayers();
   } catch (err) {
     showError(err);
     setStatus("not connected");
+    if (state.viewer) state.viewer.close();
+    state.viewer = null;
     state.session = null;
+    placeholder("No session is running. Fix what the message says, then press Start.");
     $("start").disabled = false;
   }
+}
+
+function renderObsLink() {
+  const s = state.session;
+  const box = $("obs-link");
+  box.innerHTML = "";
+  if (!s) return;
+  const view = s.views[0];
+  const url = s.channel ? `${location.origin}/obs.html?channel=${s.channel}&view=${view}` : `${location.origin}/obs.html?session=${s.id}&view=${view}`;
+  const a = document.createElement("a");
+  a.href = url; a.target = "_blank"; a.textContent = url;
+  box.append("OBS browser source: ", a);
+  if (s.channel) box.append(` (follows channel "${s.channel}" across sessions)`);
 }
 
 function fillViews(views) {
@@ -360,24 +559,23 @@ async function connect() {
     send: state.media,
     audio: !!(currentDriver() && currentDriver().provides_audio),
     onState: (s) => onConnectionState(viewer, s),
-    onEvent: showEvent,
+    onEvent: () => {}, // events are shown once, from the events socket
   });
   state.viewer = viewer;
   setStatus("connecting...");
   const streams = await viewer.connect();
   const box = $("videos");
   box.innerHTML = "";
+  box.className = `videos layout-${$("layout").value}` + (state.session.background === "transparent" ? " checker" : "");
   for (const [name, stream] of streams) {
     const fig = document.createElement("figure");
-    const video = document.createElement("video");
-    Object.assign(video, { autoplay: true, muted: true, playsInline: true, srcObject: stream });
+    const video = mount(fig, stream, state.session, name);
     video.dataset.track = name;
     const cap = document.createElement("figcaption");
     cap.textContent = name;
-    fig.append(video, cap);
+    fig.append(cap);
     box.append(fig);
     viewer.watch(name, video);
-    video.play().catch(() => {});
   }
   if (viewer.audioStream) {
     const audio = document.createElement("audio");
@@ -420,7 +618,7 @@ function openEvents() {
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
     if (msg.type === "stats") renderStats(msg);
-    else if (msg.type === "reply") $("input-reply").textContent = msg.error || "ok";
+    else if (msg.type === "reply") { if (msg.ok === false) say(msg.error, "error"); }
     else showEvent(msg);
   };
   ws.onclose = () => {
@@ -437,14 +635,32 @@ function renderStats(msg) {
     `latency p50 ${fmt(local.p50 ?? s.client_latency_ms.p50)} p95 ${fmt(local.p95 ?? s.client_latency_ms.p95)} ms\n` +
     `server  p50 ${fmt(s.latency_ms.p50)} p95 ${fmt(s.latency_ms.p95)} ms\n` +
     `driver ${msg.driver} (${s.driver_state})  restarts ${s.driver_restarts}` +
+    (s.matte_missing ? `\nthis generator gives no matte: the background stays the portrait's` : "") +
     (s.last_error ? `\nlast error: ${s.last_error}` : "");
+}
+
+function describeEvent(msg) {
+  switch (msg.type) {
+    case "driver": return `driver switched to ${msg.driver}`;
+    case "layer": return `layer ${msg.layer} ${msg.event}${msg.error ? `: ${msg.error}` : ""}`;
+    case "output": return `output ${msg.output} ${msg.event}${msg.error ? `: ${msg.error}` : ""}`;
+    case "channel": return `channel ${msg.channel} ${msg.event}`;
+    case "background": return `background ${msg.background}`;
+    case "error": return `error: ${msg.error}`;
+    case "closed": return `session ended (${msg.reason})`;
+    case "driver-event": return `${msg.layer}: ${formatReply(msg.event).replace(/^driver: /, "")}`;
+    default: return `${msg.type} ${JSON.stringify(msg.event || msg.error || "")}`;
+  }
 }
 
 function showEvent(msg) {
   const li = document.createElement("li");
-  li.textContent = `${new Date().toLocaleTimeString()} ${msg.type}: ${JSON.stringify(msg.event || msg.error || msg.driver || msg.reason || "")}`;
+  li.textContent = `${new Date().toLocaleTimeString()}  ${describeEvent(msg)}`;
+  if (msg.type === "error" || msg.error) li.className = "error";
   $("events").prepend(li);
   while ($("events").children.length > 30) $("events").lastChild.remove();
+  if (msg.type === "layer" || msg.type === "driver") refreshLayers();
+  if (msg.type === "output") renderOutputs();
   if (msg.type === "closed" && !state.stopping) { showError(new Error(`the session ended (${msg.reason})`)); closeSession(false); }
 }
 
@@ -456,22 +672,190 @@ function closeSession(remote = true) {
   state.viewer = state.socket = state.session = null;
   if (remote && session) api("DELETE", `/api/sessions/${session.id}`).catch(() => {});
   $("start").disabled = false;
-  for (const id of ["stop", "apply-driver", "send-prompt", "interrupt", "mic", "cam"]) $(id).disabled = true;
+  for (const id of ["stop", "apply-driver", "send-prompt", "interrupt", "mic", "cam", "add-layer"]) $(id).disabled = true;
+  setSessionControls(false);
   $("overlay").hidden = true;
+  $("layers").innerHTML = "";
+  renderObsLink();
+  renderOutputs();
+  placeholder("Pick a portrait and a driver, then press Start.");
   setStatus("not connected");
 }
 
+function setSessionControls(on) {
+  for (const b of document.querySelectorAll("#emotions button")) b.disabled = !on;
+}
+
 async function sendInput(message) {
+  say("");
+  if (!state.session) { say("Start a session first.", "error"); return; }
   try {
     const reply = await api("POST", `/api/sessions/${state.session.id}/input`, message);
-    $("input-reply").textContent = reply.reply && Object.keys(reply.reply).length ? JSON.stringify(reply.reply) : "ok";
+    say(reply.driver ? `now driven by ${reply.driver}` : formatReply(reply.reply), "ok");
   } catch (err) {
-    $("input-reply").textContent = err.message;
+    showError(err);
   }
+}
+
+// ---------------------------------------------------------------- expressions --
+
+function loadHotkeys() {
+  const saved = JSON.parse(localStorage.getItem(HOTKEYS_KEY) || "null");
+  return saved || Object.fromEntries(EMOTIONS.map((e, i) => [e, String(i + 1)]));
+}
+
+function renderEmotions() {
+  const keys = loadHotkeys();
+  const box = $("emotions"), table = $("hotkeys");
+  box.innerHTML = ""; table.innerHTML = "";
+  for (const emotion of EMOTIONS) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.disabled = !state.session;
+    b.dataset.emotion = emotion;
+    b.innerHTML = "";
+    b.append(emotion);
+    if (keys[emotion]) { const k = document.createElement("kbd"); k.textContent = keys[emotion]; b.append(" ", k); }
+    b.onclick = () => sendInput({ kind: "emotion", text: emotion });
+    box.append(b);
+    const label = document.createElement("label");
+    label.append(emotion);
+    const input = document.createElement("input");
+    Object.assign(input, { value: keys[emotion] || "", maxLength: 1, placeholder: "-" });
+    input.dataset.emotion = emotion;
+    input.onchange = () => {
+      const next = loadHotkeys();
+      next[emotion] = input.value.trim().toLowerCase();
+      localStorage.setItem(HOTKEYS_KEY, JSON.stringify(next));
+      renderEmotions();
+    };
+    label.append(input);
+    table.append(label);
+  }
+}
+
+function onHotkey(ev) {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || !state.session) return;
+  if (ev.target.closest && ev.target.closest("input, textarea, select")) return;
+  const key = ev.key.toLowerCase();
+  const hit = Object.entries(loadHotkeys()).find(([, k]) => k && k === key);
+  if (!hit) return;
+  ev.preventDefault();
+  const button = document.querySelector(`#emotions [data-emotion="${hit[0]}"]`);
+  if (button) { button.classList.add("flash"); setTimeout(() => button.classList.remove("flash"), 250); }
+  sendInput({ kind: "emotion", text: hit[0] });
+}
+
+// --------------------------------------------------------------------- layers --
+
+async function refreshLayers() {
+  if (!state.session) return;
+  let data;
+  try { data = await api("GET", `/api/sessions/${state.session.id}/layers`); } catch { return; }
+  const list = $("layers");
+  list.innerHTML = "";
+  for (const layer of [...data.layers].reverse()) {
+    const li = document.createElement("li");
+    const owns = Object.entries(data.owners || {}).filter(([, who]) => who === layer.name).map(([g]) => g);
+    const info = document.createElement("span");
+    info.className = "layer-info";
+    info.textContent = `${layer.name} (${layer.driver || "?"}) · ${layer.state || ""}${layer.muted ? " · muted" : ""}`;
+    info.title = `drives: ${(layer.channels || []).join(", ")}; owns now: ${owns.join(", ") || "nothing"}` +
+      (layer.last_error ? `\nlast error: ${layer.last_error}` : "");
+    li.append(info);
+    if (layer.name !== "base") {
+      const mute = document.createElement("button");
+      mute.type = "button";
+      mute.textContent = layer.muted ? "unmute" : "mute";
+      mute.onclick = () => layerCall("PATCH", layer.name, { muted: !layer.muted });
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "remove";
+      remove.onclick = () => layerCall("DELETE", layer.name);
+      li.append(mute, remove);
+    }
+    list.append(li);
+  }
+}
+
+async function layerCall(method, name, body) {
+  say("");
+  try {
+    await api(method, `/api/sessions/${state.session.id}/layers/${encodeURIComponent(name)}`, body);
+  } catch (err) { showError(err); }
+  refreshLayers();
+}
+
+function renderLayerChannels() {
+  const driver = state.plugins && state.plugins.drivers.find((d) => d.name === $("layer-driver").value);
+  const box = $("layer-channels");
+  box.innerHTML = "";
+  for (const c of (driver && driver.channels) || []) {
+    const label = document.createElement("label");
+    label.className = "inline";
+    const input = document.createElement("input");
+    Object.assign(input, { type: "checkbox", checked: true, value: c });
+    label.append(input, ` ${c}`);
+    box.append(label);
+  }
+}
+
+async function addLayer(ev) {
+  ev.preventDefault();
+  say("");
+  const channels = [...$("layer-channels").querySelectorAll("input:checked")].map((i) => i.value);
+  const body = { driver: $("layer-driver").value, channels };
+  const name = $("layer-name").value.trim();
+  if (name) body.name = name;
+  try {
+    await api("POST", `/api/sessions/${state.session.id}/layers`, body);
+    $("layer-name").value = "";
+  } catch (err) { showError(err); }
+  refreshLayers();
+}
+
+// -------------------------------------------------------------------- outputs --
+
+async function renderOutputs() {
+  const box = $("outputs");
+  box.innerHTML = "";
+  const available = (state.plugins && state.plugins.outputs) || [];
+  if (!available.length) { box.textContent = "no outputs installed"; return; }
+  let attached = [];
+  if (state.session) {
+    try { attached = (await api("GET", `/api/sessions/${state.session.id}/outputs`)).outputs; } catch { attached = []; }
+  }
+  for (const out of available) {
+    const on = attached.find((a) => a.name === out.name);
+    const b = document.createElement("button");
+    b.type = "button";
+    b.title = out.description;
+    b.disabled = !state.session;
+    b.setAttribute("aria-pressed", String(!!on));
+    b.textContent = { virtualcam: "Virtual camera", record: "Record on server" }[out.name] || out.name;
+    b.onclick = () => toggleOutput(out.name, !!on);
+    box.append(b);
+    if (on && (on.device || on.path)) {
+      const hint = document.createElement("span");
+      hint.className = "hint";
+      hint.textContent = ` ${on.device || on.path}`;
+      box.append(hint);
+    }
+  }
+}
+
+async function toggleOutput(name, on) {
+  say("");
+  try {
+    if (on) await api("DELETE", `/api/sessions/${state.session.id}/outputs/${name}`);
+    else await api("POST", `/api/sessions/${state.session.id}/outputs`, { name });
+  } catch (err) { showError(err); }
+  renderOutputs();
 }
 
 // Microphone / camera: a new offer that also sends the device's track.
 async function toggleDevice(kind) {
+  say("");
   state[kind] = !state[kind];
   $(kind).setAttribute("aria-pressed", String(state[kind]));
   if (state.media) state.media.getTracks().forEach((t) => t.stop());
@@ -484,10 +868,22 @@ async function toggleDevice(kind) {
   }
 }
 
+async function changeBackground() {
+  $("background-color").hidden = $("background").value !== "custom";
+  if (!state.session) return;
+  say("");
+  try {
+    state.session = await api("PATCH", `/api/sessions/${state.session.id}`, { background: backgroundValue() });
+    await connect();
+  } catch (err) { showError(err); }
+}
+
 function main() {
   window.flamecast = state; // for debugging and bench/browser_latency.py
+  $("channel").value = localStorage.getItem(CHANNEL_KEY) ?? "main";
+  $("channel").onchange = () => localStorage.setItem(CHANNEL_KEY, $("channel").value.trim());
   $("start").onclick = start;
-  $("stop").onclick = () => closeSession(true);
+  $("stop").onclick = () => { say(""); closeSession(true); };
   $("apply-driver").onclick = async () => {
     await sendInput({ kind: "driver", driver: $("driver").value, options: driverOptions() });
     renderDriverOptions();
@@ -498,11 +894,16 @@ function main() {
   $("interrupt").onclick = () => sendInput({ kind: "interrupt" });
   $("mic").onclick = () => toggleDevice("mic");
   $("cam").onclick = () => toggleDevice("cam");
-  $("layout").onchange = () => { $("view-label").hidden = $("layout").value !== "single"; if (state.session) connect(); };
+  $("layout").onchange = () => { say(""); $("view-label").hidden = $("layout").value !== "single"; if (state.session) connect(); };
   $("view").onchange = () => { if (state.session) connect(); };
+  $("background").onchange = changeBackground;
+  $("background-color").onchange = changeBackground;
+  $("layer-form").onsubmit = addLayer;
   $("portrait-file").onchange = (ev) => ev.target.files[0] && uploadPortrait(ev.target.files[0]);
-  $("portraits").onclick = (ev) => { const b = ev.target.closest("[data-id]"); if (b) selectPortrait(b.dataset.id); };
+  $("portraits").onclick = (ev) => { const b = ev.target.closest("[data-id]"); if (b) { say(""); selectPortrait(b.dataset.id); } };
+  document.addEventListener("keydown", onHotkey);
   window.addEventListener("beforeunload", () => closeSession(true));
+  renderEmotions();
   Promise.all([loadPlugins(), loadPortraits()]).catch(showError);
 }
 
