@@ -2,7 +2,8 @@
 
 Settings come from defaults, then an optional TOML file (``--config``), then the flags given;
 they are parsed once, here. Ctrl-C or SIGTERM ends every session, closes every peer
-connection and stops the worker.
+connection and stops the worker. A local worker that dies is restarted (with backoff) on the
+same ports and keys; the sessions are opened on it again and their viewers see video resume.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flamecast.plugins import Command, CommandError
 
 log = logging.getLogger(__name__)
 
-WATCH_INTERVAL = 1.0  # seconds between checks that the local worker is alive
+WATCH_INTERVAL = 0.2  # seconds between checks that the local worker is alive
 
 # flag dest -> Settings field, for flags that map one to one
 FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_viewers", "max_upload_bytes", "open_timeout",
@@ -48,6 +49,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the local worker's neural generator at start (takes minutes)")
     p.add_argument("--worker-input", metavar="ENDPOINT", help="use a running worker: its flame endpoint")
     p.add_argument("--worker-output", metavar="ENDPOINT", help="use a running worker: its video endpoint")
+    p.add_argument("--worker-keys", metavar="DIR", help="that worker's CURVE key folder (flamecast generator --make-keys)")
+    p.add_argument("--worker-insecure", action="store_true",
+                   help="talk to that worker in plain text, without keys (trusted hosts only)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="a web origin (https://studio.example:8443) whose pages may use the API (repeatable)")
 
 
 def build_settings(args: argparse.Namespace):
@@ -61,6 +67,12 @@ def build_settings(args: argparse.Namespace):
             raise CommandError("give both --worker-input and --worker-output (or neither, to start a local worker)")
         if args.worker_input:
             values.update(worker_input=args.worker_input, worker_output=args.worker_output)
+        if args.worker_keys:
+            values["worker_keys"] = args.worker_keys
+        if args.worker_insecure:
+            values["worker_insecure"] = True
+        if args.allow_origin:
+            values["allowed_origins"] = tuple(values.get("allowed_origins", ())) + tuple(args.allow_origin)
         settings = settings_from(values)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
@@ -69,9 +81,28 @@ def build_settings(args: argparse.Namespace):
     return settings
 
 
+def check_worker_keys(settings, external: bool) -> None:
+    """An external worker needs its key folder, or an explicit choice of plain text."""
+    if not external:
+        return
+    if settings.worker_keys and settings.worker_insecure:
+        raise CommandError("give --worker-keys or --worker-insecure, not both")
+    if not settings.worker_keys and not settings.worker_insecure:
+        raise CommandError("an external worker needs --worker-keys DIR (the folder `flamecast generator --make-keys` "
+                           "made, copied here), or --worker-insecure for plain text on a trusted host")
+    if settings.worker_keys:
+        from flamecast.plugins.publish import KeyFolderError, load_keys
+
+        try:
+            load_keys(settings.worker_keys, "server")
+        except KeyFolderError as exc:
+            raise CommandError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     external = bool(args.worker_input or (args.config and "worker_input" in _config_keys(args.config)))
+    check_worker_keys(settings, external)
     return asyncio.run(serve(settings, device=args.device, start_worker=not external, worker_args=worker_args(args)))
 
 
@@ -97,6 +128,7 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True, wor
     from aiohttp import web
 
     from flamecast.server.app import create_app
+    from flamecast.server.security import QuietAccessLogger
     from flamecast.server.worker_proc import WorkerProcess, WorkerStartError
 
     worker = WorkerProcess(settings.generator, device=device, extra_args=worker_args) if start_worker else None
@@ -111,8 +143,10 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True, wor
             endpoints = await _wait_or_stop(worker.start(), stop)
             if endpoints is None:
                 return 130
-            settings = settings.replace(worker_input=endpoints["input"], worker_output=endpoints["output"])
-        runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=5.0)
+            settings = settings.replace(worker_input=endpoints["input"], worker_output=endpoints["output"],
+                                        worker_keys=str(worker.key_folder), worker_insecure=False)
+        runner = web.AppRunner(create_app(settings), handle_signals=False, shutdown_timeout=5.0,
+                               access_log_class=QuietAccessLogger)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         try:
@@ -121,11 +155,12 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True, wor
             raise CommandError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
                              "pick another --port (0 = any free one)") from None
         _announce(settings, runner)
-        watchdog = asyncio.create_task(_watch_worker(worker, stop)) if worker is not None else None
+        watchdog = asyncio.create_task(_supervise_worker(worker, stop)) if worker is not None else None
         await stop.wait()
         print("flamecast: shutting down", flush=True)
-        if watchdog is not None and watchdog.done() and watchdog.result():
-            return 1
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
     except WorkerStartError as exc:
         raise CommandError(str(exc)) from None
     finally:
@@ -136,16 +171,31 @@ async def serve(settings, *, device: str = "cpu", start_worker: bool = True, wor
     return 0
 
 
-async def _watch_worker(worker, stop: asyncio.Event) -> bool:
-    """Stop the server when its worker dies: without it no session can show anything."""
+async def _supervise_worker(worker, stop: asyncio.Event) -> None:
+    """Restart the local worker whenever it exits, on the same ports, waiting longer after each
+    quick failure (``Backoff``); the worker link then opens every session on it again."""
+    from flamecast.plugins.runtime import Backoff
+    from flamecast.server.worker_proc import WorkerStartError
+
+    backoff = Backoff(initial=0.2, maximum=10.0, reset_after=30.0)
+    loop = asyncio.get_running_loop()
+    up_since = loop.time()
     while not stop.is_set():
-        if worker.proc is not None and worker.proc.poll() is not None:
-            print(f"flamecast: the generator worker exited (status {worker.proc.returncode}); its messages are "
-                  "above. Stopping.", file=sys.stderr, flush=True)
-            stop.set()
-            return True
-        await asyncio.sleep(WATCH_INTERVAL)
-    return False
+        status = worker.exited
+        if status is None:
+            await asyncio.sleep(WATCH_INTERVAL)
+            continue
+        delay = backoff.next_delay(loop.time() - up_since)
+        print(f"flamecast: the generator worker exited (status {status}); its messages are above. Restarting it in "
+              f"{delay:g} s", file=sys.stderr, flush=True)
+        if await _wait_or_stop(asyncio.sleep(delay), stop) is None and stop.is_set():
+            return
+        try:
+            await _wait_or_stop(worker.start(), stop)
+            up_since = loop.time()
+            print(f"flamecast: the generator worker is back (pid {worker.pid})", file=sys.stderr, flush=True)
+        except WorkerStartError as exc:
+            print(f"flamecast: restarting the generator worker failed: {exc}", file=sys.stderr, flush=True)
 
 
 async def _wait_or_stop(coro, stop: asyncio.Event):

@@ -1,6 +1,10 @@
-"""A local generator worker as a child process (``flamecast generator``), started and stopped
-by ``flamecast serve``. The child dies with its parent even when the parent is killed
-(Linux ``PR_SET_PDEATHSIG``), so no worker is left behind."""
+"""A local generator worker as a child process (``flamecast generator``), started, restarted and
+stopped by ``flamecast serve``. The child dies with its parent even when the parent is killed
+(Linux ``PR_SET_PDEATHSIG``), so no worker is left behind.
+
+The link between them is CURVE-authenticated: a key folder made for this run (0700, secret files
+0600, removed at exit) holds the worker's and the server's key pairs. A restarted worker binds
+the same ports with the same keys, so the server's sockets simply reconnect."""
 
 from __future__ import annotations
 
@@ -37,24 +41,39 @@ class WorkerProcess:
     """``flamecast generator`` on random loopback ports; ``endpoints`` once started."""
 
     def __init__(self, backend: str, *, device: str = "cpu", extra_args: tuple[str, ...] = ()) -> None:
+        from flamecast.plugins.publish import make_key_folder
+
         self.backend = backend
         self.device = device
         self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
         self.endpoints: dict[str, str] = {}
+        self.starts = 0
         self._dir = tempfile.TemporaryDirectory(prefix="flamecast-worker-")
+        self.key_folder = make_key_folder(Path(self._dir.name) / "keys")
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     def command(self, ready: Path) -> list[str]:
-        return [*FLAMECAST, "generator", "--input", "tcp://127.0.0.1:0",
-                "--output", "tcp://127.0.0.1:0", "--backend", self.backend, "--device", self.device,
-                "--ready-file", str(ready), *self.extra_args]
+        """The first start binds random ports; a restart binds the same ones again."""
+        bind_in = self.endpoints.get("input", "tcp://127.0.0.1:0")
+        bind_out = self.endpoints.get("output", "tcp://127.0.0.1:0")
+        return [*FLAMECAST, "generator", "--input", bind_in, "--output", bind_out, "--backend", self.backend,
+                "--device", self.device, "--ready-file", str(ready), "--keys", str(self.key_folder), *self.extra_args]
+
+    @property
+    def exited(self) -> int | None:
+        """The exit status once the child ended; None while it runs (or before it started)."""
+        if self.proc is None:  # never started, or ended by a failed start (-1)
+            return -1 if self.starts else None
+        return self.proc.poll()
 
     async def start(self, timeout: float = 180.0) -> dict[str, str]:
         ready = Path(self._dir.name) / "ready.json"
+        ready.unlink(missing_ok=True)
+        self.starts += 1
         self.proc = subprocess.Popen(self.command(ready), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -63,7 +82,7 @@ class WorkerProcess:
                 raise WorkerStartError(f"the generator worker exited with status {self.proc.returncode} before it "
                                        "was ready; its messages are above")
             if loop.time() > deadline:
-                self.stop()
+                self._end_child(10.0)
                 raise WorkerStartError(f"the generator worker did not bind within {timeout:g} s")
             await asyncio.sleep(READY_POLL)
         info = json.loads(ready.read_text())
@@ -73,7 +92,12 @@ class WorkerProcess:
         return self.endpoints
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps the child."""
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps the child (and removes
+        the key folder)."""
+        self._end_child(timeout)
+        self._dir.cleanup()
+
+    def _end_child(self, timeout: float) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -83,7 +107,6 @@ class WorkerProcess:
                 log.warning("generator worker %d ignored SIGTERM; killing it", proc.pid)
                 proc.kill()
                 proc.wait()
-        self._dir.cleanup()
 
 
 def alive(pid: int) -> bool:
