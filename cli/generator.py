@@ -56,7 +56,7 @@ def settings_from_args(args: argparse.Namespace):
     keys = _keys(args)
     return WorkerSettings(
         input=args.input, output=args.output, backends=backends,
-        default_backend=backends[0] if backends else "mesh", device=args.device,
+        default_backend=backends[0] if backends else "portrait", device=args.device,
         ready_file=Path(args.ready_file) if args.ready_file else None, queue_depth=args.queue,
         max_sessions=args.max_sessions, video_hwm=args.video_hwm, stats_interval_s=args.stats_interval,
         threads=args.threads, generator_settings=_generator_settings(args), keys=keys,

@@ -32,7 +32,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--token", help="API access token (required off loopback; generated when missing)")
-    p.add_argument("--generator", help="generator backend for the local worker and for sessions (default mesh)")
+    p.add_argument("--generator", help="generator backend for the local worker and for sessions (default portrait; mesh is the preview)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the local worker renders")
     p.add_argument("--size", type=int, help="video side in pixels for sessions that do not ask")
     p.add_argument("--max-sessions", type=int, help="sessions at once (default 4)")

@@ -50,7 +50,7 @@ class Settings:
     token: str | None = None
     worker_input: str = "tcp://127.0.0.1:5555"
     worker_output: str = "tcp://127.0.0.1:5556"
-    generator: str = "mesh"
+    generator: str = "portrait"
     size: int | None = None
     max_sessions: int = 4
     max_viewers: int = 8

@@ -55,7 +55,7 @@ class WorkerSettings:
     input: str = DEFAULT_INPUT
     output: str = DEFAULT_OUTPUT
     backends: tuple[str, ...] = ()
-    default_backend: str = "mesh"
+    default_backend: str = "portrait"
     device: str = "cpu"
     ready_file: Path | None = None
     queue_depth: int = 4
