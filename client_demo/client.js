@@ -427,14 +427,19 @@ function fieldFor(prop, schema) {
   return input;
 }
 
+// The options the person changed (a value equal to the schema's default is left to the driver).
 function driverOptions() {
   const out = {};
+  const props = ((currentDriver() || {}).options || {}).properties || {};
   for (const input of [...$("driver-options").elements].filter((el) => el.name)) {
     const t = input.dataset.type;
-    if (t === "boolean") out[input.name] = input.checked;
+    let value;
+    if (t === "boolean") value = input.checked;
     else if (input.value === "") continue;
-    else if (t === "number" || t === "integer") out[input.name] = Number(input.value);
-    else out[input.name] = input.value;
+    else if (t === "number" || t === "integer") value = Number(input.value);
+    else value = input.value;
+    if (props[input.name] && props[input.name].default === value) continue;
+    out[input.name] = value;
   }
   return out;
 }
@@ -466,7 +471,9 @@ async function uploadPortrait(file) {
   say("");
   $("portrait-error").hidden = true;
   try {
-    const p = await api("POST", "/api/portraits", file);
+    const form = new FormData();
+    form.append("portrait", file, file.name || "portrait");
+    const p = await api("POST", "/api/portraits", form);
     state.portraitId = p.id;
     await loadPortraits();
   } catch (err) {
