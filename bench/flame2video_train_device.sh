@@ -8,7 +8,7 @@
 # runs/f2v-avatars/ (avatars baked here with `flamecast data flame2video bake-avatars`: the GPU
 # machine has no mediapipe).
 #   bash bench/flame2video_train_device.sh
-# Per-phase time caps in minutes: MINUTES="0.8 1.4 1.0 1.2 1.1" (vae 1 2 3 distill).
+# Per-phase time caps in minutes: MINUTES="0.6 1.0 0.6 0.7 0.6" (vae 1 2 3 distill).
 set -u -o pipefail
 OUT=${OUT:-/tmp/flamecast-train}; mkdir -p "$OUT"
 RUN=${RUN:-/tmp/f2v-run}; DATA=${DATA:-/tmp/f2v-data}
@@ -23,7 +23,9 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) | tee "$OUT/gpu.txt"
 F="python3 -m flamecast.renderer.flame2video.training"
-read -r M_VAE M_1 M_2 M_3 M_D <<< "${MINUTES:-0.8 1.4 1.0 1.2 1.1}"
+# each phase also spends 40-50 s outside its cap (start, checks, renderings, export): 2026-12-04
+# the caps below plus 16 clips came to more than 540 s, so the defaults are smaller
+read -r M_VAE M_1 M_2 M_3 M_D <<< "${MINUTES:-0.6 1.0 0.6 0.7 0.6}"
 t0=$(date +%s)
 $F data make-synthetic --avatars runs/f2v-avatars --out "$DATA" --clips ${CLIPS:-16} --frames 32 --views 4 \
   --size ${SIZE:-128} --val-every 4 || exit 1

@@ -202,6 +202,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (DatasetError, TrainingError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
     print(json.dumps({k: v for k, v in summary.items() if k != "validations"}, indent=1))
+    for v in summary["validations"]:  # also in OUT/phase-P/summary.json; printed so a cut-off log keeps them
+        psnr = "" if v.get("psnr") is None else f"  held-out PSNR {v['psnr']:.2f} dB"
+        print(f"validation phase {s.phase} step {v['step']}: probe loss {v['probe_loss']:.4f}{psnr}")
     print(f"weights: {s.weights_dir} (flamecast serve --generator flame2video --weights-dir {s.weights_dir})")
     return 0
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..attention import FixedBuffers, RecordProcessor, ReferenceJoinProcessor, self_attention_names
 from ..components import Components
-from ..config import SCHEDULER_CONFIG, ModelConfig
+from ..config import SCHEDULER_CONFIG
 from ..unet import MultiViewUNet
 
 PHASES = ("vae", "1", "2", "3", "distill")
