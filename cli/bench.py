@@ -100,6 +100,17 @@ def throughput_pass(session, frames, max_seconds: float) -> dict[str, Any]:
     return {"frames_in": fed, "frames_out": out, "seconds": dt, "fps": out / dt if dt > 0 else None}
 
 
+def first_output(session, take, max_seconds: float) -> tuple[float | None, int]:
+    """Seconds from the first driving frame to the session's first output (a windowed generator
+    needs a window of frames first), and how many frames that took."""
+    t0, fed = time.perf_counter(), 0
+    while time.perf_counter() - t0 < max_seconds:
+        fed += 1
+        if session.step(take(1)):
+            return time.perf_counter() - t0, fed
+    return None, fed
+
+
 def latency_pass(session, frames, fps: float, max_seconds: float) -> dict[str, Any]:
     arrivals: dict[int, float] = {}
     latencies: list[float] = []
@@ -156,13 +167,20 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
 
     torch = _cuda(args.device)
     eager = {p.strip() for p in (args.eager or "").split(",") if p.strip()}
+    compile_mode = None if split_profile(profile)[0] in eager else args.compile
     settings = {"device": args.device, "weights_dir": args.weights_dir,
                 "allow_random_weights": args.allow_random_weights,
-                "compile": None if split_profile(profile)[0] in eager else args.compile, "detect_face": not args.no_face_detect}
+                "compile": compile_mode, "detect_face": not args.no_face_detect}
+    if compile_mode and "profile" in getattr(cls.Options, "model_fields", {}):
+        settings["warm_profiles"] = split_profile(profile)[0]  # compiled before the session opens, as a worker does
     if torch is not None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     gen = cls(settings)
+    t0 = time.perf_counter()
+    if hasattr(gen, "warm_up"):
+        gen.warm_up()
+    warm_up_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     session = gen.open_session(GeneratorSessionSpec("bench", None, _options(cls, profile, args.size)))
     open_s = time.perf_counter() - t0
@@ -178,6 +196,7 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
         seq += n
         return frames
 
+    first_frame_s, first_fed = first_output(session, take, 10 * args.max_seconds)
     t0 = time.perf_counter()
     warmup = args.warmup if settings["compile"] else min(args.warmup, args.eager_warmup)
     throughput_pass(session, take(warmup), 10 * args.max_seconds)
@@ -194,13 +213,16 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
     result: dict[str, Any] = {
         "backend": cls.name, "profile": profile if "profile" in getattr(cls.Options, "model_fields", {}) else None,
         "compile": settings["compile"],
-        "open_s": open_s, "warmup_s": warm_s, "throughput": thr, "latency": lat,
+        "generator_warm_up_s": warm_up_s, "open_s": open_s, "first_frame_s": first_frame_s,
+        "first_frame_after_frames_in": first_fed, "warmup_s": warm_s, "throughput": thr, "latency": lat,
         "view_ids": list(getattr(session, "view_ids", ()) or ()),
     }
     if stages is not None:
         result["stages"] = stages
     if hasattr(session, "describe"):
         result["config"] = session.describe()
+    if hasattr(gen, "compile_report"):  # compilations and CUDA-graph recordings after warm-up
+        result["compile_counts"] = gen.compile_report()
     if torch is not None:
         result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         result["load_peak_gpu_mem_gb"] = load_peak
@@ -233,6 +255,13 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
     return env
 
 
+def _write(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Written after every profile, so a cut-off run keeps what it measured."""
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+
+
 def _summary(r: dict[str, Any]) -> str:
     thr, lat = r["throughput"], r["latency"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
@@ -260,16 +289,17 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
         report["results"].append(result)
         print(_summary(result), flush=True)
-        if args.json_out:  # written after every profile so a cut-off run keeps what it measured
-            with open(args.json_out, "w") as fh:
-                json.dump(report, fh, indent=2, default=str)
+        _write(args, report)
+        counts = result.get("compile_counts") or {}
+        if counts.get("recompiles") or counts.get("cudagraph_rerecords"):
+            raise CommandError(f"{result['backend']}/{profile}: {counts['recompiles']} compilation(s) and "
+                               f"{counts['cudagraph_rerecords']} CUDA-graph recording(s) after warm-up; the "
+                               "figures above include them and do not count (see compile_counts in the JSON)")
     by = {r["profile"]: r["throughput"]["fps"] for r in report["results"]}
     if by.get("live") and by.get("paper"):
         report["live_over_paper"] = by["live"] / by["paper"]
         print(f"live / paper throughput: {report['live_over_paper']:.1f}x")
-        if args.json_out:
-            with open(args.json_out, "w") as fh:
-                json.dump(report, fh, indent=2, default=str)
+        _write(args, report)
     return 0
 
 
