@@ -47,7 +47,7 @@ class LookAroundDriver(Driver):
 
     def _pick(self, i: int) -> None:
         """Every ``period`` seconds choose a new direction unless a prompt holds one."""
-        if self._held is None and i % max(1, round(self.options.period * self.rate)) == 0:
+        if self._held is None and i % max(1, round(self.options.period * self.context.rate)) == 0:
             self._target = np.array(DIRECTIONS[self._rng.choice(list(DIRECTIONS))])
 
     def _frame(self) -> FlameFrame:
