@@ -403,9 +403,9 @@ class Session:
         """Where an outside driver publishes this session's frames, when the session is external."""
         if not self.external:
             return None
-        endpoint = self.link.input_endpoint
-        return {"connect": endpoint, "session": self.id,
-                "command": f"flamecast driver NAME --connect {endpoint} --session {self.id}"}
+        endpoint, wire = self.link.input_endpoint, self.link.wire_id(self.id)  # frames are addressed by the wire token
+        return {"connect": endpoint, "session": wire, "curve": self.link.keys is not None,
+                "command": f"flamecast driver NAME --connect {endpoint} --session {wire}"}
 
     def _audio_delay_ms(self) -> float:
         """How late the video is (capture -> send, median), so audio can wait as long."""

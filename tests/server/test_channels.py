@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from flamecast.plugins import FlameFrame
-from flamecast.server.state import SESSIONS
+from flamecast.server.state import LINK, SESSIONS
 
 from .conftest import plugin_host, running_app, settings_for
 
@@ -54,9 +54,9 @@ async def test_external_sessions_name_their_endpoint_and_stop_publishing(worker)
     async with running_app(settings_for(worker)) as http:
         session = await _json(await http.post("/api/sessions", json={"external": True}))
         ext = session["external"]
-        assert ext["connect"] == worker.endpoints["input"] and ext["session"] == session["id"]
-        assert f"--connect {ext['connect']} --session {session['id']}" in ext["command"]
         live = http.app[SESSIONS].get(session["id"])
+        assert ext["connect"] == worker.endpoints["input"] and ext["session"] == http.app[LINK].wire_id(live.id)
+        assert f"--connect {ext['connect']} --session {ext['session']}" in ext["command"]
         sent = []
 
         async def spy(frame):
