@@ -16,6 +16,8 @@ from .generator import (
     GeneratorSessionSpec,
     GeneratorUnavailable,
     Output,
+    OutputOptions,
+    OutputUnavailable,
     PortraitError,
     RenderedFrame,
 )
@@ -48,6 +50,8 @@ __all__ = [
     "MonotonicClock",
     "OptionsError",
     "Output",
+    "OutputOptions",
+    "OutputUnavailable",
     "POSE_JOINTS",
     "POSE_SIZE",
     "PortraitError",

@@ -55,13 +55,15 @@ class TextOptions(DriverOptions):
     loop: bool = Field(False, description="Loop each clip instead of easing back to idle at its end.")
     crossfade: float = Field(0.3, ge=0, le=2, description="Seconds a new clip takes to replace the running one.")
     ease: float = Field(0.5, ge=0, le=3, description="Seconds to ease back to idle at the end of a clip.")
-    steps: int = Field(20, ge=1, le=200, description="DDIM sampling steps.")
-    guidance: float = Field(2.5, ge=0, le=10, description="Classifier-free guidance scale.")
+    steps: int = Field(20, ge=1, le=200, description="DDIM sampling steps.", json_schema_extra={"advanced": True})
+    guidance: float = Field(2.5, ge=0, le=10, description="Classifier-free guidance scale.",
+                            json_schema_extra={"advanced": True})
     weights: str | None = Field(None, description="Folder with config.json + motion/emotion .safetensors (default: shipped).",
-                                json_schema_extra={"server_only": True})
-    encoder: Literal["minilm", "clip"] | None = Field(None, description="Text encoder (default: the one the weights were trained with).")
+                                json_schema_extra={"server_only": True, "advanced": True})
+    encoder: Literal["minilm", "clip"] | None = Field(None, description="Text encoder (default: the one the weights were trained with).",
+                                                      json_schema_extra={"advanced": True})
     clip_path: str | None = Field(None, description="Local folder of the CLIP ViT-B/32 text encoder (encoder=clip).",
-                                  json_schema_extra={"server_only": True})
+                                  json_schema_extra={"server_only": True, "advanced": True})
 
     @field_validator("prompt", "emotion")
     @classmethod
