@@ -191,3 +191,17 @@ def test_build_from_multiview_videos(dataset, tmp_path):
         build_dataset(tmp_path / "out", multiview_sources(src), size=SIZE, progress=False)
     manifest = check_dataset(tmp_path / "out")
     assert [c.id for c in manifest.clips] == ["take1"] and manifest.clips[0].view_ids == ("front", "left30")
+
+
+def test_build_single_view_clips_from_talking_head_videos(dataset, tmp_path):
+    from flamecast.renderer.flame2video.training.build import build_dataset, single_view_sources
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    shutil.copy(dataset / "c0000" / "front.mp4", src / "talk.mp4")
+    shutil.copy(dataset / "c0000" / "flame.npz", src / "talk.npz")
+    manifest = build_dataset(tmp_path / "out", single_view_sources(src), size=SIZE, val_every=0, progress=False)
+    clip = manifest.clips[0]
+    assert (clip.id, clip.view_ids, clip.frames, clip.split) == ("talk", ("front",), 6, "train")
+    with pytest.raises(DatasetError, match="needs 2"):
+        check_dataset(tmp_path / "out", min_views=2)
