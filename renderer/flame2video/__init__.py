@@ -20,8 +20,11 @@ def flamecast_register_generators(register):
 @hookimpl
 def flamecast_register_commands(register):
     from .commands import COMMAND as weights_command
+    from .training.commands import commands as training_commands
 
     register(weights_command)
+    for command in training_commands():
+        register(command)
 
 
 __all__ = ["FLAME2VideoGenerator", "FLAME2VideoOptions"]

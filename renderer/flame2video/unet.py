@@ -96,7 +96,9 @@ class MultiViewUNet(nn.Module):
             # the hook reads it from a module attribute: a static input to torch.compile, so it is
             # held at a fixed address (one buffer per shape: each compiled graph keeps its own)
             flat = condition.permute(0, 1, 3, 2, 4, 5).reshape(n * v * f, -1, h, w)
-            self._condition = self._fixed.hold(tuple(flat.shape), flat)
+            # in training the condition passes straight through: a held buffer would chain each
+            # step's autograd graph to the previous one
+            self._condition = flat if torch.is_grad_enabled() else self._fixed.hold(tuple(flat.shape), flat)
         ehs = encoder_hidden_states.repeat_interleave(v * f, dim=0)
         try:
             out = self.unet(sample.reshape(n * v, c, f, h, w), timestep, encoder_hidden_states=ehs).sample

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import FixedBuffers, RecordProcessor, ReferenceJoinProcessor, self_attention_names
+from ..attention import RecordProcessor, ReferenceJoinProcessor, self_attention_names
 from ..components import Components
 from ..config import SCHEDULER_CONFIG
 from ..unet import MultiViewUNet
@@ -107,10 +107,6 @@ class Denoiser(nn.Module):
         """noisy (N, V, 4, F, h, w), t (N,), embeds (N, 1, D), cond (N, V, C, F, h, w)."""
         n, v, _, f = noisy.shape[:4]
         self.joins.set(states, v * f)
-        # MultiViewUNet copies the condition into a buffer kept from call to call (for CUDA
-        # graphs in serving); under autograd that buffer would chain this step's graph to the
-        # last one's, so every training call gets new buffers
-        self.unet._fixed = FixedBuffers()
         return self.unet(noisy, t.repeat_interleave(v), embeds, condition=cond)
 
     def split(self) -> tuple[nn.Module, nn.Module, nn.Module]:
