@@ -238,6 +238,8 @@ async def kill_and_recover(server: Server, http, url: str, client, sid: str) -> 
     async with await client.connect(sid, tracks=["front"]) as conn:
         await drain(conn, "front", 5)
         old = server.worker_pid
+        async with http.get(url + "healthz") as resp:
+            restarts = (await resp.json())["worker"]["restarts"]
         t0 = time.monotonic()
         os.kill(old, signal.SIGKILL)
         healthy = video = None
@@ -246,7 +248,7 @@ async def kill_and_recover(server: Server, http, url: str, client, sid: str) -> 
             if healthy is None:
                 async with http.get(url + "healthz") as resp:
                     body = await resp.json()
-                    if resp.status == 200 and body["worker"]["restarts"] >= 1 and time.monotonic() - t0 > 0.3:
+                    if resp.status == 200 and body["worker"]["restarts"] > restarts:  # the new worker is heard
                         healthy = time.monotonic() - t0
             if video is None:
                 try:
