@@ -235,11 +235,9 @@ class Session:
         if self.state == "closed":
             return
         self.state = "closed"
-        if self._stack is not None:
+        if self._stack is not None:  # the drivers' thread ends by itself and closes its socket
             self._stack.stop()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._publisher is not None:
+        elif self._publisher is not None:
             self._publisher.close()
         await self.outputs.close()
         await self.link.close_session(self.id, reason)

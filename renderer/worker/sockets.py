@@ -129,6 +129,8 @@ class GeneratorWorker:
                 entry[1] = _thread(target, name)
 
     def _heartbeat(self, pub: zmq.Socket) -> None:
+        if self._stop.is_set():  # stopping: the threads end on purpose
+            return
         snap = self.table.snapshot()
         live = sum(s["state"] in ("opening", "ready") for s in snap["sessions"].values())
         pub.send_multipart(wire.worker_status_message(
