@@ -330,7 +330,7 @@ class Mp4Writer:
         self._videos: list = []
         self._n_videos = videos
         self._audio = None
-        self._resampler = None
+        self._resamplers: dict[tuple[str, int], av.AudioResampler] = {}
         self._last_pts = [-1] * videos
         self._next_sample = 0  # in AUDIO_RATE samples since the start
         self._duration = 0.0
@@ -396,7 +396,6 @@ class Mp4Writer:
         if self._want_audio:
             self._audio = self._container.add_stream("aac", rate=AUDIO_RATE)
             self._audio.layout = "stereo"
-            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
 
     def _silence(self, n: int) -> None:
         while n > 0:
@@ -408,7 +407,12 @@ class Mp4Writer:
 
     def _encode_audio(self, frame: av.AudioFrame) -> None:
         frame.pts = None
-        for out in self._resampler.resample(frame):
+        # a resampler takes one input layout and rate: one for each (the silence is 48 kHz stereo)
+        key = (frame.layout.name, frame.sample_rate)
+        resampler = self._resamplers.get(key)
+        if resampler is None:
+            resampler = self._resamplers[key] = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+        for out in resampler.resample(frame):
             out.pts, out.time_base = self._next_sample, fractions.Fraction(1, AUDIO_RATE)
             self._next_sample += out.samples
             for packet in self._audio.encode(out):

@@ -98,8 +98,7 @@ class TestPlugin:
 
 
 def host():
-    return make_plugin_host(extra_plugins=[("swatch", SwatchPlugin()), ("outputs", outputs_plugin),
-                                           ("flashplugin", TestPlugin())])
+    return make_plugin_host(extra_plugins=[("swatch", SwatchPlugin()), ("flashplugin", TestPlugin())])
 
 
 @pytest.fixture(scope="module")
