@@ -435,6 +435,10 @@ class StackThread:
     def layers(self) -> list[Layer]:
         return self.stack.layers
 
+    @property
+    def last_frame(self) -> FlameFrame | None:
+        return self.stack.last_frame
+
     def layer(self, name: str) -> Layer:
         return self.stack.layer(name)
 
