@@ -392,7 +392,7 @@ class DriverStack:
 
 
 STOP_TIMEOUT_S = 5.0  # how long ``StackThread.run`` waits for a stopped stack's thread to end
-CONTROL_TIMEOUT_S = 5.0  # how long a control message may take before the caller gives up
+CONTROL_TIMEOUT_S = 30.0  # how long a control message may take before the caller gives up (a first text prompt loads its models)
 
 
 class StackThread:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from flamecast.plugins.manager import make_plugin_host
-from flamecast.server import outputs as outputs_plugin
 
 from .conftest import SwatchPlugin, png, running_app, settings_for
 from .test_browser import ARGS, CHROMIUM
@@ -35,7 +34,7 @@ async def shot(page, name: str) -> None:
 async def test_the_client_explains_itself(mesh_worker):
     from playwright.async_api import async_playwright
 
-    host = make_plugin_host(extra_plugins=[("swatch", SwatchPlugin()), ("outputs", outputs_plugin)])
+    host = make_plugin_host(extra_plugins=[("swatch", SwatchPlugin())])
     settings = settings_for(mesh_worker, generator="mesh", size=192, open_timeout=120)
     async with running_app(settings, host=host) as http, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
