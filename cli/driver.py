@@ -28,7 +28,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", metavar="FILE.npz", help="write t, pose, expression, eyelids, expression_names")
     target.add_argument("--connect", metavar="ENDPOINT", help="generator worker flame endpoint, e.g. tcp://127.0.0.1:5555")
-    p.add_argument("--session", help="session id to publish as (with --connect)")
+    p.add_argument("--session", help="session id to publish as (with --connect): the 'session' of the session's "
+                   "'external' field in the API")
+    p.add_argument("--keys", metavar="DIR", help="CURVE key folder of the worker link (with --connect; the 'keys' "
+                   "of the session's 'external' field, or the folder given to flamecast serve --worker-keys)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +46,7 @@ class DriverCommand:
     out: Path | None
     connect: str | None
     session: str | None
+    keys: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriverCommand:
@@ -50,8 +54,11 @@ class DriverCommand:
             raise CommandError("--connect needs --session ID (the session the worker has open)")
         if args.seconds is not None and args.seconds <= 0:
             raise CommandError("--seconds must be positive")
+        if args.keys and not args.connect:
+            raise CommandError("--keys goes with --connect")
         return cls(args.name, parse_option_pairs(args.option), args.seconds,
-                   Path(args.out) if args.out else None, args.connect, args.session)
+                   Path(args.out) if args.out else None, args.connect, args.session,
+                   Path(args.keys) if args.keys else None)
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
@@ -122,12 +129,24 @@ def write_npz(path: Path, frames: list[FlameFrame], names: tuple[str, ...] | Non
     np.savez(path, **arrays)
 
 
+def _keys(folder: Path | None):
+    """The server side's CURVE keys from a key folder (None: plain text, for an --insecure worker)."""
+    if folder is None:
+        return None
+    from flamecast.plugins.publish import KeyFolderError, load_keys
+
+    try:
+        return load_keys(folder, "server")
+    except KeyFolderError as exc:
+        raise CommandError(str(exc)) from None
+
+
 async def _publish(driver_cls: type[Driver], options, cmd: DriverCommand) -> int:
     from flamecast.drivers.idle import IdleDriver  # the fallback while a driver restarts
 
     rate = driver_cls.rate_for(options)
     context = DriverContext(session_id=cmd.session, rate=rate)
-    publisher = FramePublisher(cmd.connect)
+    publisher = FramePublisher(cmd.connect, keys=_keys(cmd.keys))
     runtime = DriverRuntime(
         lambda: driver_cls(options, context), publisher.send, session_id=cmd.session, rate=rate,
         fallback=lambda: IdleDriver(IdleDriver.parse_options({}), context),

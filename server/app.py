@@ -62,7 +62,8 @@ def create_app(settings: Settings, *, host: PluginHost | None = None) -> web.App
     )
     app[SETTINGS] = settings
     app[HOST] = host or make_plugin_host()
-    app[LINK] = WorkerLink(settings.worker_input, settings.worker_output, keys=worker_keys(settings))
+    app[LINK] = WorkerLink(settings.worker_input, settings.worker_output, keys=worker_keys(settings),
+                           key_folder=settings.worker_keys)
     app.on_response_prepare.append(security.add_security_headers)
     app[SESSIONS] = SessionManager(settings, app[HOST], app[LINK])
     app[PORTRAITS] = PortraitStore(settings.max_portraits, settings.max_upload_bytes)

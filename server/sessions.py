@@ -402,8 +402,10 @@ class Session:
         if not self.external:
             return None
         endpoint, wire = self.link.input_endpoint, self.link.wire_id(self.id)  # frames are addressed by the wire token
+        keys = f" --keys {self.link.key_folder}" if self.link.keys is not None and self.link.key_folder else ""
         return {"connect": endpoint, "session": wire, "curve": self.link.keys is not None,
-                "command": f"flamecast driver NAME --connect {endpoint} --session {wire}"}
+                "keys": self.link.key_folder if keys else None,
+                "command": f"flamecast driver NAME --connect {endpoint} --session {wire}{keys}"}
 
     def _audio_delay_ms(self) -> float:
         """How late the video is (capture -> send, median), so audio can wait as long."""

@@ -60,11 +60,12 @@ class WorkerLink:
     """Connects to one generator worker; routes its output to sessions by id."""
 
     def __init__(self, input_endpoint: str, output_endpoint: str, context: zmq.asyncio.Context | None = None,
-                 keys: CurveKeys | None = None) -> None:
+                 keys: CurveKeys | None = None, key_folder: str | None = None) -> None:
         self.input_endpoint = input_endpoint
         self.output_endpoint = output_endpoint
         self.context = context or zmq.asyncio.Context.instance()
         self.keys = keys
+        self.key_folder = key_folder  # where ``keys`` came from: an outside driver on this host uses it too
         self._sinks: dict[str, SessionSink] = {}  # by wire token
         self._tokens: dict[str, str] = {}  # session id -> wire token
         self._opens: dict[str, list[bytes]] = {}  # wire token -> its session.open, for a restarted worker

@@ -70,3 +70,46 @@ async def test_external_sessions_name_their_endpoint_and_stop_publishing(worker)
         assert (await _json(resp))["external"] is None
         await live._publish(frame)
         assert sent == [frame]
+
+
+async def test_an_outside_driver_drives_an_external_session_through_curve(tmp_path):
+    """`flamecast driver NAME --connect EP --session TOKEN --keys DIR`, as the session's
+    `external` field says, drives a session whose worker admits only keyed clients."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from flamecast.plugins.publish import load_keys, make_key_folder
+    from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
+
+    from .conftest import plugin_host
+
+    folder = make_key_folder(tmp_path / "keys")
+    worker = GeneratorWorker(WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("swatch",),
+                                            default_backend="swatch", stats_interval_s=0,
+                                            keys=load_keys(folder, "worker")), host=plugin_host())
+    worker.start()
+    try:
+        settings = settings_for(worker, worker_keys=str(folder))
+        async with running_app(settings) as http:
+            session = await _json(await http.post("/api/sessions", json={"external": True}))
+            ext = session["external"]
+            assert ext["curve"] and ext["keys"] == str(folder) and f"--keys {folder}" in ext["command"]
+            live = http.app[SESSIONS].get(session["id"])
+            before = live.stats.frames_in
+            cmd = [sys.executable, "-m", "flamecast.cli", "driver", "idle", "--connect", ext["connect"],
+                   "--session", ext["session"], "--keys", ext["keys"], "--seconds", "3"]
+            proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            assert live.stats.frames_in - before >= 25, "the outside driver's frames were rendered"
+            # without the keys the worker hears nothing (the session's own layers are silent too)
+            await asyncio.sleep(0.5)
+            settled = live.stats.frames_in
+            plain = [*cmd[:-4], "--seconds", "1"]
+            proc = await asyncio.create_subprocess_exec(*plain, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            await asyncio.wait_for(proc.communicate(), 60)
+            await asyncio.sleep(0.5)
+            assert live.stats.frames_in == settled
+    finally:
+        worker.stop()
