@@ -319,6 +319,8 @@ class VideoFrame:
         render_ns: how long rendering this frame took, in ns.
         views: (V, H, W, 3) uint8 RGB.
         view_ids: the name of each view (e.g. "front", "left30").
+        mattes: optional (V, H, W) uint8 coverage of the avatar in each view (255 avatar, 0
+            background), for sessions with a colour or transparent background.
     """
 
     session_id: str
@@ -327,6 +329,7 @@ class VideoFrame:
     render_ns: int
     views: np.ndarray
     view_ids: tuple[str, ...]
+    mattes: np.ndarray | None = None
 
 
 def video_message(frame: VideoFrame, *, sent_ns: int | None = None) -> list[bytes]:
@@ -334,7 +337,10 @@ def video_message(frame: VideoFrame, *, sent_ns: int | None = None) -> list[byte
     if sent_ns is not None:
         ts["sent_ns"] = sent_ns
     meta = {"view_ids": list(frame.view_ids), "size": list(frame.views.shape[1:3])}
-    return pack(VIDEO, frame.session_id, seq=frame.seq, ts=ts, meta=meta, buffers={"views": frame.views})
+    buffers = {"views": frame.views}
+    if frame.mattes is not None:
+        buffers["mattes"] = frame.mattes
+    return pack(VIDEO, frame.session_id, seq=frame.seq, ts=ts, meta=meta, buffers=buffers)
 
 
 @_guarded
@@ -348,6 +354,9 @@ def video_from_envelope(env: Envelope) -> VideoFrame:
     view_ids = env.meta.get("view_ids")
     if not isinstance(view_ids, list) or len(view_ids) != v or not all(isinstance(x, str) for x in view_ids):
         raise ProtocolError("video meta.view_ids must list one name per view")
+    mattes = env.buffers.get("mattes")
+    if mattes is not None and (mattes.dtype.str != "|u1" or mattes.shape != (v, h, w)):
+        raise ProtocolError(f"buffer 'mattes' must be |u1 with shape {(v, h, w)}; got {mattes.dtype.str} {mattes.shape}")
     return VideoFrame(
         session_id=env.topic,
         seq=env.seq,
@@ -355,6 +364,7 @@ def video_from_envelope(env: Envelope) -> VideoFrame:
         render_ns=env.ts.get("render_ns", 0),
         views=views,
         view_ids=tuple(view_ids),
+        mattes=mattes,
     )
 
 
@@ -436,8 +446,9 @@ _VIEW_ID = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
 def video_bytes(n_views: int, size: int) -> int:
-    """The bytes of one video message's views: V square RGB views of side ``size``."""
-    return int(n_views) * int(size) * int(size) * 3
+    """The bytes of one video message's buffers: V square RGB views of side ``size`` and their
+    mattes (one byte a pixel)."""
+    return int(n_views) * int(size) * int(size) * 4
 
 
 def view_request_error(view_ids: Sequence[Any] | None, size: Any) -> str | None:

@@ -60,5 +60,5 @@ class RenderLoop:
     def _message(session_id: str, r: RenderedFrame, per_frame_ns: int) -> list[bytes]:
         """The video message of one rendered frame; ProtocolError when the wire refuses it."""
         video = wire.VideoFrame(session_id, r.source.seq, r.source.capture_ns, r.render_ns or per_frame_ns,
-                                r.views, tuple(r.view_ids))
+                                r.views, tuple(r.view_ids), getattr(r, "matte", None))
         return wire.video_message(video, sent_ns=time.time_ns())

@@ -247,3 +247,15 @@ def test_view_requests_the_probe_found():
     assert "is not an id" in P.view_request_error(["left" + "9" * 400], 64)
     assert "fewer views or a smaller size" in P.view_request_error([f"v{i}" for i in range(16)], 2048)
     assert P.view_request_error(["front", "left30"], 1024) is None
+
+
+def test_video_mattes_round_trip_and_are_checked():
+    views = np.zeros((2, 4, 6, 3), np.uint8)
+    mattes = np.arange(48, dtype=np.uint8).reshape(2, 4, 6)
+    frame = P.VideoFrame("s", 3, 1, 2, views, ("front", "left30"), mattes)
+    back = P.video_from_envelope(P.unpack(P.video_message(frame)))
+    np.testing.assert_array_equal(back.mattes, mattes)
+    assert P.video_from_envelope(P.unpack(P.video_message(P.VideoFrame("s", 3, 1, 2, views, ("a", "b"))))).mattes is None
+    wrong = P.VideoFrame("s", 3, 1, 2, views, ("a", "b"), np.zeros((2, 4, 5), np.uint8))
+    with pytest.raises(P.ProtocolError, match="mattes"):
+        P.video_from_envelope(P.unpack(P.video_message(wrong)))

@@ -40,6 +40,9 @@ def test_mesh_two_portraits_no_cross_talk(mesh_worker):
         got_b = [wire.video_from_envelope(e) for e in c.received if e.type == wire.VIDEO and e.topic == b]
         got_b += video_frames(c, b, 2, lambda seq: send_both(100 + seq))
         assert all(v.views.shape == (2, 48, 48, 3) for v in got_a + got_b)
+        # the generator's mattes travel with the views: the head covers the middle, not the corners
+        assert all(v.mattes is not None and v.mattes.shape == (2, 48, 48) for v in got_a + got_b)
+        assert got_a[0].mattes[0, 24, 24] > 200 and got_a[0].mattes[0, 0, 0] < 50
         # the same pose, two portraits: two different faces, each always on its own topic
         same_a = {v.views.tobytes() for v in got_a}
         same_b = {v.views.tobytes() for v in got_b}
