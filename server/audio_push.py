@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -20,6 +19,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from flamecast.plugins.protocol import AudioChunk
+
+from .security import JSONRejected, loads
 
 ENCODINGS = ("s16le", "f32le", "u8", "mulaw")
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -104,9 +105,9 @@ class AudioPush:
     def text(self, text: str) -> tuple[AudioChunk | None, dict[str, Any] | None]:
         """A text message: a format change (returns a reply) or a JSON media event (a chunk)."""
         try:
-            message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise AudioPushError("text messages must be JSON: a format or a media event") from None
+            message = loads(text, max_bytes=MAX_MESSAGE_BYTES)
+        except JSONRejected as exc:
+            raise AudioPushError(f"text messages must be JSON (a format or a media event): {exc}") from None
         if not isinstance(message, dict):
             raise AudioPushError("text messages must be JSON objects")
         if message.get("type") == "format":

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Protocol
 import zmq
 import zmq.asyncio
 
-from flamecast.plugins import protocol as proto
+from flamecast.plugins import protocol as wire
 from flamecast.plugins.publish import CurveKeys, secure_client
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ REOPEN_FOR = 20.0  # seconds a restarted worker is offered the sessions before t
 
 
 class SessionSink(Protocol):
-    def on_video(self, frame: proto.VideoFrame) -> None: ...
-    def on_audio(self, chunk: proto.AudioChunk) -> None: ...
+    def on_video(self, frame: wire.VideoFrame) -> None: ...
+    def on_audio(self, chunk: wire.AudioChunk) -> None: ...
     def on_status(self, meta: Mapping[str, Any]) -> None: ...
     def on_bad_message(self) -> None: ...
 
@@ -92,7 +92,7 @@ class WorkerLink:
         self._sub = self.context.socket(zmq.SUB)
         self._sub.setsockopt(zmq.RCVHWM, VIDEO_RCVHWM)
         self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
+        self._sub.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         secure_client(self._sub, self.keys)
         self._sub.connect(self.output_endpoint)
@@ -190,7 +190,7 @@ class WorkerLink:
         token = self.wire_id(session_id)
         fut = asyncio.get_running_loop().create_future()
         self._pending[token] = fut
-        message = proto.session_open_message(token, generator=generator, options=options, portrait=portrait)
+        message = wire.session_open_message(token, generator=generator, options=options, portrait=portrait)
         self._opens[token] = message
         try:
             async with asyncio.timeout(timeout):
@@ -217,7 +217,7 @@ class WorkerLink:
         """Send session.open once more without waiting: a worker that restarted (and lost the
         session) opens it again; one that has it answers its status and changes nothing."""
         token = self.wire_id(session_id)
-        message = proto.session_open_message(token, generator=generator, options=options, portrait=portrait)
+        message = wire.session_open_message(token, generator=generator, options=options, portrait=portrait)
         self._opens[token] = message
         await self._send(message)
 
@@ -225,7 +225,7 @@ class WorkerLink:
         self.detach(session_id)
         token = self._tokens.pop(session_id, None)
         if token is not None:
-            await self._send(proto.session_close_message(token, reason))
+            await self._send(wire.session_close_message(token, reason))
 
     async def _send(self, frames: list[bytes]) -> None:
         assert self._pub is not None, "WorkerLink.start() first"
@@ -239,18 +239,18 @@ class WorkerLink:
         while True:
             frames = await self._sub.recv_multipart(copy=True)
             try:
-                self._dispatch(proto.unpack(frames))
-            except proto.ProtocolError as exc:
+                self._dispatch(wire.unpack(frames))
+            except wire.ProtocolError as exc:
                 self.bad_messages += 1
                 log.debug("dropped a bad message from the worker: %s", exc)
             except Exception:  # a sink bug must not stop the link
                 log.exception("error while handling a worker message")
 
-    def _dispatch(self, env: proto.Envelope) -> None:
-        if env.type == proto.WORKER_STATUS:
+    def _dispatch(self, env: wire.Envelope) -> None:
+        if env.type == wire.WORKER_STATUS:
             self._on_heartbeat(env.meta)
             return
-        if env.type == proto.SESSION_STATUS:
+        if env.type == wire.SESSION_STATUS:
             if env.meta.get("state") in ("ready", "error"):
                 self._reopening.pop(env.topic, None)
             fut = self._pending.get(env.topic)
@@ -261,12 +261,12 @@ class WorkerLink:
             self.unknown_topic += 1
             return
         try:
-            if env.type == proto.VIDEO:
-                sink.on_video(proto.video_from_envelope(env))
-            elif env.type == proto.AUDIO:
-                sink.on_audio(proto.audio_from_envelope(env))
-            elif env.type == proto.SESSION_STATUS:
+            if env.type == wire.VIDEO:
+                sink.on_video(wire.video_from_envelope(env))
+            elif env.type == wire.AUDIO:
+                sink.on_audio(wire.audio_from_envelope(env))
+            elif env.type == wire.SESSION_STATUS:
                 sink.on_status(env.meta)
-        except proto.ProtocolError:
+        except wire.ProtocolError:
             sink.on_bad_message()
             raise

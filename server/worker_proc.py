@@ -13,10 +13,12 @@ import ctypes
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,32 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 FLAMECAST = (sys.executable, "-m", "flamecast.cli")
 READY_POLL = 0.1
+
+
+# What mediapipe's TensorFlow Lite and absl print on every start, straight to the worker's
+# stderr from C++ (no Python logger to turn down): dropped from the worker's output.
+NOISE = re.compile(r"^(INFO: Created TensorFlow Lite XNNPACK delegate|WARNING: All log messages before "
+                   r"absl::InitializeLog|W0000 .*inference_feedback_manager\.cc)")
+
+
+def quiet_environment() -> dict[str, str]:
+    """The worker's environment, with glog and TensorFlow's own logging turned down to errors;
+    a value the user set is kept."""
+    env = dict(os.environ)
+    env.setdefault("GLOG_minloglevel", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+def forward_stderr(stream, out=None) -> None:
+    """Copy the worker's stderr lines to ours, without the start-up noise (runs in a thread)."""
+    out = out or sys.stderr
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace")
+        if not NOISE.match(line):
+            out.write(line)
+            out.flush()
+    stream.close()
 
 
 class WorkerStartError(RuntimeError):
@@ -74,7 +102,9 @@ class WorkerProcess:
         ready = Path(self._dir.name) / "ready.json"
         ready.unlink(missing_ok=True)
         self.starts += 1
-        self.proc = subprocess.Popen(self.command(ready), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        self.proc = subprocess.Popen(self.command(ready), env=quiet_environment(), stderr=subprocess.PIPE,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        threading.Thread(target=forward_stderr, args=(self.proc.stderr,), name="worker-stderr", daemon=True).start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not ready.exists():

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from flamecast.plugins import hookspecs
-from flamecast.plugins import protocol as P
+from flamecast.plugins import protocol as wire
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -31,10 +31,10 @@ def test_every_hookspec_has_a_docstring_and_a_section_with_its_signature():
 
 def test_protocol_doc_lists_every_message_type_and_limit():
     text = (DOCS / "protocol.md").read_text()
-    assert f"version {P.VERSION}" in text.lower()
-    for t in P.MESSAGE_TYPES:
+    assert f"version {wire.VERSION}" in text.lower()
+    for t in wire.MESSAGE_TYPES:
         assert f"| `{t}` |" in text, t
-    for dtype in P.DTYPES:
+    for dtype in wire.DTYPES:
         assert f"`{dtype}`" in text, dtype
     assert "128 bytes" in text and "64 KiB" in text and "64 MiB" in text
-    assert f"| buffers per message | {P.MAX_BUFFERS} |" in text
+    assert f"| buffers per message | {wire.MAX_BUFFERS} |" in text

@@ -62,7 +62,7 @@ async def test_driver_connect_publishes_to_a_zeromq_endpoint(tmp_path):
     import zmq
     import zmq.asyncio
 
-    from flamecast.plugins import protocol as P
+    from flamecast.plugins import protocol as wire
 
     ctx = zmq.asyncio.Context()
     sub = ctx.socket(zmq.SUB)
@@ -74,8 +74,8 @@ async def test_driver_connect_publishes_to_a_zeromq_endpoint(tmp_path):
     frames = []
     try:
         while len(frames) < 20:
-            env = P.unpack(await asyncio.wait_for(sub.recv_multipart(), 20))
-            frames.append(P.frame_from_envelope(env))
+            env = wire.unpack(await asyncio.wait_for(sub.recv_multipart(), 20))
+            frames.append(wire.frame_from_envelope(env))
     finally:
         await proc.wait()
         sub.close()

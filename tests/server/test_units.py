@@ -90,3 +90,16 @@ def test_recorder_keeps_frames_closer_than_a_nominal_frame_period(tmp_path):
     writer.close()
     with av.open(str(path)) as c:
         assert len(list(c.decode(video=0))) == 7
+
+def test_worker_start_up_noise_is_dropped_and_everything_else_kept():
+    import io
+
+    from flamecast.server.worker_proc import forward_stderr
+
+    lines = [b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+             b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+             b"W0000 00:00:1796403528.647407   24068 inference_feedback_manager.cc:114] Feedback manager ...\n",
+             b"ERROR flamecast.renderer.worker: a real problem\n", b"W0000 other.cc:1] kept\n"]
+    out = io.StringIO()
+    forward_stderr(io.BytesIO(b"".join(lines)), out)
+    assert out.getvalue() == "ERROR flamecast.renderer.worker: a real problem\nW0000 other.cc:1] kept\n"
