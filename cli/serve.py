@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.2  # seconds between checks that the local worker is alive
 
+# flags of the local worker (Settings.worker, a [worker] table in the config file)
+WORKER_FLAGS = ("device", "weights_dir", "allow_random_weights", "compile")
+
 # flag dest -> Settings field, for flags that map one to one
 FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_viewers", "max_upload_bytes", "open_timeout",
                "viewer_timeout", "idle_timeout", "default_driver")
@@ -33,7 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--token", help="API access token (required off loopback; generated when missing)")
     p.add_argument("--generator", help="generator backend for the local worker and for sessions (default portrait; mesh is the preview)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the local worker renders")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where the local worker renders (default cpu)")
     p.add_argument("--size", type=int, help="video side in pixels for sessions that do not ask")
     p.add_argument("--max-sessions", type=int, help="sessions at once (default 4)")
     p.add_argument("--max-viewers", type=int, help="peer connections per session (default 8)")
@@ -47,6 +50,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="let the local worker run neural generators without weights (benchmarks only; the output is noise)")
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile the local worker's neural generator at start (takes minutes)")
+    p.add_argument("--data-dir", metavar="DIR", help="where uploaded portraits are kept across restarts "
+                   "(default $FLAMECAST_DATA_DIR or ~/.local/share/flamecast)")
     p.add_argument("--worker-input", metavar="ENDPOINT", help="use a running worker: its flame endpoint")
     p.add_argument("--worker-output", metavar="ENDPOINT", help="use a running worker: its video endpoint")
     p.add_argument("--worker-keys", metavar="DIR", help="that worker's CURVE key folder (flamecast generator --make-keys)")
@@ -73,11 +78,21 @@ def build_settings(args: argparse.Namespace):
             values["worker_insecure"] = True
         if args.allow_origin:
             values["allowed_origins"] = tuple(values.get("allowed_origins", ())) + tuple(args.allow_origin)
+        worker = dict(values.get("worker") or {})
+        worker.update({k: getattr(args, k) for k in WORKER_FLAGS if getattr(args, k) not in (None, False)})
+        if worker:
+            values["worker"] = worker
+        if args.data_dir:
+            values["data_dir"] = args.data_dir
         settings = settings_from(values)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     if not settings.loopback_only and not settings.token:
         settings = settings.replace(token=secrets.token_urlsafe(24))
+    if settings.data_dir is None:
+        from flamecast.server.outputs import data_dir
+
+        settings = settings.replace(data_dir=str(data_dir()))
     return settings
 
 
@@ -103,19 +118,13 @@ def run(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     external = bool(args.worker_input or (args.config and "worker_input" in _config_keys(args.config)))
     check_worker_keys(settings, external)
-    return asyncio.run(serve(settings, device=args.device, start_worker=not external, worker_args=worker_args(args)))
+    return asyncio.run(serve(settings, device=settings.worker.device, start_worker=not external,
+                             worker_args=settings.worker.args()))
 
 
 def worker_args(args: argparse.Namespace) -> tuple[str, ...]:
-    """Flags handed to the local ``flamecast generator`` process."""
-    extra: list[str] = []
-    if args.weights_dir:
-        extra += ["--weights-dir", args.weights_dir]
-    if args.allow_random_weights:
-        extra.append("--allow-random-weights")
-    if args.compile:
-        extra += ["--compile", args.compile]
-    return tuple(extra)
+    """Flags handed to the local ``flamecast generator`` process (config file and flags)."""
+    return build_settings(args).worker.args()
 
 
 def _config_keys(path: str) -> set[str]:

@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, host: PluginHost | None = None) -> web.App
                            key_folder=settings.worker_keys)
     app.on_response_prepare.append(security.add_security_headers)
     app[SESSIONS] = SessionManager(settings, app[HOST], app[LINK])
-    app[PORTRAITS] = PortraitStore(settings.max_portraits, settings.max_upload_bytes)
+    app[PORTRAITS] = portrait_store(settings)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     serve = static.make_handler(static.client_root())
@@ -76,6 +76,17 @@ def create_app(settings: Settings, *, host: PluginHost | None = None) -> web.App
     app.cleanup_ctx.append(_reaper)
     app.on_shutdown.append(_end_sessions)
     return app
+
+
+def portrait_store(settings: Settings) -> PortraitStore:
+    """Uploaded portraits: kept on disk in ``data_dir/portraits`` when there is a data folder."""
+    if settings.data_dir is None:
+        return PortraitStore(settings.max_portraits, settings.max_upload_bytes)
+    from pathlib import Path
+
+    from .portrait_store import PersistentPortraitStore
+
+    return PersistentPortraitStore(settings.max_portraits, settings.max_upload_bytes, Path(settings.data_dir) / "portraits")
 
 
 async def _worker_link(app: web.Application) -> AsyncIterator[None]:

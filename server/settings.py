@@ -16,6 +16,47 @@ class SettingsError(ValueError):
     """A bad setting (in a flag or the config file); the message names it."""
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class LocalWorker:
+    """How ``flamecast serve`` runs its local generator worker: flags, or a ``[worker]`` table
+    of the config file.
+
+    Attributes:
+        device: where it renders, "cpu" or "cuda".
+        weights_dir: the model weights folder of neural generators (None: $FLAMECAST_WEIGHTS or
+            ~/.cache/flamecast/weights).
+        allow_random_weights: let neural generators run without weights (benchmarks only).
+        compile: torch.compile mode for neural generators ("default", "reduce-overhead",
+            "max-autotune"), compiled when the worker starts; None = eager.
+    """
+
+    device: str = "cpu"
+    weights_dir: str | None = None
+    allow_random_weights: bool = False
+    compile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise SettingsError(f"worker.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise SettingsError(f"worker.compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+
+    def args(self) -> tuple[str, ...]:
+        """The ``flamecast generator`` flags that say the same."""
+        out: list[str] = []
+        if self.weights_dir:
+            out += ["--weights-dir", self.weights_dir]
+        if self.allow_random_weights:
+            out.append("--allow-random-weights")
+        if self.compile:
+            out += ["--compile", self.compile]
+        return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs to know.
@@ -43,6 +84,10 @@ class Settings:
         worker_keys: CURVE key folder of the worker link (``flamecast generator --make-keys``);
             ``flamecast serve`` makes one per run for its local worker. None = plain text.
         worker_insecure: use an external worker without keys (plain text; trusted hosts only).
+        worker: how the local worker runs (``LocalWorker``; a ``[worker]`` table in TOML).
+        data_dir: where uploaded portraits are kept across restarts (``DIR/portraits``);
+            None keeps them in memory only. ``flamecast serve`` defaults it to
+            $FLAMECAST_DATA_DIR or ~/.local/share/flamecast.
     """
 
     host: str = "127.0.0.1"
@@ -64,6 +109,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     worker_keys: str | None = None
     worker_insecure: bool = False
+    worker: LocalWorker = LocalWorker()
+    data_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -102,7 +149,10 @@ def load_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
     data = data.get("serve", data)
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    out = {k.replace("-", "_"): v for k, v in data.items()}
+    if isinstance(out.get("worker"), dict):
+        out["worker"] = {k.replace("-", "_"): v for k, v in out["worker"].items()}
+    return out
 
 
 def settings_from(values: Mapping[str, Any], base: Settings | None = None) -> Settings:
@@ -110,12 +160,28 @@ def settings_from(values: Mapping[str, Any], base: Settings | None = None) -> Se
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
-    typed = {k: _coerce(k, v) for k, v in values.items()}
-    return dataclasses.replace(base or Settings(), **typed)
+    base = base or Settings()
+    typed = {k: (_local_worker(v, base.worker) if k == "worker" else _coerce(k, v)) for k, v in values.items()}
+    return dataclasses.replace(base, **typed)
 
 
-def _coerce(name: str, value: Any) -> Any:
-    kind = str(FIELDS[name].type)
+WORKER_FIELDS = {f.name: f for f in dataclasses.fields(LocalWorker)}
+
+
+def _local_worker(value: Any, base: LocalWorker) -> LocalWorker:
+    if isinstance(value, LocalWorker):
+        return value
+    if not isinstance(value, Mapping):
+        raise SettingsError("setting 'worker' must be a table: [worker] with device, weights_dir, compile, ...")
+    unknown = sorted(set(value) - set(WORKER_FIELDS))
+    if unknown:
+        raise SettingsError(f"unknown worker setting(s) {', '.join(unknown)}; known: {', '.join(sorted(WORKER_FIELDS))}")
+    typed = {k: _coerce(k, v, WORKER_FIELDS, "worker.") for k, v in value.items()}
+    return dataclasses.replace(base, **typed)
+
+
+def _coerce(name: str, value: Any, fields: Mapping[str, Any] = FIELDS, prefix: str = "") -> Any:
+    kind = str(fields[name].type)
     if value is None and "None" in kind:
         return None
     try:
@@ -133,7 +199,7 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(str(v) for v in ([value] if isinstance(value, str) else value))
         return str(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"setting {name!r} expects {kind}, got {value!r}") from None
+        raise SettingsError(f"setting {prefix + name!r} expects {kind}, got {value!r}") from None
 
 
-__all__ = ["MiB", "Settings", "SettingsError", "is_loopback", "load_toml", "settings_from"]
+__all__ = ["LocalWorker", "MiB", "Settings", "SettingsError", "is_loopback", "load_toml", "settings_from"]

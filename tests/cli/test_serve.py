@@ -28,6 +28,34 @@ def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["serve", *argv])
 
 
+def test_the_local_workers_settings_come_from_a_worker_table_and_flags(tmp_path):
+    config = tmp_path / "flamecast.toml"
+    config.write_text('[worker]\ndevice = "cpu"\nweights-dir = "/models"\ncompile = "default"\n')
+    settings = build_settings(_args("--config", str(config), "--compile", "reduce-overhead", "--data-dir", str(tmp_path)))
+    assert (settings.worker.device, settings.worker.weights_dir, settings.worker.compile) == ("cpu", "/models", "reduce-overhead")
+    assert settings.worker.args() == ("--weights-dir", "/models", "--compile", "reduce-overhead")
+    assert settings.data_dir == str(tmp_path)
+    config.write_text('[worker]\ndevise = "gpu"\n')
+    with pytest.raises(CommandError, match="unknown worker setting.*devise"):
+        build_settings(_args("--config", str(config)))
+    config.write_text('[worker]\ncompile = "fast"\n')
+    with pytest.raises(CommandError, match="worker.compile must be one of"):
+        build_settings(_args("--config", str(config)))
+
+
+def test_uploaded_portraits_survive_a_restart_in_the_data_folder(tmp_path):
+    from flamecast.server.app import portrait_store
+    from flamecast.server.settings import Settings
+
+    from tests.server.conftest import face_png
+
+    first = portrait_store(Settings(data_dir=str(tmp_path)))
+    kept = first.add(face_png())
+    again = portrait_store(Settings(data_dir=str(tmp_path)))
+    assert again.get(kept.id).data == kept.data
+    assert not hasattr(portrait_store(Settings()), "folder"), "no data folder: memory only"
+
+
 def test_settings_come_from_defaults_then_config_then_flags(tmp_path):
     config = tmp_path / "flamecast.toml"
     config.write_text('max_sessions = 8\nidle_timeout = 5.5\ngenerator = "swatch"\n')
