@@ -163,16 +163,16 @@ def _options(cls, profile: str, size: int | None) -> Any:
 
 
 def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
-    from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.plugins import GeneratorSessionSpec, GeneratorSettings
 
     torch = _cuda(args.device)
     eager = {p.strip() for p in (args.eager or "").split(",") if p.strip()}
     compile_mode = None if split_profile(profile)[0] in eager else args.compile
-    settings = {"device": args.device, "weights_dir": args.weights_dir,
-                "allow_random_weights": args.allow_random_weights,
-                "compile": compile_mode, "detect_face": not args.no_face_detect}
-    if compile_mode and "profile" in getattr(cls.Options, "model_fields", {}):
-        settings["warm_profiles"] = split_profile(profile)[0]  # compiled before the session opens, as a worker does
+    warm = (split_profile(profile)[0],) if compile_mode and "profile" in getattr(cls.Options, "model_fields", {}) else None
+    settings = GeneratorSettings(device=args.device, weights_dir=args.weights_dir,
+                                 allow_random_weights=args.allow_random_weights, compile=compile_mode,
+                                 detect_face=not args.no_face_detect,
+                                 warm_profiles=warm)  # compiled before the session opens, as a worker does
     if torch is not None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -198,7 +198,7 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
 
     first_frame_s, first_fed = first_output(session, take, 10 * args.max_seconds)
     t0 = time.perf_counter()
-    warmup = args.warmup if settings["compile"] else min(args.warmup, args.eager_warmup)
+    warmup = args.warmup if settings.compile else min(args.warmup, args.eager_warmup)
     throughput_pass(session, take(warmup), 10 * args.max_seconds)
     warm_s = time.perf_counter() - t0
     thr = throughput_pass(session, take(args.frames), args.max_seconds)
@@ -212,7 +212,7 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
         session.enable_stage_timing(False)
     result: dict[str, Any] = {
         "backend": cls.name, "profile": profile if "profile" in getattr(cls.Options, "model_fields", {}) else None,
-        "compile": settings["compile"],
+        "compile": settings.compile,
         "generator_warm_up_s": warm_up_s, "open_s": open_s, "first_frame_s": first_frame_s,
         "first_frame_after_frames_in": first_fed, "warmup_s": warm_s, "throughput": thr, "latency": lat,
         "view_ids": list(getattr(session, "view_ids", ()) or ()),

@@ -33,6 +33,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run neural generators with random weights when files are missing (benchmarks only; the output is noise)")
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; takes minutes)")
+    p.add_argument("--warm", metavar="PROFILES", help="profiles a neural generator builds and compiles before the "
+                   "worker reports ready (comma list; default: live when --compile is given)")
+    p.add_argument("--max-batch", type=int, default=4, metavar="N",
+                   help="sessions of one profile a neural generator batches through one model call (default 4)")
+    p.add_argument("--compile-cache", metavar="DIR", help="where compiled kernels are kept across runs "
+                   "(default $FLAMECAST_COMPILE_CACHE or ~/.cache/flamecast/compile)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
     p.add_argument("--keys", metavar="DIR", help="CURVE key folder: the worker uses worker.key_secret and admits only "
                    "the server holding server.key_secret (docs/generator.md, Authentication)")
@@ -80,15 +86,15 @@ def _keys(args: argparse.Namespace):
         raise CommandError(str(exc)) from None
 
 
-def _generator_settings(args: argparse.Namespace) -> dict:
-    extra: dict = {}
-    if args.weights_dir:
-        extra["weights_dir"] = args.weights_dir
-    if args.allow_random_weights:
-        extra["allow_random_weights"] = True
-    if args.compile:
-        extra["compile"] = args.compile
-    return extra
+def _generator_settings(args: argparse.Namespace):
+    from flamecast.plugins import GeneratorSettings
+
+    if args.max_batch < 1:
+        raise CommandError("--max-batch must be at least 1")
+    warm = tuple(n.strip() for n in args.warm.split(",") if n.strip()) if args.warm is not None else None
+    return GeneratorSettings(device=args.device, weights_dir=args.weights_dir,
+                             allow_random_weights=args.allow_random_weights, compile=args.compile,
+                             compile_cache_dir=args.compile_cache, warm_profiles=warm, max_batch=args.max_batch)
 
 
 def _make_keys(folder: str) -> int:

@@ -12,8 +12,9 @@ camera, ...).
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -83,6 +84,54 @@ class GeneratorSession(abc.ABC):
         """Free per-session state."""
 
 
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """What a generator worker tells every generator it loads: host-wide choices, made once when
+    the worker starts (per-session choices are the generator's ``Options``).
+
+    Attributes:
+        device: where the generator runs: "cpu", "cuda" or "auto" (cuda when there is one).
+        weights_dir: the model weights folder (None: $FLAMECAST_WEIGHTS or
+            ~/.cache/flamecast/weights).
+        allow_random_weights: run a neural generator without its weights (benchmarks only).
+        compile: a torch.compile mode for neural generators, or None.
+        compile_cache_dir: where compiled kernels are kept across runs (None: the default).
+        warm_profiles: profiles a generator builds and compiles before the worker reports ready
+            (None: the generator's choice).
+        max_batch: sessions a generator may batch through one model call.
+        detect_face: find the face in a portrait (False: use the centre crop).
+    """
+
+    device: str = "cpu"
+    weights_dir: str | None = None
+    allow_random_weights: bool = False
+    compile: str | None = None
+    compile_cache_dir: str | None = None
+    warm_profiles: tuple[str, ...] | None = None
+    max_batch: int = 4
+    detect_face: bool = True
+
+    @classmethod
+    def of(cls, value: GeneratorSettings | Mapping[str, Any] | None) -> GeneratorSettings:
+        """``value`` as settings: None gives the defaults; a mapping is checked field by field
+        (an unknown key is a TypeError naming it; ``warm_profiles`` may be "live,hq")."""
+        if value is None:
+            return cls()
+        if isinstance(value, GeneratorSettings):
+            return value
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise TypeError(f"unknown generator setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(value)
+        if isinstance(values.get("warm_profiles"), str):
+            values["warm_profiles"] = tuple(n.strip() for n in values["warm_profiles"].split(",") if n.strip())
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> GeneratorSettings:
+        return dataclasses.replace(self, **changes)
+
+
 class Generator(abc.ABC):
     """Base class of every generator backend.
 
@@ -94,8 +143,8 @@ class Generator(abc.ABC):
     description: ClassVar[str] = ""
     Options: ClassVar[type[GeneratorOptions]] = GeneratorOptions
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
-        self.settings = dict(settings or {})
+    def __init__(self, settings: GeneratorSettings | Mapping[str, Any] | None = None) -> None:
+        self.settings = GeneratorSettings.of(settings)
 
     @property
     def head(self) -> HeadSpace:

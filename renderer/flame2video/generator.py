@@ -199,13 +199,13 @@ class FLAME2VideoGenerator(Generator):
 
     @property
     def max_batch(self) -> int:
-        return max(1, int(self.settings.get("max_batch") or 4))
+        return max(1, int(self.settings.max_batch))
 
     @property
     def device(self):
         import torch
 
-        dev = self.settings.get("device", "auto")
+        dev = self.settings.device
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         return torch.device(dev)
@@ -215,11 +215,11 @@ class FLAME2VideoGenerator(Generator):
         from .config import MODEL_CONFIGS
         from .weights import MissingWeightsError, load_components, weights_root
 
-        root = weights_root(self.settings.get("weights_dir"))
+        root = weights_root(self.settings.weights_dir)
         try:
             return load_components(root, profile)
         except MissingWeightsError:
-            if not self.settings.get("allow_random_weights"):
+            if not self.settings.allow_random_weights:
                 raise
             log.warning("FLAME2Video runs with RANDOM weights (allow_random_weights): output is noise")
             import torch
@@ -235,20 +235,20 @@ class FLAME2VideoGenerator(Generator):
             pipe = self._pipelines.get(profile)
             if pipe is None:
                 pipe = FLAME2VideoPipeline(self._components(profile), profile, device=self.device)
-                if self.settings.get("compile"):
+                if self.settings.compile:
                     from .compile_cache import CompileCounts, use_compile_cache
 
-                    use_compile_cache(self.settings.get("compile_cache_dir"))
+                    use_compile_cache(self.settings.compile_cache_dir)
                     CompileCounts.now()  # counts CUDA-graph recordings from here on
-                    pipe.compile(self.settings["compile"])
+                    pipe.compile(self.settings.compile)
                 self._pipelines[profile] = pipe
             return pipe
 
     # ---- ready before the first session -------------------------------------------------
     def warm_profiles(self) -> tuple[str, ...]:
-        names = self.settings.get("warm_profiles")
+        names = self.settings.warm_profiles
         if names is None:
-            names = ("live",) if self.settings.get("compile") else ()
+            names = ("live",) if self.settings.compile else ()
         return tuple(n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip())
 
     def warm_up(self) -> None:
@@ -259,7 +259,7 @@ class FLAME2VideoGenerator(Generator):
         t0 = time.perf_counter()
         for name in self.warm_profiles():
             self.warm_up_profile(FLAME2VideoOptions(profile=name))
-        if self.settings.get("compile"):
+        if self.settings.compile:
             from .compile_cache import CompileCounts
 
             self.warm_counts = CompileCounts.now()
@@ -300,7 +300,7 @@ class FLAME2VideoGenerator(Generator):
 
     # ---- sessions -------------------------------------------------------------------------
     def open_session(self, spec: GeneratorSessionSpec) -> FLAME2VideoSession:
-        return self._open(spec, detect_face=self.settings.get("detect_face", True))
+        return self._open(spec, detect_face=self.settings.detect_face)
 
     def _open(self, spec: GeneratorSessionSpec, *, detect_face: bool) -> FLAME2VideoSession:
         from flamecast.renderer.raster import DEFAULT_VIEWS
@@ -350,7 +350,7 @@ class FLAME2VideoGenerator(Generator):
         return [g[i:i + m] for g in groups.values() for i in range(0, len(g), m)]
 
     def _padded(self, n: int) -> int:
-        if not self.settings.get("compile"):
+        if not self.settings.compile:
             return n  # eager: any batch size costs nothing extra
         return next(b for b in batch_sizes(self.max_batch) if b >= n)
 

@@ -69,7 +69,7 @@ class MeshGenerator(Generator):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._head = None
-        self.device = self.settings.get("device", "cpu")
+        self.device = self.settings.device
 
     @property
     def head_model(self):

@@ -120,7 +120,7 @@ class Lifecycle:
         gen = self._generators.get(name)
         if gen is None:
             log.info("loading generator %r on %s", name, self.settings.device)
-            gen = self.registry.get(name)({**self.settings.generator_settings, "device": self.settings.device})
+            gen = self.registry.get(name)(self.settings.generator_settings.replace(device=self.settings.device))
             warm_up = getattr(gen, "warm_up", None)
             if callable(warm_up):  # optional: load models now rather than on the first open
                 warm_up()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from flamecast.plugins import GeneratorSettings
 from flamecast.plugins.publish import CurveKeys
 
 DEFAULT_INPUT = "tcp://127.0.0.1:5555"
@@ -37,15 +38,15 @@ class WorkerSettings:
         backends: the generator backends this worker serves (empty = every registered one);
             the listed ones are loaded at start.
         default_backend: used when a session.open names no generator.
-        device: "cpu" or "cuda", passed to each generator as ``settings["device"]``.
+        device: "cpu" or "cuda", passed to each generator as ``GeneratorSettings.device``.
         ready_file: where to write {"input", "output", "pid"} once both sockets are bound.
         queue_depth: frames buffered per session, newest wins (older ones are dropped and counted).
         max_sessions: open sessions at most; further opens get an error status.
         video_hwm: send high-water mark of the video PUB socket, in messages.
         stats_interval_s: how often the statistics are logged (0 = never).
         threads: torch intra-op threads for the process (0 = leave torch's default).
-        generator_settings: extra settings given to every generator besides ``device``
-            (flame2video reads ``weights_dir``, ``allow_random_weights`` and ``compile``).
+        generator_settings: the ``GeneratorSettings`` every generator gets (its ``device`` is
+            replaced by ``device``): weights folder, random weights, compile mode, warm-up.
         keys: CURVE keys (``flamecast.plugins.publish.load_keys(folder, "worker")``): both
             sockets then speak CURVE and admit only ``keys.allowed`` clients. None = plain
             text, which any process that reaches the endpoints can drive (tests, trusted hosts).
@@ -63,6 +64,6 @@ class WorkerSettings:
     video_hwm: int = VIDEO_SNDHWM
     stats_interval_s: float = 30.0
     threads: int = 0
-    generator_settings: dict = field(default_factory=dict)
+    generator_settings: GeneratorSettings = GeneratorSettings()
     keys: CurveKeys | None = None
     heartbeat_s: float = HEARTBEAT_S

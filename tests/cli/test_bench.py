@@ -41,7 +41,7 @@ class Windowed(Generator):
         return _Session(4)
 
     def compile_report(self):
-        n = int(self.settings.get("compile") == "reduce-overhead")
+        n = int(self.settings.compile == "reduce-overhead")
         return {"recompiles": n, "cudagraph_rerecords": 0}
 
 

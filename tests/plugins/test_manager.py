@@ -78,3 +78,13 @@ def test_as_dict_is_json_ready():
     data = json.loads(json.dumps(summary))
     idle = [d for d in data["drivers"] if d["name"] == "idle"][0]
     assert idle["options"]["properties"]["fps"]["type"] == "number"
+
+
+def test_generator_settings_are_typed_and_mappings_are_checked():
+    from flamecast.plugins import GeneratorSettings
+
+    s = GeneratorSettings.of({"device": "cuda", "warm_profiles": "live, hq", "max_batch": 2})
+    assert (s.device, s.warm_profiles, s.max_batch, s.detect_face) == ("cuda", ("live", "hq"), 2, True)
+    assert GeneratorSettings.of(None) == GeneratorSettings() and GeneratorSettings.of(s) is s
+    with pytest.raises(TypeError, match="unknown generator setting.*weight_dir"):
+        GeneratorSettings.of({"weight_dir": "/w"})

@@ -78,6 +78,9 @@ def test_generator_flags_reach_every_generator():
 
     args = build_parser().parse_args(["generator", "--weights-dir", "/w", "--allow-random-weights", "--compile",
                                       "reduce-overhead", "--insecure"])
+    from flamecast.plugins import GeneratorSettings
+
     extra = settings_from_args(args).generator_settings
-    assert extra == {"weights_dir": "/w", "allow_random_weights": True, "compile": "reduce-overhead"}
-    assert settings_from_args(build_parser().parse_args(["generator", "--insecure"])).generator_settings == {}
+    assert extra == GeneratorSettings(weights_dir="/w", allow_random_weights=True, compile="reduce-overhead")
+    plain = settings_from_args(build_parser().parse_args(["generator", "--insecure", "--warm", "live,hq"])).generator_settings
+    assert plain == GeneratorSettings(warm_profiles=("live", "hq"))
