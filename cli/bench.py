@@ -162,17 +162,55 @@ def _options(cls, profile: str, size: int | None) -> Any:
         raise CommandError(f"profile {profile!r}: {exc}") from None
 
 
-def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
-    from flamecast.plugins import GeneratorSessionSpec, GeneratorSettings
+def _settings(cls, profile: str, args: argparse.Namespace):
+    """The generator's settings for one profile: compiled unless the profile is eager, and the
+    profile compiled before the session opens (warm_profiles), as a worker does."""
+    from flamecast.plugins import GeneratorSettings
 
-    torch = _cuda(args.device)
     eager = {p.strip() for p in (args.eager or "").split(",") if p.strip()}
     compile_mode = None if split_profile(profile)[0] in eager else args.compile
-    warm = (split_profile(profile)[0],) if compile_mode and "profile" in getattr(cls.Options, "model_fields", {}) else None
-    settings = GeneratorSettings(device=args.device, weights_dir=args.weights_dir,
-                                 allow_random_weights=args.allow_random_weights, compile=compile_mode,
-                                 detect_face=not args.no_face_detect,
-                                 warm_profiles=warm)  # compiled before the session opens, as a worker does
+    has_profiles = "profile" in getattr(cls.Options, "model_fields", {})
+    return GeneratorSettings(device=args.device, weights_dir=args.weights_dir,
+                             allow_random_weights=args.allow_random_weights, compile=compile_mode,
+                             detect_face=not args.no_face_detect,
+                             warm_profiles=(split_profile(profile)[0],) if compile_mode and has_profiles else None)
+
+
+class FrameSource:
+    """Synthetic driving frames, numbered on from where the last batch ended."""
+
+    def __init__(self, n_expression: int) -> None:
+        self.n_expression, self.seq = n_expression, 0
+
+    def __call__(self, n: int):
+        frames = synthetic_frames(n, self.n_expression, self.seq)
+        self.seq += n
+        return frames
+
+
+def _passes(session, take, args: argparse.Namespace, compiled: bool) -> dict[str, Any]:
+    """First output, warm-up, throughput, latency and (last, since it synchronises) stage times."""
+    first_frame_s, first_fed = first_output(session, take, 10 * args.max_seconds)
+    t0 = time.perf_counter()
+    throughput_pass(session, take(args.warmup if compiled else min(args.warmup, args.eager_warmup)), 10 * args.max_seconds)
+    out: dict[str, Any] = {"first_frame_s": first_frame_s, "first_frame_after_frames_in": first_fed,
+                           "warmup_s": time.perf_counter() - t0}
+    out["throughput"] = thr = throughput_pass(session, take(args.frames), args.max_seconds)
+    pace = args.fps if (thr["fps"] or 0) >= args.fps else 0.9 * (thr["fps"] or 1.0)
+    out["latency"] = latency_pass(session, take(args.frames), pace, args.max_seconds)
+    if hasattr(session, "enable_stage_timing"):
+        session.enable_stage_timing()
+        throughput_pass(session, take(args.stage_frames), args.max_seconds)
+        out["stages"] = session.stage_times()
+        session.enable_stage_timing(False)
+    return out
+
+
+def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
+    from flamecast.plugins import GeneratorSessionSpec
+
+    torch = _cuda(args.device)
+    settings = _settings(cls, profile, args)
     if torch is not None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -180,53 +218,25 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
     t0 = time.perf_counter()
     if hasattr(gen, "warm_up"):
         gen.warm_up()
-    warm_up_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    warm_up_s, t0 = time.perf_counter() - t0, time.perf_counter()
     session = gen.open_session(GeneratorSessionSpec("bench", None, _options(cls, profile, args.size)))
     open_s = time.perf_counter() - t0
     if torch is not None:  # from here on: what the open session needs (weights + its work)
         load_peak = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
-    n_expr = gen.head.n_expression
-    seq = 0
-
-    def take(n: int):
-        nonlocal seq
-        frames = synthetic_frames(n, n_expr, seq)
-        seq += n
-        return frames
-
-    first_frame_s, first_fed = first_output(session, take, 10 * args.max_seconds)
-    t0 = time.perf_counter()
-    warmup = args.warmup if settings.compile else min(args.warmup, args.eager_warmup)
-    throughput_pass(session, take(warmup), 10 * args.max_seconds)
-    warm_s = time.perf_counter() - t0
-    thr = throughput_pass(session, take(args.frames), args.max_seconds)
-    pace = args.fps if (thr["fps"] or 0) >= args.fps else 0.9 * (thr["fps"] or 1.0)
-    lat = latency_pass(session, take(args.frames), pace, args.max_seconds)
-    stages = None
-    if hasattr(session, "enable_stage_timing"):  # its synchronisations would slow the passes above
-        session.enable_stage_timing()
-        throughput_pass(session, take(args.stage_frames), args.max_seconds)
-        stages = session.stage_times()
-        session.enable_stage_timing(False)
     result: dict[str, Any] = {
         "backend": cls.name, "profile": profile if "profile" in getattr(cls.Options, "model_fields", {}) else None,
-        "compile": settings.compile,
-        "generator_warm_up_s": warm_up_s, "open_s": open_s, "first_frame_s": first_frame_s,
-        "first_frame_after_frames_in": first_fed, "warmup_s": warm_s, "throughput": thr, "latency": lat,
+        "compile": settings.compile, "generator_warm_up_s": warm_up_s, "open_s": open_s,
+        **_passes(session, FrameSource(gen.head.n_expression), args, bool(settings.compile)),
         "view_ids": list(getattr(session, "view_ids", ()) or ()),
     }
-    if stages is not None:
-        result["stages"] = stages
     if hasattr(session, "describe"):
         result["config"] = session.describe()
     if hasattr(gen, "compile_report"):  # compilations and CUDA-graph recordings after warm-up
         result["compile_counts"] = gen.compile_report()
     if torch is not None:
-        result["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        result["load_peak_gpu_mem_gb"] = load_peak
-        result["peak_gpu_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+        result.update(peak_gpu_mem_gb=torch.cuda.max_memory_allocated() / 2**30, load_peak_gpu_mem_gb=load_peak,
+                      peak_gpu_reserved_gb=torch.cuda.max_memory_reserved() / 2**30)
     session.close()
     gen.close()
     return result
