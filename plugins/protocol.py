@@ -36,9 +36,8 @@ AUDIO = "audio"
 SESSION_OPEN = "session.open"
 SESSION_CLOSE = "session.close"
 SESSION_STATUS = "session.status"
-CONTROL = "control"
 WORKER_STATUS = "worker.status"
-MESSAGE_TYPES = frozenset({FLAME, VIDEO, AUDIO, SESSION_OPEN, SESSION_CLOSE, SESSION_STATUS, CONTROL, WORKER_STATUS})
+MESSAGE_TYPES = frozenset({FLAME, VIDEO, AUDIO, SESSION_OPEN, SESSION_CLOSE, SESSION_STATUS, WORKER_STATUS})
 
 # Documented limits.
 MAX_TOPIC_BYTES = 128
@@ -428,10 +427,6 @@ def session_status_message(
     if code is not None:
         meta["code"] = str(code)
     return pack(SESSION_STATUS, session_id, meta=meta)
-
-
-def control_message(session_id: str, kind: str, data: Mapping[str, Any]) -> list[bytes]:
-    return pack(CONTROL, session_id, meta={"kind": kind, "data": dict(data)})
 
 
 def worker_status_message(instance: str, **info: Any) -> list[bytes]:

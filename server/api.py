@@ -19,7 +19,7 @@ from . import metrics, security
 from .audio_push import MAX_MESSAGE_BYTES as MAX_PUSH_BYTES
 from .audio_push import AudioPush, AudioPushError, PushFormat
 from .channels import BadChannel, parse_channel
-from .control import ControlError, resolve_driver
+from .control import SessionPhase, ControlError, resolve_driver
 from .media import Background
 from .outputs import OutputError
 from .portraits import NotAnImage, PortraitTooLarge
@@ -176,7 +176,9 @@ async def read_multipart(request: web.Request) -> dict[str, Any]:
 
 
 # How a worker's refusal reaches the client: its own mistakes are 422, the server's are 503.
-REFUSAL_STATUS = {"portrait": 422, "options": 422, "busy": 503, "unavailable": 503, "internal": 500}
+# the worker's refusal codes as HTTP statuses: the client's to fix, the operator's, a bug
+REFUSAL_STATUS = {wire.RefusalCode.PORTRAIT: 422, wire.RefusalCode.OPTIONS: 422, wire.RefusalCode.BUSY: 503,
+                  wire.RefusalCode.UNAVAILABLE: 503, wire.RefusalCode.INTERNAL: 500}
 
 
 async def create_session(request: web.Request) -> web.Response:
@@ -319,7 +321,7 @@ def _generator_options(host, settings, generator: str, body: dict[str, Any]) -> 
 
 async def list_sessions(request: web.Request) -> web.Response:
     manager = request.app[SESSIONS]
-    return web.json_response({"sessions": [s.describe() for s in manager.sessions.values() if s.state == "running"]})
+    return web.json_response({"sessions": [s.describe() for s in manager.sessions.values() if s.state == SessionPhase.RUNNING]})
 
 
 async def get_session_info(request: web.Request) -> web.Response:
@@ -329,7 +331,7 @@ async def get_session_info(request: web.Request) -> web.Response:
 async def delete_session(request: web.Request) -> web.Response:
     session = get_session(request)
     await request.app[SESSIONS].end(session.id, "deleted")
-    return web.json_response({"id": session.id, "state": "closed"})
+    return web.json_response({"id": session.id, "state": SessionPhase.CLOSED})
 
 
 # --- WebRTC ---------------------------------------------------------------------------------
@@ -359,7 +361,7 @@ async def post_offer(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises ValueError/InvalidStateError etc. on odd SDP
         await viewer.close()
         raise error(400, f"the offer cannot be answered: {exc.__class__.__name__}: {exc}") from None
-    if session.state == "closed":  # ended while we negotiated
+    if session.state == SessionPhase.CLOSED:  # ended while we negotiated
         await viewer.close()
         raise error(404, f"session {session.id} ended meanwhile")
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "tracks": list(offer.tracks),
@@ -626,7 +628,7 @@ async def get_channel(request: web.Request) -> web.Response:
     manager = request.app[SESSIONS]
     sid = manager.channels.holder(name)
     session = manager.sessions.get(sid) if sid else None
-    if session is None or session.state != "running":
+    if session is None or session.state != SessionPhase.RUNNING:
         return web.json_response({"channel": name, "session": None, "live": False})
     return web.json_response({"channel": name, "session": session.id, "live": True, "views": list(session.view_ids),
                               "tracks": list(session.video.track_names) if session.video else [],

@@ -9,6 +9,7 @@ transport turns the reply or the error into its own answer in a few lines.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 from dataclasses import dataclass, field
@@ -23,6 +24,14 @@ from flamecast.plugins.stack import UnknownLayer
 log = logging.getLogger(__name__)
 
 SWITCH_FIELDS = {"kind", "driver", "options"}
+
+
+class SessionPhase(enum.StrEnum):
+    """Where a server-side session is in its life (``Session.state``, ``state`` in the API)."""
+
+    OPENING = "opening"  # the worker is opening it; not listed, takes no messages yet
+    RUNNING = "running"
+    CLOSED = "closed"
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -160,7 +169,7 @@ async def apply_control(target: ControlTarget, body: Any, drivers: DriverCatalog
     """Check ``body`` (a decoded JSON value), carry it out on ``target`` and say how it went.
 
     Raises a ControlError subclass for anything that was not carried out."""
-    if target.state != "running":
+    if target.state != SessionPhase.RUNNING:
         raise SessionGone(f"session {target.id} is {target.state}, not running; create one with POST /api/sessions")
     if not isinstance(body, dict):
         raise MalformedControl("the body must be a JSON object like {\"kind\": \"prompt\", \"text\": \"...\"}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .control import SessionPhase
 from .sessions import SessionManager
 from .worker_link import WorkerLink
 
@@ -37,7 +38,7 @@ class _Writer:
 
 def render(manager: SessionManager, link: WorkerLink) -> str:
     w = _Writer()
-    sessions = [s for s in manager.sessions.values() if s.state == "running"]
+    sessions = [s for s in manager.sessions.values() if s.state == SessionPhase.RUNNING]
     w.metric("flamecast_sessions", "gauge", "Sessions running.", len(sessions))
     w.metric("flamecast_sessions_limit", "gauge", "Most sessions at once.", manager.settings.max_sessions)
     for reason, count in sorted(manager.ended.items()) or [("deleted", 0)]:

@@ -22,7 +22,7 @@ from flamecast.plugins.protocol import AudioChunk, VideoFrame
 from flamecast.plugins.publish import FramePublisher
 from flamecast.plugins.stack import BASE_LAYER, DriverStack, LayerError, StackThread, UnknownLayer
 
-from .control import BadControl, ControlReply, NoSuchLayer, apply_control
+from .control import SessionPhase, BadControl, ControlReply, NoSuchLayer, apply_control
 from .layers import LayerRequest, apply_layer_action
 from .channels import ChannelRegistry
 from .media import AudioSource, Background, SessionVideo
@@ -123,7 +123,7 @@ class Session:
         self.host = host
         self.link = link
         self.created_ns = time.time_ns()
-        self.state = "opening"
+        self.state = SessionPhase.OPENING
         self.stats = SessionStats()
         self.inputs: dict[str, LayerInputs] = {}
         self.inputs_dropped = 0
@@ -174,7 +174,7 @@ class Session:
         self.video = SessionVideo(self.view_ids, self.stats, self._frame_sent)
         self.video.background = self.request.background
         self._start_driver()
-        self.state = "running"
+        self.state = SessionPhase.RUNNING
 
     def _start_driver(self) -> None:
         """The driver layers run in a thread of their own (``StackThread``): a driver that
@@ -232,9 +232,9 @@ class Session:
         return idle(options, self._context(BASE_LAYER, idle, options))
 
     async def close(self, reason: str) -> None:
-        if self.state == "closed":
+        if self.state == SessionPhase.CLOSED:
             return
-        self.state = "closed"
+        self.state = SessionPhase.CLOSED
         if self._stack is not None:  # the drivers' thread ends by itself and closes its socket
             self._stack.stop()
         elif self._publisher is not None:
@@ -412,7 +412,7 @@ class Session:
         return self.stats.server_latency.percentile(50) or 0.0
 
     def on_status(self, meta: Mapping[str, Any]) -> None:
-        if meta.get("state") == "error" and self.state == "running":
+        if meta.get("state") == "error" and self.state == SessionPhase.RUNNING:
             self.worker_error = str(meta.get("error"))
             self.emit({"type": "error", "error": self.worker_error})
 
@@ -420,7 +420,7 @@ class Session:
         """No video for REOPEN_AFTER seconds: offer the session to the worker again (it may have
         restarted and lost it). Harmless when the worker has it."""
         now = time.monotonic()
-        if self.state != "running" or min(now - self.last_video, now - self.last_reopen) < REOPEN_AFTER:
+        if self.state != SessionPhase.RUNNING or min(now - self.last_video, now - self.last_reopen) < REOPEN_AFTER:
             return
         self.last_reopen = now
         self.reopens += 1
@@ -587,7 +587,7 @@ class SessionManager:
     def get(self, session_id: str) -> Session:
         """The running session ``session_id``; KeyError when there is none."""
         session = self.sessions.get(session_id)
-        if session is None or session.state == "opening":
+        if session is None or session.state == SessionPhase.OPENING:
             raise KeyError(session_id)
         return session
 
@@ -623,7 +623,7 @@ class SessionManager:
         while True:
             await asyncio.sleep(REAP_INTERVAL)
             for session in list(self.sessions.values()):
-                if session.state == "running" and session.idle_for() > self.settings.idle_timeout:
+                if session.state == SessionPhase.RUNNING and session.idle_for() > self.settings.idle_timeout:
                     await self.end(session.id, "client-gone")
                 else:
                     await session.heal()

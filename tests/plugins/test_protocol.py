@@ -40,14 +40,13 @@ def test_video_round_trip():
     np.testing.assert_array_equal(back.views, views)
 
 
-def test_session_and_control_messages():
+def test_session_messages():
     env = wire.unpack(wire.session_open_message("s", generator="mesh", options={"size": 256}, portrait=b"\x89PNG"))
     assert env.type == wire.SESSION_OPEN and env.meta["generator"] == "mesh"
     assert env.buffers["portrait"].tobytes() == b"\x89PNG"
     env = wire.unpack(wire.session_status_message("s", "error", error="no face"))
     assert env.meta == {"state": "error", "error": "no face"}
     assert wire.unpack(wire.session_close_message("s", "deleted")).meta["reason"] == "deleted"
-    assert wire.unpack(wire.control_message("s", "prompt", {"text": "nod"})).meta["data"]["text"] == "nod"
 
 
 def test_audio_round_trip():
