@@ -61,7 +61,8 @@ async def in_process_server(args: argparse.Namespace):
     worker = WorkerProcess(args.generator)
     endpoints = await worker.start()
     settings = Settings(port=0, worker_input=endpoints["input"], worker_output=endpoints["output"],
-                        generator=args.generator, size=args.size, open_timeout=120)
+                        generator=args.generator, size=args.size, open_timeout=120,
+                        worker_keys=str(worker.key_folder))
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
