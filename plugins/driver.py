@@ -109,6 +109,9 @@ class Driver(abc.ABC):
         channels: the channel groups the driver drives (``flamecast.plugins.Channel``: head,
             jaw, mouth, eyes, emotion). In a stack of layers the driver owns only these; the
             layers below drive the rest. Default: all of them.
+        fade_in: seconds the driver's layer takes to take its groups over when it becomes
+            active (None: the session's cross-fade, 0.25 s). A lip-sync driver uses one frame,
+            so the first syllable after a pause is not swallowed by the fade.
     """
 
     name: ClassVar[str]
@@ -118,6 +121,7 @@ class Driver(abc.ABC):
     needs_video: ClassVar[bool] = False
     provides_audio: ClassVar[bool] = False
     channels: ClassVar[frozenset[Channel]] = ALL_CHANNELS
+    fade_in: ClassVar[float | None] = None
     Options: ClassVar[type[DriverOptions]] = DriverOptions
 
     def __init__(self, options: DriverOptions, context: DriverContext) -> None:

@@ -130,6 +130,7 @@ class LayerInput:
     frame: FlameFrame | None
     channels: frozenset[Channel]
     active: bool
+    fade_in: float | None = None  # seconds this layer takes to take a group over (None: the mixer's fade)
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Mixer:
         known = [layer for layer in layers if layer.key in self._last]
         if not known:
             return None
-        rate = 1.0 if self.fade <= 0 else min(1.0, dt / self.fade)
+        rate = self._rate(dt)
         adders = self._emotion_adders(known)
         pose = np.zeros(POSE_SIZE, np.float32)
         expression = np.zeros(self.head.n_expression, np.float32)
@@ -181,7 +182,7 @@ class Mixer:
         have_eyelids = have_translation = False
         for group in Channel:
             owners = [layer for layer in known if group in layer.channels and layer.key not in adders.get(group, ())]
-            blend = self._fade_group(group, owners, rate, skip=adders.get(group, set()))
+            blend = self._fade_group(group, owners, dt, skip=adders.get(group, set()))
             for key, w in blend:
                 frame = self._last[key]
                 self._add(pose, frame.pose, self._map.pose[group], w)
@@ -212,7 +213,11 @@ class Mixer:
                 below_has_emotion = True
         return {Channel.EMOTION: adders}
 
-    def _fade_group(self, group: Channel, owners: Sequence[LayerInput], rate: float,
+    def _rate(self, dt: float, fade: float | None = None) -> float:
+        fade = self.fade if fade is None else fade
+        return 1.0 if fade <= 0 else min(1.0, dt / fade)
+
+    def _fade_group(self, group: Channel, owners: Sequence[LayerInput], dt: float,
                     skip: set[str]) -> list[tuple[str, float]]:
         active = [layer for layer in owners if layer.active]
         winner = active[-1].key if active else None
@@ -220,11 +225,16 @@ class Mixer:
             winner = owners[-1].key if owners else None
         blend: list[tuple[str, float]] = []
         fresh = not any(self._weights.get((layer.key, group), 0.0) > 0 for layer in owners)
+        rate = self._rate(dt)
+        taking_over = next((layer for layer in owners if layer.key == winner), None)
+        rate_in = self._rate(dt, taking_over.fade_in) if taking_over is not None else rate
+        if rate_in > rate:  # the winner comes in faster than the fade: the others make way as fast
+            rate = rate_in
         for layer in owners:
             key = (layer.key, group)
             target = 1.0 if layer.key == winner else 0.0
             w = target if fresh else self._weights.get(key, 0.0)
-            w = min(target, w + rate) if target > w else max(target, w - rate)
+            w = min(target, w + rate_in) if target > w else max(target, w - rate)
             self._weights[key] = w
             if w > 0:
                 blend.append((layer.key, w))

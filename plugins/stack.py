@@ -368,7 +368,8 @@ class DriverStack:
             frame, changed = await layer.collect(now, self.stale_after)
             if changed is not None:
                 self._event(layer, changed.value)
-            inputs.append(LayerInput(layer.name, frame, layer.channels, layer.is_active()))
+            inputs.append(LayerInput(layer.name, frame, layer.channels, layer.is_active(),
+                                     getattr(layer.driver, "fade_in", None)))
         combined = self._mixer.step(inputs, 1.0 / self.rate)
         if combined is not None:
             await self._emit(combined, capture_ns)

@@ -99,6 +99,9 @@ class MicrophoneDriver(Driver):
     # jaw and mouth from the speech, head nods and brows (emotion) from its prosody; the eyes
     # (gaze, blinks) are left to the layers below (the idle base)
     channels = frozenset({Channel.HEAD, Channel.JAW, Channel.MOUTH, Channel.EMOTION})
+    # when speech starts after a pause the layer takes the mouth over within a frame: a fade
+    # would open the mouth late and small on the first syllable
+    fade_in = 0.04
     Options = MicrophoneOptions
 
     def __init__(self, options: MicrophoneOptions, context) -> None:

@@ -317,3 +317,17 @@ async def test_idle_text_audio_and_video_compose():
     sad = max(last.expression[HEAD.index(n)] for n in ("frown", "brow_inner_raise", "brow_furrow"))
     assert sad > 0.15, "the text layer's sad face shows on top of the lip-sync"
     await h.close()
+
+
+async def test_a_layer_with_a_short_fade_in_takes_over_at_once():
+    class Lips(FakeAudio):
+        fade_in = 0.04  # a frame at 25 fps
+
+    h = StackHarness(fade=0.25)
+    mic = h.add("mic", Lips)
+    await mic.audio_in.put(0.0)
+    await h.collect(5)
+    await mic.audio_in.put(1.0)
+    frames = await h.collect(2)
+    assert frames[0].pose[JAW] == pytest.approx(0.5, abs=1e-5), "the first syllable opens the mouth fully"
+    await h.close()
