@@ -164,14 +164,34 @@ async def receive_audio(conn, until: float, out: list) -> None:
         out.append((t - mono.size / frame.sample_rate, frame.sample_rate, mono))
 
 
-async def receive_video(conn, until: float, out: list) -> None:
-    """(arrival time, mouth region as grey float array) per video frame."""
+async def receive_video(conn, until: float, out: list, whole: bool = False) -> None:
+    """(arrival time, mouth region as grey float array, or the whole RGB picture) per frame."""
     while time.monotonic() < until:
         frame = await conn.recv("front", timeout=10)
         t = time.monotonic()
+        if whole:
+            out.append((t, frame.to_ndarray(format="rgb24")))
+            continue
         grey = frame.to_ndarray(format="gray").astype(np.float32)
         h, w = grey.shape
         out.append((t, grey[int(0.55 * h): int(0.85 * h), int(0.3 * w): int(0.7 * w)]))
+
+
+def lip_gaps(frames: list) -> list:
+    """(time, FaceMesh inner-lip gap over face height) per whole picture: the mouth opening,
+    whatever the head does meanwhile (the microphone's layer leaves the head to idle)."""
+    import mediapipe as mp
+
+    out = []
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as mesh:
+        for t, rgb in frames:
+            found = mesh.process(rgb).multi_face_landmarks
+            if not found:
+                continue
+            p = found[0].landmark
+            face = abs(p[152].y - p[10].y) or 1.0
+            out.append((t, np.array([[abs(p[14].y - p[13].y) / face]], np.float32)))
+    return out
 
 
 def audio_onsets(frames: list) -> list[float]:
@@ -190,7 +210,8 @@ def audio_onsets(frames: list) -> list[float]:
 
 def video_onsets(frames: list) -> list[float]:
     times = np.array([t for t, _ in frames])
-    ref = np.median(np.stack([m for _, m in frames[:10]]), axis=0)
+    ref = np.min(np.stack([m for _, m in frames[:10]]), axis=0) if frames[0][1].size == 1 else \
+        np.median(np.stack([m for _, m in frames[:10]]), axis=0)
     signal_ = np.array([np.abs(m - ref).mean() for _, m in frames])
     base = np.percentile(signal_, 20)
     peak = np.percentile(signal_, 99)
@@ -218,6 +239,8 @@ def pair(audio: list[float], video: list[float], window: float = 0.5) -> list[tu
 
 
 def summarize(pairs: list[tuple[float, float]], n_events: int) -> dict:
+    if not pairs:
+        return {"events_sent": n_events, "events_paired": 0}
     t = np.array([a for a, _ in pairs])
     off = np.array([d for _, d in pairs]) * 1000
     t_rel = t - t[0]
@@ -247,18 +270,20 @@ async def main(args: argparse.Namespace) -> dict:
             pcm, _ = speech_events(args.every, n)
             seconds = pcm.size / 16000 + 1.5
             info = await client.create_session(views=["front"], layers=[
-                {"driver": "microphone", "options": {"source": "client"}, "channels": ["jaw", "mouth"]}])
+                {"driver": "microphone", "options": {"source": "client"}}])
         async with await client.connect(info["id"], tracks=["front"], audio=True) as conn:
             until = time.monotonic() + seconds
             audio, video = [], []
             push = asyncio.ensure_future(client.push_audio(info["id"], pcm, rate=16000)) if pcm is not None else None
-            await asyncio.gather(receive_audio(conn, until, audio), receive_video(conn, until, video))
+            await asyncio.gather(receive_audio(conn, until, audio), receive_video(conn, until, video, whole=pcm is not None))
             if push is not None:
                 await push
             stats = (await client.session(info["id"]))["stats"]
     if pcm is None:  # the clapper's events during the reception: one a period, the first after a second
         n = int((seconds - 1.0) / args.every) + 1
-    result = summarize(pair(audio_onsets(audio), video_onsets(video)), n)
+    a_on, v_on = audio_onsets(audio), video_onsets(lip_gaps(video) if pcm is not None else video)
+    result = summarize(pair(a_on, v_on), n)
+    result.update(audio_onsets=len(a_on), video_onsets=len(v_on))
     result.update({"driver": args.driver, "generator": args.generator, "size": args.size, "every_s": args.every,
                    "server_latency_ms": stats.get("latency_ms"), "audio_dropped": stats.get("audio_dropped"),
                    "load_average": [round(x, 1) for x in os.getloadavg()],
