@@ -75,6 +75,7 @@ class LayerStats:
     frames: int = 0
     restarts: int = 0
     last_error: str | None = None
+    driver_stats: dict[str, Any] | None = None  # what the driver's own stats() says (the webcam: its tracker)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -156,7 +157,19 @@ class Layer:
 
     def stats(self) -> LayerStats:
         return LayerStats(self.name, self.driver.name if self.driver else "", sorted(c.value for c in self.channels),
-                          self.state.value, self.muted, self.is_active(), self.frames, self.restarts, self.last_error)
+                          self.state.value, self.muted, self.is_active(), self.frames, self.restarts, self.last_error,
+                          self._driver_stats())
+
+    def _driver_stats(self) -> dict[str, Any] | None:
+        """A driver's ``stats()`` (optional; JSON-able counters), None when it has none or it fails."""
+        stats = getattr(self.driver, "stats", None)
+        if not callable(stats):
+            return None
+        try:
+            value = stats()
+            return dict(value) if isinstance(value, dict) else None
+        except Exception:
+            return None
 
     # --- internals -------------------------------------------------------------------------
 

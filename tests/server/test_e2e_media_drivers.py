@@ -113,6 +113,8 @@ async def test_head_follows_the_camera_while_the_mouth_follows_the_voice(mesh_wo
                 rolls.append(_roll(frame))
                 jaws.append(float(frame.pose[pose_slice("jaw")][0]))
                 owners.add(session.stack.stats().owners["jaw"])
+            webcam = next(layer for layer in session.describe_layers() if layer["name"] == "webcam")
+            assert webcam["driver_stats"]["tracker"] == "landmarks", "the session's stats say which tracker runs"
         finally:
             await browser.close()
     assert len(rolls) >= 100, f"the webcam layer tracked only {len(rolls)} frames in 60 s"
