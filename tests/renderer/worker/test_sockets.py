@@ -83,7 +83,7 @@ def test_garbage_is_counted_and_worker_keeps_serving(worker, client):
     nan = flame(sid, 2)
     nan[3] = np.full(N_EXPR, np.nan, np.float32).tobytes()  # NaN expression
     client.send(nan)
-    client.send(wire.pack("control", sid, meta={"kind": "x", "data": {}}))  # a type the worker ignores
+    client.send(wire.session_status_message(sid, "ready"))  # a type the worker does not take (it sends it)
     wait_stats(worker, lambda s: s["malformed"] >= before + 5 and s["ignored"] >= 1)
     assert video_frames(client, sid, 2, lambda seq: client.send(flame(sid, 10 + seq)))
 
