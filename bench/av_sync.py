@@ -258,7 +258,7 @@ def summarize(pairs: list[tuple[float, float]], n_events: int) -> dict:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    from flamecast.server.client import FlamecastClient
+    from flamecast.server.api_client import FlamecastClient
 
     n = max(3, int(args.minutes * 60 / args.every))
     seconds = n * args.every + 1.5

@@ -98,7 +98,7 @@ async def serve_process(args: argparse.Namespace):
 
 
 async def main(args: argparse.Namespace) -> dict:
-    from flamecast.server.client import FlamecastClient
+    from flamecast.server.api_client import FlamecastClient
 
     server = serve_process(args) if args.serve_process else in_process_server(args)
     async with server as url, FlamecastClient(url) as client:

@@ -170,7 +170,7 @@ async def _reply_status(ws) -> int:
 
 
 async def probe_channel(client, sid: str, tally: Tally) -> dict:
-    from flamecast.server.client import drain
+    from flamecast.server.api_client import drain
 
     async with await client.connect(sid, tracks=["front"]) as conn:
         await drain(conn, "front", 5)
@@ -232,7 +232,7 @@ async def frames_in(http, url: str, sid: str) -> int:
 
 
 async def kill_and_recover(server: Server, http, url: str, client, sid: str) -> dict:
-    from flamecast.server.client import drain
+    from flamecast.server.api_client import drain
 
     print("probe: killing the worker", flush=True, file=sys.stderr)
     async with await client.connect(sid, tracks=["front"]) as conn:
@@ -274,7 +274,7 @@ def _child_worker(pid: int) -> int | None:
 
 
 async def main(args: argparse.Namespace) -> dict:
-    from flamecast.server.client import FlamecastClient
+    from flamecast.server.api_client import FlamecastClient
 
     server = Server(args.generator)
     url = server.url

@@ -83,7 +83,7 @@ def quiet_media_logs() -> None:
 
 
 async def record(cmd: RecordCommand) -> dict:
-    from flamecast.server.client import ClientError, FlamecastClient
+    from flamecast.server.api_client import ClientError, FlamecastClient
 
     async with FlamecastClient(cmd.url, cmd.token) as client:
         try:

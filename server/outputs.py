@@ -413,7 +413,7 @@ def run(args) -> int:
 
 
 async def _call(args, options: dict) -> Any:
-    from .client import ClientError, FlamecastClient
+    from .api_client import ClientError, FlamecastClient
 
     async with FlamecastClient(args.url, args.token) as client:
         try:

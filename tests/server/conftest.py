@@ -30,7 +30,7 @@ from flamecast.plugins import (
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 from flamecast.server.app import create_app
-from flamecast.server.client import FlamecastClient
+from flamecast.server.api_client import FlamecastClient
 from flamecast.server.settings import Settings
 
 SIZE = 64

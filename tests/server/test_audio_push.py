@@ -10,7 +10,7 @@ import pytest
 
 from flamecast.plugins import Driver, FlameFrame, hookimpl
 from flamecast.server.audio_push import AudioPush, AudioPushError, PushFormat, decode_pcm, mulaw_to_int16
-from flamecast.server.client import FlamecastClient
+from flamecast.server.api_client import FlamecastClient
 from flamecast.server.state import SESSIONS
 
 from .conftest import plugin_host, running_app, settings_for

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from flamecast.server.client import LatencyMatcher
+from flamecast.server.api_client import LatencyMatcher
 from flamecast.server.media import mosaic, pts_for
 from flamecast.server.portraits import NotAnImage, PortraitStore, PortraitTooLarge
 from flamecast.server.sessions import put_newest

@@ -11,7 +11,7 @@ import pytest
 
 from flamecast.plugins import Driver, FlameFrame, hookimpl
 from flamecast.plugins.protocol import AudioChunk
-from flamecast.server.client import ClientError, FlamecastClient, drain
+from flamecast.server.api_client import ClientError, FlamecastClient, drain
 from flamecast.server.state import SESSIONS
 
 from .conftest import SIZE, VIEWS, face_png, plugin_host, running_app, settings_for
@@ -211,7 +211,7 @@ async def test_vanished_client_session_is_reaped_and_others_go_on(worker, tmp_pa
 VANISHING_CLIENT = """
 import asyncio, sys
 from pathlib import Path
-from flamecast.server.client import ClientError, FlamecastClient, drain
+from flamecast.server.api_client import ClientError, FlamecastClient, drain
 
 async def main(url, ready):
     client = FlamecastClient(url)

@@ -1,4 +1,4 @@
-"""A Python client for a flamecast server: create or join a session, receive its video over
+"""The Python client of a flamecast server's HTTP API: create or join a session, receive its video over
 WebRTC (aiortc), send control input, measure glass-to-glass latency.
 
 Example::
