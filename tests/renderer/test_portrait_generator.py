@@ -193,15 +193,47 @@ def grace_hopper() -> np.ndarray:
         return np.asarray(Image.open(f).convert("RGB"))
 
 
+def hand_near_the_face() -> np.ndarray:
+    """The default portrait with a skin-coloured hand (palm and four fingers) against the cheek."""
+    import cv2
+
+    image = default_portrait_image().copy()
+    skin = (205, 160, 135)
+    cv2.ellipse(image, (290, 192), (30, 40), 20, 0, 360, skin, -1)  # the palm against the jaw
+    for i in range(4):
+        cv2.line(image, (268 + 11 * i, 165), (262 + 11 * i, 118), skin, 10)  # fingers along the cheek
+    return image
+
+
+def busy_background() -> np.ndarray:
+    """The default portrait with a high-contrast coloured checkerboard around the head."""
+    image = default_portrait_image().copy()
+    y, x = np.mgrid[:512, :512]
+    board = np.where(((x // 12) + (y // 12)) % 2 == 0, 1, 0)[..., None] * np.array([230, 40, 200]) + \
+        np.where(((x // 12) + (y // 12)) % 2 == 1, 1, 0)[..., None] * np.array([20, 220, 60])
+    image[:250, :150] = board[:250, :150]
+    image[:250, 330:] = board[:250, 330:]
+    return image
+
+
 @pytest.mark.parametrize("make", [
     lambda: grace_hopper(),  # glasses
     lambda: np.stack([np.asarray(Image.fromarray(default_portrait_image()).convert("L"))] * 3, -1),  # grey
     lambda: np.pad(default_portrait_image()[:300, 60:420], ((40, 40), (300, 40), (0, 0)), mode="edge"),  # off-centre
-], ids=["glasses", "grayscale", "padded"])
+    hand_near_the_face,
+], ids=["glasses", "grayscale", "padded", "hand-near-face"])
 def test_awkward_photos_work(generator, make):
     session = _open(generator, make())
     views = session.step([at_photo(session)])[0].views
     assert psnr(views[0], session.reference) >= 25.0
+
+
+def test_a_busy_background_stays_still_while_the_head_turns(generator):
+    session = generator.open_session(GeneratorSessionSpec("b", _png(busy_background()), PortraitOptions(size=160)))
+    views = session.step([at_photo(session)])[0].views
+    assert psnr(views[0], session.reference) >= 25.0
+    corner = np.s_[:40, :20]  # checkerboard, away from the person: the same in a turned view
+    assert np.abs(views[1][corner].astype(int) - session.reference[corner].astype(int)).mean() < 8
 
 
 def test_small_face_is_refused_with_what_to_do(generator):
