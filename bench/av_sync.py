@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -121,31 +120,14 @@ class Clapper:
         return Plugin()
 
 
-@contextlib.asynccontextmanager
-async def server(args: argparse.Namespace):
-    """The server app in this process (with the clapper plugin) and a generator worker process."""
-    from aiohttp import web
-
+def server(args: argparse.Namespace):
+    """The server in this process with the clapper plugin, and a generator worker process."""
     from flamecast.plugins.manager import make_plugin_host
-    from flamecast.server.app import create_app
-    from flamecast.server.settings import Settings
-    from flamecast.server.worker_proc import WorkerProcess
 
-    worker = WorkerProcess(args.generator)
-    endpoints = await worker.start()
-    settings = Settings(port=0, worker_input=endpoints["input"], worker_output=endpoints["output"],
-                        generator=args.generator, size=args.size, open_timeout=120, idle_timeout=3600,
-                        worker_keys=str(worker.key_folder))
+    from latency import in_process_server  # bench/latency.py, beside this script
+
     host = make_plugin_host(extra_plugins=[("clapper", Clapper.plugin(args.every))])
-    runner = web.AppRunner(create_app(settings, host=host))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{next(iter(runner.addresses))[1]}"
-    finally:
-        await runner.cleanup()
-        worker.stop()
+    return in_process_server(args, host=host, idle_timeout=3600)
 
 
 async def receive_audio(conn, until: float, out: list) -> None:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from typing import Any
+
+from flamecast.cli.bench import percentile
 
 T_START = time.time()
 
@@ -46,15 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--deadline", type=float, default=0, help="stop starting new passes after this many seconds")
     ap.add_argument("--json", dest="json_out")
     return ap.parse_args(argv)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def gpu_gb(torch) -> float | None:

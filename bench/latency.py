@@ -50,8 +50,9 @@ async def receive(conn, name: str, until: float) -> int:
 
 
 @contextlib.asynccontextmanager
-async def in_process_server(args: argparse.Namespace):
-    """The server in this process, its generator worker in a child process; yields the URL."""
+async def in_process_server(args: argparse.Namespace, host=None, **overrides):
+    """The server in this process (with ``host``'s plugins, default the installed ones; settings
+    ``overrides``), its generator worker in a child process; yields the URL."""
     from aiohttp import web
 
     from flamecast.server.app import create_app
@@ -62,8 +63,8 @@ async def in_process_server(args: argparse.Namespace):
     endpoints = await worker.start()
     settings = Settings(port=0, worker_input=endpoints["input"], worker_output=endpoints["output"],
                         generator=args.generator, size=args.size, open_timeout=120,
-                        worker_keys=str(worker.key_folder))
-    runner = web.AppRunner(create_app(settings))
+                        worker_keys=str(worker.key_folder)).replace(**overrides)
+    runner = web.AppRunner(create_app(settings, host=host))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -73,7 +73,7 @@ def synthetic_frames(n: int, n_expression: int, start: int = 0):
     return frames
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
@@ -128,8 +128,8 @@ def latency_pass(session, frames, fps: float, max_seconds: float) -> dict[str, A
         if time.perf_counter() - t0 > max_seconds:
             break
     ms = [1e3 * x for x in latencies]
-    return {"paced_fps": fps, "frames_in": fed, "frames_out": len(ms), "p50_ms": _percentile(ms, 0.5),
-            "p95_ms": _percentile(ms, 0.95), "max_ms": max(ms) if ms else None}
+    return {"paced_fps": fps, "frames_in": fed, "frames_out": len(ms), "p50_ms": percentile(ms, 0.5),
+            "p95_ms": percentile(ms, 0.95), "max_ms": max(ms) if ms else None}
 
 
 def split_profile(spec: str) -> tuple[str, dict[str, str]]:

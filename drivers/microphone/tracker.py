@@ -9,6 +9,8 @@ seen enough audio past t (``lookahead_s``).
 
 from __future__ import annotations
 
+import abc
+
 import collections
 from dataclasses import dataclass
 
@@ -31,7 +33,7 @@ class MouthState:
     f0: float
 
 
-class Timeline:
+class Timeline(abc.ABC):
     """Rows (audio time, channel values, level dBFS, F0) and the questions the driver asks."""
 
     runs_in_thread = False  # True: push is heavy, the driver calls it in a worker thread
@@ -53,8 +55,9 @@ class Timeline:
         self.samples_in += x.size
         self._consume(x)
 
+    @abc.abstractmethod
     def _consume(self, x: np.ndarray) -> None:
-        raise NotImplementedError
+        """Turn 16 kHz mono samples into rows (``_add_row``); each tracker does it its own way."""
 
     def _add_row(self, t: float, values: np.ndarray, level_db: float, f0: float) -> None:
         if level_db < self.gate_db:

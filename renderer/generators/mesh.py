@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import Field, field_validator
 
@@ -24,6 +24,7 @@ from flamecast.plugins import (
     GeneratorOptions,
     GeneratorSession,
     GeneratorSessionSpec,
+    GeneratorSettings,
     RenderedFrame,
 )
 
@@ -66,7 +67,7 @@ class MeshGenerator(Generator):
     description = "built-in head textured from the portrait (real-time on a CPU, no weights)"
     Options = MeshOptions
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: GeneratorSettings | Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._head = None
         self.device = self.settings.device

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import Field, field_validator
 
-from flamecast.plugins import Generator, GeneratorOptions, GeneratorSessionSpec
+from flamecast.plugins import Generator, GeneratorOptions, GeneratorSessionSpec, GeneratorSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class PortraitGenerator(Generator):
     description = "the portrait photo itself animated in 2.5D (real-time on a CPU, no weights)"
     Options = PortraitOptions
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: GeneratorSettings | Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._head = None
 
