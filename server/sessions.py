@@ -209,10 +209,15 @@ class Session:
         else:
             self._stack.call_soon(put)
 
-    def _context(self, name: str, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
-        inputs = self.inputs.setdefault(name, LayerInputs(
+    def _inputs_for(self, name: str, driver_cls: type[Driver]) -> LayerInputs:
+        """The layer's input queues, made when the layer is added: audio or video a client sends
+        before the layer's driver has started waits there instead of being lost."""
+        return self.inputs.setdefault(name, LayerInputs(
             asyncio.Queue(maxsize=AUDIO_QUEUE) if driver_cls.needs_audio else None,
             asyncio.Queue(maxsize=VIDEO_QUEUE) if driver_cls.needs_video else None))
+
+    def _context(self, name: str, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
+        inputs = self._inputs_for(name, driver_cls)
         return DriverContext(
             session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
             audio_in=inputs.audio, video_in=inputs.video,
@@ -221,6 +226,8 @@ class Session:
         )
 
     def _factory(self, layer: LayerRequest):
+        self._inputs_for(layer.name, layer.driver_cls)
+
         def make() -> Driver:
             return layer.driver_cls(layer.options, self._context(layer.name, layer.driver_cls, layer.options))
 
