@@ -143,10 +143,10 @@ async def _write(conn, tracks: list[str], cmd: RecordCommand) -> dict:
         async with asyncio.timeout(cmd.seconds + 30):
             await asyncio.gather(*readers)
     finally:
-        for task in (*readers, audio):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*readers, *([audio] if audio else []), return_exceptions=True)
+        tasks = [t for t in (*readers, audio) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5.0)  # bounded: the file is written whatever a reader does
         summary = await asyncio.to_thread(writer.close)
     return {**summary, "frames": {v.name: v.frames for v in video}}
 

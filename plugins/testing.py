@@ -61,7 +61,8 @@ class DriverHarness:
         """Pull ``n`` frames, advancing the fake clock one period after each."""
         out = []
         for _ in range(n):
-            frame = await asyncio.wait_for(self._iter.__anext__(), timeout)
+            async with asyncio.timeout(timeout):
+                frame = await self._iter.__anext__()
             out.append(frame.stamped(session_id=self.context.session_id, seq=self._seq, capture_ns=self.clock.now_ns()))
             self._seq += 1
             self.clock.advance(1.0 / self.context.rate)

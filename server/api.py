@@ -515,7 +515,8 @@ async def _event_loop(ws: web.WebSocketResponse, session: Session, queue: EventQ
             await ws.send_json({"type": "stats", "session": session.id, **session.describe()})
             next_stats = loop.time() + STATS_INTERVAL
         try:
-            event = await asyncio.wait_for(queue.get(), timeout=max(0.0, next_stats - loop.time()))
+            async with asyncio.timeout(max(0.0, next_stats - loop.time())):
+                event = await queue.get()
         except TimeoutError:
             continue
         await ws.send_json(event)

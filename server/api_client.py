@@ -259,7 +259,8 @@ class Connection:
 
     async def recv_audio(self, timeout: float = 10.0):
         """The next decoded audio frame (av.AudioFrame) of the session's audio track."""
-        return await asyncio.wait_for(self.tracks["audio"].recv(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+            return await self.tracks["audio"].recv()
 
     def _on_message(self, message: Any) -> None:
         try:
@@ -278,7 +279,8 @@ class Connection:
 
     async def recv(self, name: str, timeout: float = 10.0):
         """The next decoded frame (av.VideoFrame) of track ``name``."""
-        frame = await asyncio.wait_for(self.tracks[name].recv(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+            frame = await self.tracks[name].recv()
         self.received[name] += 1
         ms = self.matchers[name].on_decoded(int(frame.pts), time.time_ns())
         if ms is not None and self.channel.readyState == "open" and len(self.matchers[name].samples) % 25 == 0:

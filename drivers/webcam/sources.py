@@ -186,8 +186,9 @@ async def newest_from_queue(queue: asyncio.Queue, wait: float) -> tuple[tuple[np
         items.append(queue.get_nowait())
     if not items and wait > 0:
         try:
-            items.append(await asyncio.wait_for(queue.get(), wait))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(wait):  # not wait_for: on 3.11 it can swallow a cancellation
+                items.append(await queue.get())
+        except TimeoutError:
             pass
     valid = [(item[0], int(item[1])) for item in items if _valid_item(item)]
     return (valid[-1] if valid else None), len(items) - len(valid)
