@@ -72,9 +72,13 @@ class GeneratorSession(abc.ABC):
     Attributes:
         view_ids: the ids of the views every RenderedFrame carries, in order; the worker
             reports them in the session's "ready" status.
+        head_space: the head space this session's frames are in, when it is not the
+            generator's ``head`` (a per-session head model); the worker reports it in the
+            "ready" status and the server hands it to the session's drivers.
     """
 
     view_ids: tuple[str, ...] = ()
+    head_space: HeadSpace | None = None
 
     @abc.abstractmethod
     def step(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:

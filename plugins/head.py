@@ -9,6 +9,9 @@ import the renderer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+MAX_EXPRESSION = 400  # FLAME has 100 expression components (and 300 shape); more is not a head
 
 BUILTIN_EXPRESSION_NAMES: tuple[str, ...] = (
     "smile",
@@ -51,6 +54,28 @@ class HeadSpace:
         if self.expression_names is None or channel not in self.expression_names:
             raise KeyError(f"head {self.name!r} has no expression channel {channel!r}")
         return self.expression_names.index(channel)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The head space as plain JSON values (a generator worker reports its sessions' heads)."""
+        names = None if self.expression_names is None else list(self.expression_names)
+        return {"name": self.name, "n_expression": self.n_expression, "expression_names": names,
+                "has_eyelids": self.has_eyelids}
+
+    @classmethod
+    def from_wire(cls, meta: Any) -> HeadSpace:
+        """The head space from ``to_wire``'s form; ValueError for anything else."""
+        if not isinstance(meta, dict):
+            raise ValueError("a head space is an object")
+        name, n, names = meta.get("name"), meta.get("n_expression"), meta.get("expression_names")
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise ValueError("a head space's name is a short string")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_EXPRESSION:
+            raise ValueError(f"a head space has 1 to {MAX_EXPRESSION} expression channels")
+        if names is not None:
+            if not isinstance(names, list) or len(names) != n or not all(isinstance(x, str) for x in names):
+                raise ValueError("a head space's expression names are one string per channel")
+            names = tuple(names)
+        return cls(name=name, n_expression=n, expression_names=names, has_eyelids=bool(meta.get("has_eyelids", True)))
 
 
 def builtin_head_space() -> HeadSpace:

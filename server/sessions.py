@@ -15,7 +15,9 @@ from typing import Any, Mapping, Protocol
 
 from aiortc.mediastreams import MediaStreamTrack
 
-from flamecast.plugins import Control, ControlNotSupported, Driver, DriverContext, DriverOptions, SessionInfo, builtin_head_space
+from flamecast.plugins import (
+    Control, ControlNotSupported, Driver, DriverContext, DriverOptions, HeadSpace, SessionInfo, builtin_head_space,
+)
 from flamecast.plugins.layers import EmotionMode
 from flamecast.plugins.manager import PluginHost
 from flamecast.plugins.protocol import AudioChunk, VideoFrame
@@ -72,6 +74,18 @@ class EventQueue:
 
     async def get(self) -> dict[str, Any]:
         return await self._queue.get()
+
+
+def head_from(meta: Any) -> HeadSpace:
+    """The head space a worker reported for a session; the built-in head when it said none (an
+    older worker) or something that is not a head space."""
+    if meta is None:
+        return builtin_head_space()
+    try:
+        return HeadSpace.from_wire(meta)
+    except ValueError as exc:
+        log.warning("the worker reported an unusable head space (%s); drivers use the built-in head", exc)
+        return builtin_head_space()
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,7 @@ class Session:
         self.audio = AudioSource(self.stats, self._audio_delay_ms)
         self.view_ids: tuple[str, ...] = ()
         self.size: list[int] = []
+        self.head: HeadSpace = builtin_head_space()  # the generator's, once the worker says
         self.worker_error: str | None = None
         self.channel: str | None = None
         self.external = request.external
@@ -171,6 +186,7 @@ class Session:
         self._open_options = options
         self.view_ids = tuple(str(v) for v in meta.get("view_ids", ()))
         self.size = list(meta.get("size") or [])
+        self.head = head_from(meta.get("head"))
         self.video = SessionVideo(self.view_ids, self.stats, self._frame_sent)
         self.video.background = self.request.background
         self._start_driver()
@@ -185,7 +201,7 @@ class Session:
         top = self.top_layer
         rate = top.driver_cls.rate_for(top.options) if top else idle_driver_class(self.host).rate
         stack = DriverStack(self._make_base, self._publish, session_id=self.link.wire_id(self.id), rate=rate,
-                            head=builtin_head_space(), emotion=self.request.emotion,
+                            head=self.head, emotion=self.request.emotion,
                             on_event=lambda event: self._to_loop(self.emit, event))
         self._stack = StackThread(stack, name=f"driver-{self.id}", on_exit=self._publisher.close)
         for layer in self.request.layers:
@@ -219,7 +235,7 @@ class Session:
     def _context(self, name: str, driver_cls: type[Driver], options: DriverOptions) -> DriverContext:
         inputs = self._inputs_for(name, driver_cls)
         return DriverContext(
-            session_id=self.id, rate=driver_cls.rate_for(options), head=builtin_head_space(),
+            session_id=self.id, rate=driver_cls.rate_for(options), head=self.head,
             audio_in=inputs.audio, video_in=inputs.video,
             emit=lambda event: self._to_loop(self._driver_event, name, event),
             emit_audio=lambda chunk: self._to_loop(self._audio_out, chunk),
@@ -517,6 +533,7 @@ class Session:
             "views": list(self.view_ids),
             "tracks": list(self.video.track_names) if self.video else [],
             "size": self.size,
+            "head": self.head.to_wire(),
             "pts_epoch_ns": self.video.epoch_ns if self.video else None,
             "created_ns": self.created_ns,
             "viewers": len(self.viewers),

@@ -145,7 +145,8 @@ class Lifecycle:
 
     def _activate(self, session: Session, gen: Generator, gsession, t0: float) -> StatusReport | None:
         view_ids = tuple(getattr(gsession, "view_ids", None) or session.options.views or ())
-        report = self.table.activate(session, gsession, gen.head.n_expression, view_ids)
+        head = getattr(gsession, "head_space", None) or gen.head  # the head the session's frames speak
+        report = self.table.activate(session, gsession, head, view_ids)
         if report is None:  # closed or replaced while it was being built
             _close_quietly(session.id, gsession)
         else:

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from flamecast.plugins import FlameFrame, GeneratorSession
+from flamecast.plugins import FlameFrame, GeneratorSession, HeadSpace
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.protocol import RefusalCode, SessionState
 
@@ -114,7 +114,7 @@ class Session:
     error: str | None = None
     code: RefusalCode | None = None
     gen: GeneratorSession | None = None
-    n_expression: int | None = None
+    head: HeadSpace | None = None
     view_ids: tuple[str, ...] = ()
     stats: SessionStats = field(default_factory=SessionStats)
     rendering: bool = False  # the render thread is stepping it: closing waits for the step
@@ -130,7 +130,7 @@ class Session:
     last_seq: int | None = None  # the newest seq filed: a frame far beyond it is rejected
 
     def accepts(self, frame: FlameFrame) -> bool:
-        return self.n_expression is None or frame.expression.shape[0] == self.n_expression
+        return self.head is None or frame.expression.shape[0] == self.head.n_expression
 
     def in_window(self, frame: FlameFrame, max_jump: int) -> bool:
         """False for a seq that jumps absurdly ahead (a forged or corrupt frame must not move
@@ -143,7 +143,8 @@ class Session:
         if self.state is SessionState.READY:
             size = getattr(self.options, "size", None)
             meta = {"generator": self.generator, "view_ids": list(self.view_ids),
-                    "size": [size, size] if size else None}
+                    "size": [size, size] if size else None,
+                    "head": self.head.to_wire() if self.head is not None else None}
             return StatusReport(self.id, self.state, meta={**meta, **extra})
         return StatusReport(self.id, self.state, meta=extra)
 
@@ -231,14 +232,14 @@ class SessionTable:
 
     # --- the lifecycle thread -----------------------------------------------------------
 
-    def activate(self, session: Session, gen: GeneratorSession, n_expression: int,
+    def activate(self, session: Session, gen: GeneratorSession, head: HeadSpace,
                  view_ids: tuple[str, ...]) -> StatusReport | None:
         """An opening session is built: READY. None when it was closed or replaced meanwhile
         (the caller then closes ``gen``)."""
         with self._lock:
             if not self._move(session, SessionState.READY):
                 return None
-            session.gen, session.n_expression, session.view_ids = gen, n_expression, view_ids
+            session.gen, session.head, session.view_ids = gen, head, view_ids
             session.pending.keep(session.accepts)
             self._lock.notify_all()
             return self._report(session)

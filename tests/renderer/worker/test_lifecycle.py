@@ -26,12 +26,14 @@ class InstantGenerator(Generator):
 
     name = "instant"
     during_open = None
+    head_space = None  # a per-session head space to give the sessions it opens
     opened: list[FakeSession] = []
 
     def open_session(self, spec):
         if InstantGenerator.during_open is not None:
             InstantGenerator.during_open(spec.session_id)
         session = FakeSession(np.zeros(3, np.uint8), spec.options.size, ("front",))
+        session.head_space = InstantGenerator.head_space
         InstantGenerator.opened.append(session)
         return session
 
@@ -44,7 +46,7 @@ class Plugin:
 
 @pytest.fixture
 def parts():
-    InstantGenerator.during_open, InstantGenerator.opened = None, []
+    InstantGenerator.during_open, InstantGenerator.head_space, InstantGenerator.opened = None, None, []
     ctx = zmq.Context()
     handoff = Handoff(ctx)
     pull = handoff.bind_pull()
@@ -124,8 +126,33 @@ def test_close_all_closes_sessions_still_queued_for_closing():
     kept, retired = FakeSession(np.zeros(3, np.uint8), 8, ()), FakeSession(np.zeros(3, np.uint8), 8, ())
     for sid, gen in (("kept", kept), ("retired", retired)):
         session = table.open(sid, open_request()).build
-        table.activate(session, gen, 16, ("front",))
+        table.activate(session, gen, InstantGenerator().head, ("front",))
     table.close("retired")  # queued for a lifecycle thread that never runs
     jobs.stop()
     lifecycle.close_all(table.drain())
     assert kept.closed and retired.closed
+
+
+def test_ready_reports_the_head_space_the_session_speaks(parts):
+    from flamecast.plugins import HeadSpace
+
+    table, jobs, _, pull = parts
+    builtin = table.open("a", open_request()).build
+    jobs.open(builtin)
+    assert pull.poll(int(TIMEOUT * 1000))
+    head = wire.unpack(pull.recv_multipart()).meta["head"]
+    assert HeadSpace.from_wire(head) == InstantGenerator().head  # the generator's head by default
+    flame = HeadSpace("flame2023", 100, None, has_eyelids=False)
+    InstantGenerator.head_space = flame
+    session = table.open("b", open_request()).build
+    jobs.open(session)
+    assert pull.poll(int(TIMEOUT * 1000))
+    assert HeadSpace.from_wire(wire.unpack(pull.recv_multipart()).meta["head"]) == flame
+    assert session.accepts(frame_with(100)) and not session.accepts(frame_with(16))
+
+
+def frame_with(n_expression: int):
+    from flamecast.plugins import FlameFrame
+
+    return FlameFrame(session_id="b", seq=0, pose=np.zeros(15, np.float32),
+                      expression=np.zeros(n_expression, np.float32))

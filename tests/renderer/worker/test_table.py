@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamecast.plugins import FlameFrame, GeneratorOptions
+from flamecast.plugins import FlameFrame, GeneratorOptions, HeadSpace
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.protocol import RefusalCode, SessionState
 from flamecast.renderer.worker import FrameBuffer, SessionTable
 from flamecast.renderer.worker.validation import OpenRequest
 
 N_EXPR = 16
+
+
+def head(n_expr: int = N_EXPR) -> HeadSpace:
+    return HeadSpace("test", n_expr)
 
 
 def frame(sid: str, seq: int, n_expr: int = N_EXPR) -> FlameFrame:
@@ -35,7 +39,7 @@ class Table:
     def ready(self, sid: str, n_expr: int = N_EXPR, req: OpenRequest | None = None):
         session = self.table.open(sid, req or request()).build
         assert session is not None
-        report = self.table.activate(session, object(), n_expr, ("front",))
+        report = self.table.activate(session, object(), head(n_expr), ("front",))
         assert report is not None and report.state is SessionState.READY
         return session
 
@@ -95,11 +99,11 @@ def test_states_move_one_way():
     opening = t.table.open("s", request()).build
     assert opening.state is SessionState.OPENING
     assert t.table.snapshot()["sessions"]["s"]["state"] == "opening"
-    assert t.table.activate(opening, object(), N_EXPR, ("front",)).state is SessionState.READY
-    assert t.table.activate(opening, object(), N_EXPR, ("front",)) is None  # READY -> READY: no
+    assert t.table.activate(opening, object(), head(), ("front",)).state is SessionState.READY
+    assert t.table.activate(opening, object(), head(), ("front",)) is None  # READY -> READY: no
     report = t.table.fail(opening, "it broke", RefusalCode.INTERNAL)
     assert (report.state, report.error, report.code) == (SessionState.ERROR, "it broke", RefusalCode.INTERNAL)
-    assert t.table.activate(opening, object(), N_EXPR, ("front",)) is None  # ERROR -> READY: no
+    assert t.table.activate(opening, object(), head(), ("front",)) is None  # ERROR -> READY: no
     closed = t.table.close("s")
     assert closed.state is SessionState.CLOSED and opening.state is SessionState.CLOSED
     assert t.table.fail(opening, "late", RefusalCode.INTERNAL) is None  # CLOSED is final
@@ -111,7 +115,7 @@ def test_frames_are_buffered_while_opening_and_filtered_by_the_head_once_ready()
     session = t.table.open("s", request()).build
     t.table.file_frame(frame("s", 0, n_expr=N_EXPR))
     t.table.file_frame(frame("s", 1, n_expr=5))  # the head is not known yet: kept for now
-    t.table.activate(session, object(), N_EXPR, ("front",))
+    t.table.activate(session, object(), head(), ("front",))
     t.table.file_frame(frame("s", 2, n_expr=5))  # now known: rejected at once
     _, frames = t.table.next_batch()
     assert [f.seq for f in frames] == [0]
@@ -134,7 +138,7 @@ def test_a_repeated_open_answers_the_current_status_and_new_settings_replace():
     assert first.build is not None and first.answer is None
     pending = t.table.open("s", request(portrait=b"png"))
     assert pending.build is None and pending.answer is None  # still opening: the answer follows
-    t.table.activate(first.build, object(), N_EXPR, ("front", "left"))
+    t.table.activate(first.build, object(), head(), ("front", "left"))
     again = t.table.open("s", request(portrait=b"png"))
     assert again.build is None and again.answer.state is SessionState.READY
     assert again.answer.meta["view_ids"] == ["front", "left"] and again.answer.meta["size"] == [16, 16]
