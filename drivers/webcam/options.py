@@ -24,10 +24,12 @@ class WebcamOptions(DriverOptions):
     fps: float = Field(30.0, gt=0, le=120, description="frames per second of the camera and of the driver")
     tracker: Literal["auto", "landmarks", "deca"] = Field(
         "auto", description="'landmarks': FaceMesh + fitting on the head's space; 'deca': DECA's pose and "
-        "expression refined by the landmarks (needs deca_model.tar and a FLAME head); 'auto': DECA when "
+        "expression, the rotation refined by the landmarks (needs deca_model.tar and a FLAME head); 'auto': DECA when "
         "both are there")
     weights_dir: str | None = Field(None, description="weights folder holding deca/deca_model.tar "
                                     "(default $FLAMECAST_WEIGHTS or ~/.cache/flamecast/weights)")
+    deca_refine: float = Field(0.7, ge=0, le=1, description="with DECA: how far the landmark fit moves "
+                               "DECA's head rotation toward its own (0: DECA's alone, 1: the fit's)")
     deca_device: str = Field("cpu", description="torch device DECA runs on ('cpu', 'cuda')")
     max_faces: int = Field(3, ge=1, le=8, description="faces FaceMesh looks for; the largest is followed")
     min_cutoff: float = Field(2.0, gt=0, le=30, description="One-Euro filter: cutoff at rest, Hz (lower: "

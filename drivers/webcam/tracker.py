@@ -68,6 +68,19 @@ def tracker_kind(options: WebcamOptions, head: HeadSpace) -> tuple[str, Path | N
     return "landmarks", None
 
 
+def refine_rotation(deca: np.ndarray, landmarks: np.ndarray, weight: float,
+                    max_disagreement: float = np.radians(20)) -> np.ndarray:
+    """DECA's head rotation moved toward the landmark fit's by ``weight`` along the shortest
+    rotation between them (0: DECA's, 1: the fit's). DECA regresses the pose from one crop and
+    jitters from frame to frame; the fit rests on 468 tracked points and is steadier. When the
+    two differ by more than ``max_disagreement`` the fit is the one that failed (a landmark fit
+    flips on extreme poses where DECA still holds), and DECA's rotation is kept."""
+    delta = axis_angle(deca.T @ landmarks)
+    if np.linalg.norm(delta) > max_disagreement:
+        return deca
+    return deca @ rotation_matrix(weight * delta)
+
+
 class FaceTracker:
     """FaceMesh -> fit -> parameters on the head space of the session."""
 
@@ -91,6 +104,8 @@ class FaceTracker:
         self._calibrate = False
         self._neutral_rotation = np.eye(3)
         self._neutral_offset: np.ndarray | None = None
+        self._deca_neutral: np.ndarray | None = None
+        self._deca_calibrate = False
         self.last_fit: FaceFit | None = None
 
     @property
@@ -137,6 +152,7 @@ class FaceTracker:
             fit = self.fitter.fit(points)
             self._neutral_rotation = fit.rotation.copy()
             self._neutral_offset = fit.offset / fit.scale
+            self._deca_calibrate = True  # DECA's rotation of this frame becomes its neutral too
         self.last_fit = fit
         return fit
 
@@ -173,8 +189,8 @@ class FaceTracker:
         return self.layout.join(pose, expression, eyelids, self._translation(fit))
 
     def _with_deca(self, pose: np.ndarray, expression: np.ndarray, deca: dict[str, np.ndarray]):
-        """DECA's jaw and expression; the head rotation stays the landmark fit's (steadier and
-        calibrated), falling back to DECA's when the two disagree by more than 20 degrees."""
+        """DECA's jaw, expression and head rotation, the rotation refined by the landmark fit
+        (see ``refine_rotation``); DECA's rotation is calibrated like the fit's."""
         jaw = deca["pose"][3:6]
         if self.options.mirror:
             jaw = jaw * np.array([1.0, -1.0, -1.0])
@@ -183,12 +199,16 @@ class FaceTracker:
         n = min(len(exp), self.head.n_expression)
         expression = np.zeros(self.head.n_expression)
         expression[:n] = exp[:n]
+        raw = rotation_matrix(deca["pose"][:3])
+        if self._deca_neutral is None or self._deca_calibrate:
+            self._deca_neutral, self._deca_calibrate = (raw if self._deca_calibrate else np.eye(3)), False
+        deca_rot = self._deca_neutral.T @ raw
+        if self.options.mirror:
+            deca_rot = MIRROR @ deca_rot @ MIRROR
         landmark_rot = rotation_matrix(pose[pose_slice("global")] + pose[pose_slice("neck")])
-        deca_rot = rotation_matrix(deca["pose"][:3])
-        if np.linalg.norm(axis_angle(landmark_rot.T @ deca_rot)) > np.radians(20):
-            total = axis_angle(deca_rot)
-            pose[pose_slice("global")] = (1.0 - self.options.neck_share) * total
-            pose[pose_slice("neck")] = self.options.neck_share * total
+        total = axis_angle(refine_rotation(deca_rot, landmark_rot, self.options.deca_refine))
+        pose[pose_slice("global")] = (1.0 - self.options.neck_share) * total
+        pose[pose_slice("neck")] = self.options.neck_share * total
         return pose, expression
 
     def _translation(self, fit: FaceFit) -> np.ndarray:

@@ -10,11 +10,11 @@ import torch
 from flamecast.drivers.webcam.deca import N_OUTPUTS, DecaEncoder, DecaTracker, EncoderConfig, load_deca
 from flamecast.drivers.webcam.facemesh import FaceMesh
 from flamecast.drivers.webcam.fit import FaceFitter
-from flamecast.drivers.webcam.geometry import HeadGeometry, euler_xyz
+from flamecast.drivers.webcam.geometry import HeadGeometry, axis_angle, euler_xyz, rotation_matrix
 from flamecast.drivers.webcam.motion import Motion
 from flamecast.drivers.webcam.options import WebcamOptions
 from flamecast.drivers.webcam.smoothing import OneEuroFilter
-from flamecast.drivers.webcam.tracker import FaceTracker
+from flamecast.drivers.webcam.tracker import FaceTracker, refine_rotation
 from flamecast.plugins import HeadSpace
 
 from .webcam_media import astronaut, portrait, rotated
@@ -154,3 +154,14 @@ def test_deca_tracker_runs_with_a_flame_head(tmp_path):
     builtin.close()
     with pytest.raises(FileNotFoundError, match="deca_model.tar"):
         FaceTracker(WebcamOptions(tracker="deca", weights_dir=str(tmp_path / "none")), flame)
+
+
+def test_deca_rotation_is_refined_by_the_landmark_fit():
+    deca = rotation_matrix(np.radians([0.0, 10.0, 0.0]))
+    fit = rotation_matrix(np.radians([0.0, 16.0, 0.0]))
+    assert np.allclose(refine_rotation(deca, fit, 0.0), deca)
+    assert np.allclose(refine_rotation(deca, fit, 1.0), fit)
+    between = np.degrees(axis_angle(refine_rotation(deca, fit, 0.5)))
+    assert np.allclose(between, [0.0, 13.0, 0.0], atol=1e-6)  # halfway along the shortest rotation
+    flipped = rotation_matrix(np.radians([0.0, -20.0, 0.0]))  # a fit 30 degrees off: DECA's is kept
+    assert np.allclose(refine_rotation(deca, flipped, 0.7), deca)
