@@ -158,6 +158,19 @@ class Generator(abc.ABC):
     def open_session(self, spec: GeneratorSessionSpec) -> GeneratorSession:
         """Build a session's state from its portrait; raise PortraitError for a bad portrait."""
 
+    def step_sessions(self, work: Sequence[tuple[GeneratorSession, Sequence[FlameFrame]]]) -> list[list[RenderedFrame]]:
+        """``session.step(frames)`` for several of this generator's sessions at once, in order.
+
+        The worker hands a generator that overrides this every ready session that has frames in
+        one call, so that a GPU model can push their windows through one batched call; the
+        default steps them one by one."""
+        return [list(session.step(frames)) for session, frames in work]
+
+    @classmethod
+    def batches_sessions(cls) -> bool:
+        """Whether ``step_sessions`` is the generator's own (the worker then groups sessions)."""
+        return cls.step_sessions is not Generator.step_sessions
+
     def close(self) -> None:
         """Free models."""
 

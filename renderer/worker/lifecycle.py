@@ -146,7 +146,9 @@ class Lifecycle:
     def _activate(self, session: Session, gen: Generator, gsession, t0: float) -> StatusReport | None:
         view_ids = tuple(getattr(gsession, "view_ids", None) or session.options.views or ())
         head = getattr(gsession, "head_space", None) or gen.head  # the head the session's frames speak
-        report = self.table.activate(session, gsession, head, view_ids)
+        batches = getattr(gen, "batches_sessions", None)
+        batcher = gen if callable(batches) and batches() else None
+        report = self.table.activate(session, gsession, head, view_ids, batcher)
         if report is None:  # closed or replaced while it was being built
             _close_quietly(session.id, gsession)
         else:

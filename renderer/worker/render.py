@@ -1,8 +1,10 @@
 """The render thread: sessions round-robin, each turn one batch of all its buffered frames.
 
-``SessionTable.next_batch`` picks the session and takes its frames; ``GeneratorSession.step``
+``SessionTable.next_group`` picks the session and takes its frames; ``GeneratorSession.step``
 renders them (outside the lock: the socket loop keeps filing frames meanwhile); the video goes
-out through the hand-off, one message per driving frame.
+out through the hand-off, one message per driving frame. A generator that renders several
+sessions in one call (``Generator.step_sessions``, a GPU model batching their windows) gets
+every ready session of its own that has frames in the same turn.
 """
 
 from __future__ import annotations
@@ -20,18 +22,46 @@ log = logging.getLogger(__name__)
 
 
 class RenderLoop:
-    def __init__(self, table: SessionTable, handoff: Handoff) -> None:
+    def __init__(self, table: SessionTable, handoff: Handoff, max_group: int = 64) -> None:
         self.table = table
         self.handoff = handoff
+        self.max_group = max_group
 
     def run(self) -> None:
         """The thread's body: render until the table shuts down."""
         push = self.handoff.connect_push()
         try:
-            while (batch := self.table.next_batch()) is not None:
-                self._render(*batch, push)
+            while (group := self.table.next_group(self.max_group)) is not None:
+                if group[0][0].batcher is None:
+                    self._render(*group[0], push)
+                else:
+                    self._render_together(group, push)
         finally:
             push.close(linger=0)
+
+    def _render_together(self, group: list[tuple[Session, list[FlameFrame]]], push) -> None:
+        """Sessions of one generator (one or more) in one ``step_sessions`` call. A failure
+        cannot be laid at one session's door, so it fails them all, with the reason."""
+        t0 = time.perf_counter_ns()
+        first = group[0][0]
+        try:
+            outs = first.batcher.step_sessions([(s.gen, frames) for s, frames in group])
+            if len(outs) != len(group):
+                raise RuntimeError(f"step_sessions returned {len(outs)} results for {len(group)} sessions")
+            elapsed = time.perf_counter_ns() - t0
+            total = max(1, sum(len(o) for o in outs))
+            messages = [[self._message(s.id, r, elapsed // total) for r in out] for (s, _), out in zip(group, outs)]
+        except Exception as exc:
+            log.exception("sessions %s: rendering together failed", ", ".join(s.id for s, _ in group))
+            for s, _ in group:
+                self._fail(s, f"generator {s.generator!r} failed while rendering: {exc.__class__.__name__}: "
+                              f"{exc}; reopen the session", push)
+            return
+        for (s, _), out, session_messages in zip(group, outs, messages):
+            self.table.finish(s, elapsed * len(out) // total, len(out))
+            for message in session_messages:
+                if not send(push, message):
+                    self.table.count("video_dropped")
 
     def _render(self, session: Session, frames: list[FlameFrame], push) -> None:
         """One session's turn. Whatever fails fails that session, with a reason; the loop and

@@ -115,6 +115,7 @@ class Session:
     code: RefusalCode | None = None
     gen: GeneratorSession | None = None
     head: HeadSpace | None = None
+    batcher: Any = None  # the Generator, when it renders several of its sessions in one call
     view_ids: tuple[str, ...] = ()
     stats: SessionStats = field(default_factory=SessionStats)
     rendering: bool = False  # the render thread is stepping it: closing waits for the step
@@ -233,13 +234,14 @@ class SessionTable:
     # --- the lifecycle thread -----------------------------------------------------------
 
     def activate(self, session: Session, gen: GeneratorSession, head: HeadSpace,
-                 view_ids: tuple[str, ...]) -> StatusReport | None:
+                 view_ids: tuple[str, ...], batcher: Any = None) -> StatusReport | None:
         """An opening session is built: READY. None when it was closed or replaced meanwhile
-        (the caller then closes ``gen``)."""
+        (the caller then closes ``gen``). ``batcher``: the generator, when it steps several
+        sessions in one call (``Generator.step_sessions``)."""
         with self._lock:
             if not self._move(session, SessionState.READY):
                 return None
-            session.gen, session.head, session.view_ids = gen, head, view_ids
+            session.gen, session.head, session.view_ids, session.batcher = gen, head, view_ids, batcher
             session.pending.keep(session.accepts)
             self._lock.notify_all()
             return self._report(session)
@@ -254,12 +256,24 @@ class SessionTable:
     def next_batch(self) -> tuple[Session, list[FlameFrame]] | None:
         """Wait for the next ready session with frames, round-robin, and take all its frames.
         None once the table shuts down. Call ``finish`` or ``fail`` when the step is done."""
+        group = self.next_group(1)
+        return None if group is None else group[0]
+
+    def next_group(self, max_sessions: int) -> list[tuple[Session, list[FlameFrame]]] | None:
+        """Like ``next_batch``, and when that session's generator batches sessions, the other
+        ready sessions of the same generator that have frames too (at most ``max_sessions``, in
+        turn order), each with all its frames. Call ``finish`` or ``fail`` for each."""
         with self._lock:
             while not self._stopping:
-                session = self._next_turn()
-                if session is not None:
-                    session.rendering = True
-                    return session, session.pending.take()
+                first = self._next_turn()
+                if first is not None:
+                    group = [first]
+                    if first.batcher is not None:
+                        group += [s for s in self._waiting() if s is not first and s.batcher is first.batcher]
+                    group = group[:max(1, max_sessions)]
+                    for s in group:
+                        s.rendering = True
+                    return [(s, s.pending.take()) for s in group]
                 self._lock.wait()
             return None
 
@@ -343,6 +357,11 @@ class SessionTable:
             if session.state is SessionState.READY and session.pending:
                 return session
         return None
+
+    def _waiting(self) -> list[Session]:
+        """Ready sessions with frames, in turn order (the turn order is not changed)."""
+        sessions = (self._sessions[sid] for sid in self._turns)
+        return [s for s in sessions if s.state is SessionState.READY and s.pending and not s.rendering]
 
     def _end_step(self, session: Session) -> None:
         session.rendering = False

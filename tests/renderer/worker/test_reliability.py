@@ -111,24 +111,24 @@ def test_a_frame_the_wire_refuses_fails_only_its_session(worker, client):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dead_render_thread_is_restarted(worker, client):
     table = worker.table
-    real = table.next_batch
+    real = table.next_group
     calls = {"n": 0}
 
-    def dies_once():
+    def dies_once(max_sessions):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("render thread killed")
-        return real()
+        return real(max_sessions)
 
     restarts = worker.thread_restarts
-    table.next_batch = dies_once
+    table.next_group = dies_once
     try:
         with table._lock:
-            table._lock.notify_all()  # wake the render thread so it calls next_batch again
+            table._lock.notify_all()  # wake the render thread so it calls next_group again
         assert _flat(client, "after-death").meta["state"] == "ready"
         assert len(video_frames(client, "after-death", 3, lambda seq: client.send(flame("after-death", seq)))) >= 3
     finally:
-        table.next_batch = real
+        table.next_group = real
     assert worker.thread_restarts == restarts + 1
     beat = client.wait_for(lambda e: e.type == wire.WORKER_STATUS)
     assert beat.meta["threads"] == {"lifecycle": True, "render": True} and beat.meta["thread_restarts"] >= 1

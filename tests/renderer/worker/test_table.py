@@ -213,3 +213,21 @@ def test_the_protocol_doc_lists_every_state_and_refusal_code():
         assert f"`{state.value}`" in section, state
     for code in RefusalCode:
         assert f"| `{code.value}` |" in section, code
+
+
+def test_sessions_of_a_batching_generator_are_taken_together():
+    t = Table()
+    gpu, other = object(), object()
+    for sid, batcher in (("a", gpu), ("b", None), ("c", gpu), ("d", other)):
+        session = t.table.open(sid, request()).build
+        t.table.activate(session, object(), head(), ("front",), batcher)
+        t.table.file_frame(frame(sid, 0))
+    group = t.table.next_group(8)
+    assert [(s.id, [f.seq for f in frames]) for s, frames in group] == [("a", [0]), ("c", [0])]
+    assert [s.id for s, _ in t.table.next_group(8)] == ["b"]  # no batcher: alone
+    assert [s.id for s, _ in t.table.next_group(8)] == ["d"]  # another generator: its own turn
+    for s, _ in group:
+        t.table.finish(s, 1000, 1)
+    t.table.file_frame(frame("a", 1))
+    t.table.file_frame(frame("c", 1))
+    assert [s.id for s, _ in t.table.next_group(1)] == ["a"]  # at most max_sessions
