@@ -138,9 +138,17 @@ class WorkerLink:
             return {"state": state, "seen_s_ago": None, "restarts": self.worker_restarts}
         ago = now - self.last_heartbeat
         threads = self.worker.get("threads") or {}
-        state = "unreachable" if ago > HEARTBEAT_TIMEOUT else "ok" if all(threads.values()) else "degraded"
+        warming = self.warming()
+        state = ("unreachable" if ago > HEARTBEAT_TIMEOUT else "degraded" if not all(threads.values())
+                 else "warming" if warming else "ok")
         return {"state": state, "seen_s_ago": round(ago, 3), "restarts": self.worker_restarts,
-                "sessions": self.worker.get("sessions"), "thread_restarts": self.worker.get("thread_restarts")}
+                "sessions": self.worker.get("sessions"), "thread_restarts": self.worker.get("thread_restarts"),
+                "warming": warming}
+
+    def warming(self) -> list[str]:
+        """Generators the worker is still loading and warming up (compiling), from its heartbeat."""
+        names = self.worker.get("warming") or []
+        return [str(n) for n in names][:16] if isinstance(names, list) else []
 
     async def wait_heard(self, timeout: float) -> bool:
         """Wait until the worker's first heartbeat (at most ``timeout`` s); whether it came."""
@@ -200,6 +208,10 @@ class WorkerLink:
                     if done:
                         break
         except TimeoutError:
+            if generator in self.warming():
+                raise WorkerUnavailable(
+                    f"the generator {generator!r} is still loading and warming up (compiling its models) on the "
+                    f"worker; try again when GET /healthz says ok") from None
             raise WorkerUnavailable(
                 f"the generator worker at {self.input_endpoint} did not answer within {timeout:g} s; "
                 "check that `flamecast generator` is running there (see the server log)"

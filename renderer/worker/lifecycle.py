@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import queue
+import threading
 import time
 from typing import Any
 
@@ -35,9 +36,22 @@ class Jobs:
     def __init__(self) -> None:
         self._queue: queue.Queue[tuple[Job, Any] | None] = queue.Queue()
         self._stopped = False
+        self._loading: set[str] = set()
+        self._loading_lock = threading.Lock()
 
     def load(self, name: str) -> None:
+        self.loading(name, True)
         self._queue.put((Job.LOAD, name))
+
+    def loading(self, name: str, on: bool) -> None:
+        """Mark a generator as being loaded and warmed up (``on``) or done with it."""
+        with self._loading_lock:
+            (self._loading.add if on else self._loading.discard)(name)
+
+    def warming(self) -> list[str]:
+        """The generators queued for loading or being loaded and warmed up now."""
+        with self._loading_lock:
+            return sorted(self._loading)
 
     def open(self, session: Session) -> None:
         self._queue.put((Job.OPEN, session))
@@ -118,13 +132,21 @@ class Lifecycle:
 
     def _load(self, name: str) -> Generator:
         gen = self._generators.get(name)
-        if gen is None:
+        if gen is not None:
+            self.jobs.loading(name, False)
+            return gen
+        self.jobs.loading(name, True)
+        try:
             log.info("loading generator %r on %s", name, self.settings.device)
+            t0 = time.perf_counter()
             gen = self.registry.get(name)(self.settings.generator_settings.replace(device=self.settings.device))
             warm_up = getattr(gen, "warm_up", None)
             if callable(warm_up):  # optional: load models now rather than on the first open
                 warm_up()
-            self._generators[name] = gen
+            log.info("generator %r ready in %.1f s", name, time.perf_counter() - t0)
+        finally:
+            self.jobs.loading(name, False)
+        self._generators[name] = gen
         return gen
 
     def _open(self, session: Session, push) -> None:

@@ -135,6 +135,7 @@ class GeneratorWorker:
         live = sum(s["state"] in ("opening", "ready") for s in snap["sessions"].values())
         pub.send_multipart(wire.worker_status_message(
             self.instance, sessions=live, malformed=snap["malformed"], thread_restarts=self.thread_restarts,
+            warming=self._jobs.warming(),
             threads={name: entry[1].is_alive() for name, entry in self._threads.items()}))
 
     def _run_guarded(self) -> None:

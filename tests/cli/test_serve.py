@@ -120,6 +120,15 @@ class Served:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def wait_healthy(self, timeout: float = 60.0) -> int:
+        """/healthz's status once it is not "warming" (a generator still warming up) any more."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = self.get("/healthz")
+            if code == 200 or json.loads(body)["worker"]["state"] != "warming" or time.monotonic() > deadline:
+                return code
+            time.sleep(0.2)
+
     def post(self, path: str, body: dict):
         req = urllib.request.Request(self.url + path.lstrip("/"), data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -150,7 +159,7 @@ def test_serve_off_loopback_needs_the_token_and_sigterm_leaves_nothing_behind():
     try:
         assert served.worker_pid and alive(served.worker_pid)
         assert not served.url.endswith(":0/"), "the real port is printed"
-        assert served.get("/healthz")[0] == 200
+        assert served.wait_healthy() == 200  # after the portrait generator's warm-up
         assert served.get("/api/plugins")[0] == 401
         status, body = served.get("/api/plugins", token=served.token)
         assert status == 200 and "idle" in body.decode()
