@@ -26,6 +26,14 @@ def configure_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (dataset, or avatars for bake-avatars)")
     p.add_argument("--multiview", metavar="DIR", help="build: <clip>/<view id>.mp4 videos + <clip>/flame.npz")
     p.add_argument("--single-view", metavar="DIR", help="build: <name>.mp4 talking-head videos + <name>.npz FLAME files")
+    p.add_argument("--no-track", action="store_true",
+                   help="build: fail on clips without a FLAME file instead of tracking their video")
+    p.add_argument("--track-view", default="front", metavar="VIEW",
+                   help="build: the view whose video is tracked when a clip has no FLAME file (default front)")
+    p.add_argument("--track-head", default="builtin", choices=("builtin", "flame2020", "flame2023"),
+                   help="build: head space of tracked sequences (FLAME: DECA's expressions when its weights are present)")
+    p.add_argument("--track-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="build: webcam tracker option for tracked clips (tracker=deca, weights_dir=..., repeatable)")
     p.add_argument("--photos", nargs="*", metavar="IMAGE",
                    help="bake-avatars / make-synthetic: photographs (default: the astronaut and Grace Hopper)")
     p.add_argument("--avatars", metavar="DIR", help="make-synthetic: avatars baked earlier (no mediapipe needed)")
@@ -110,6 +118,12 @@ def _build(args) -> int:
     if not src.is_dir():
         raise CommandError(f"{src}: no such folder")
     sources = multiview_sources(src) if args.multiview else single_view_sources(src)
+    if not args.no_track:
+        from .tracking import track_missing
+
+        tracked = track_missing(sources, view=args.track_view, head=args.track_head, options=args.track_option)
+        if tracked:
+            print(f"tracked {len(tracked)} clip(s) with the webcam tracker")
     manifest = build_dataset(out, sources, size=args.size, fps=args.fps, val_every=args.val_every)
     print(f"{len(manifest.clips)} clips in {out}")
     return 0
