@@ -7,6 +7,9 @@
 #   PROFILES=live,paper bash bench/flame2video_device.sh carry   # replay check + compiled run
 #   PROFILES=live NAME=a TRACE_ARGS="--inductor coordinate_descent_tuning=True" bash bench/flame2video_device.sh trace
 #   PROFILES=live SESSIONS=1,2,4,8 bash bench/flame2video_device.sh service   # bench/flame2video_service.py, twice
+#     RUN_LIMIT=S stops each run after S seconds; CACHE_OUT=1 writes the compile cache to $OUT in parts,
+#     CACHE_IN=DIR (carried, e.g. runs/f2v-cache) starts from those parts: a cold compile longer than
+#     one call is split over two calls
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -44,13 +47,23 @@ elif [ "$MODE" = carry ]; then  # CUDA-graph replay check on the tiny config, th
   fi
 elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, recompiles: two processes, one cache
   export FLAMECAST_COMPILE_CACHE=${FLAMECAST_COMPILE_CACHE:-/tmp/flamecast-compile}
+  # a compile cache carried from an earlier call (CACHE_IN=runs/f2v-cache: the parts CACHE_OUT wrote)
+  if [ -n "${CACHE_IN:-}" ] && ls "$CACHE_IN"/compile.tgz.part* >/dev/null 2>&1; then
+    mkdir -p "$FLAMECAST_COMPILE_CACHE" && cat "$CACHE_IN"/compile.tgz.part* | tar -xzf - -C "$FLAMECAST_COMPILE_CACHE"
+    echo "compile cache from $CACHE_IN: $(du -sh "$FLAMECAST_COMPILE_CACHE" | cut -f1)"
+  fi
   for run in ${RUNS:-1 2}; do
-    T0=$(date +%s.%N) python3 bench/flame2video_service.py --profile ${PROFILES:-live} --sessions ${SESSIONS:-1,2,4,8} \
-      --seconds ${SECONDS_PER:-10} --max-batch ${MAX_BATCH:-4} --deadline ${DEADLINE:-0} --device cuda \
-      --compile reduce-overhead --allow-random-weights --json "$OUT/service_${NAME:-live}_run$run.json" 2>&1 \
+    T0=$(date +%s.%N) timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_service.py --profile ${PROFILES:-live} \
+      --sessions ${SESSIONS:-1,2,4,8} --seconds ${SECONDS_PER:-10} --max-batch ${MAX_BATCH:-4} --deadline ${DEADLINE:-0} \
+      --device cuda --compile reduce-overhead --allow-random-weights --json "$OUT/service_${NAME:-live}_run$run.json" 2>&1 \
       | grep --line-buffered -v "should be kept"
     echo "run $run exit ${PIPESTATUS[0]}"
   done
+  # the cache for the next call: 15 MiB parts under $OUT (each file that comes back is limited)
+  if [ -n "${CACHE_OUT:-}" ]; then
+    tar -czf - -C "$FLAMECAST_COMPILE_CACHE" . | split -b 15M - "$OUT/compile.tgz.part"
+    ls -la "$OUT"/compile.tgz.part* | awk '{s+=$5} END {print "compile cache parts: " NR ", " s/1048576 " MiB"}'
+  fi
 elif [ "$MODE" = trace ]; then  # where a compiled window's wall time goes (bench/flame2video_trace.py)
   python3 bench/flame2video_trace.py --profile ${PROFILES:-live} --json "$OUT/trace_${NAME:-trace}.json" ${TRACE_ARGS:-} \
     2>&1 | grep --line-buffered -v "should be kept"
