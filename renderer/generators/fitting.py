@@ -109,7 +109,7 @@ def landmark_function(head):
 
 def fit_portrait(head, landmarks_px: np.ndarray, *, iterations: int = 200, lr: float = 0.03) -> PortraitFit:
     """Fit ``head`` to FaceMesh landmarks (L>=468, 3) in pixels (see renderer.portrait)."""
-    target = torch.as_tensor(np.asarray(landmarks_px)[:468], dtype=torch.float32, device=head.center.device)
+    target = torch.as_tensor(portrait_targets(head, landmarks_px), dtype=torch.float32, device=head.center.device)
     head = _Landmarks(head)
     with torch.no_grad():
         neutral = head(pose=torch.zeros(1, 15, device=target.device)).landmarks[0]
@@ -130,6 +130,21 @@ def fit_portrait(head, landmarks_px: np.ndarray, *, iterations: int = 200, lr: f
         pose=params.pose().detach()[0], scale=float(params.scale().detach()),
         offset=params.offset.detach().clone(), error_px=rms, face_px=face_px,
     )
+
+
+def portrait_targets(head, landmarks_px: np.ndarray) -> np.ndarray:
+    """The portrait's FaceMesh points the head's landmarks correspond to, in the head's order:
+    all 468 for a head with FaceMesh's topology, the embedding's subset for FLAME's MediaPipe
+    embedding (``landmark_indices``). ValueError for a head whose landmarks are not FaceMesh
+    points (FLAME's 68-point embedding)."""
+    points = np.asarray(landmarks_px)[:468]
+    kind = getattr(head, "landmark_set", "mediapipe468")
+    if kind == "mediapipe468":
+        return points
+    if kind == "mediapipe105" and getattr(head, "landmark_indices", None):
+        return points[list(head.landmark_indices)]
+    raise ValueError(f"the {getattr(head, 'name', 'head')} head's landmarks ({kind}) are not FaceMesh points: "
+                     "put FLAME's MediaPipe embedding (mediapipe_landmark_embedding.npz) beside generic_model.pkl")
 
 
 @dataclass

@@ -8,6 +8,12 @@ fitted identity and each frame's pose, expression, eyelids and translation, and 
 all views of all frames of the batch in one go.
 
 A frame's ``shape`` is ignored: the portrait defines the identity.
+
+``head="flame"`` renders the user's FLAME model instead of the built-in head (its
+``generic_model.pkl`` with FLAME's MediaPipe landmark embedding and texture space beside it, in
+``<weights>/flame/``); the session then speaks FLAME's 100 expression components, and the
+server hands that head to the session's drivers (the webcam driver runs DECA on it when DECA's
+weights are there).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from flamecast.plugins import (
     GeneratorSession,
     GeneratorSessionSpec,
     GeneratorSettings,
+    GeneratorUnavailable,
+    HeadSpace,
     RenderedFrame,
 )
 
@@ -42,6 +50,9 @@ class MeshOptions(GeneratorOptions):
     batch: int = Field(8, ge=1, le=64, description="frames rendered together at most")
     framing: Literal["head", "full"] = Field(
         "head", description="'head': the head and the top of the neck fill the views; 'full': the whole model")
+    head: Literal["builtin", "flame"] = Field(
+        "builtin", description="head model: the built-in head, or your FLAME model (<weights>/flame/generic_model.pkl "
+        "with mediapipe_landmark_embedding.npz and FLAME_texture.npz beside it)")
 
     @field_validator("views")
     @classmethod
@@ -69,17 +80,20 @@ class MeshGenerator(Generator):
 
     def __init__(self, settings: GeneratorSettings | Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
-        self._head = None
+        self._heads: dict[str, Any] = {}
         self.device = self.settings.device
 
     @property
     def head_model(self):
         """The built-in head, loaded once and shared by every session."""
-        if self._head is None:
-            from flamecast.renderer.head import load_head
+        return self.load_head_model("builtin")
 
-            self._head = load_head("builtin").to(self.device).eval()
-        return self._head
+    def load_head_model(self, kind: str):
+        """The head model of the ``head`` option, loaded once and shared by every session;
+        GeneratorUnavailable naming the missing file for a FLAME model that is not complete."""
+        if kind not in self._heads:
+            self._heads[kind] = (_builtin() if kind == "builtin" else _flame(self.settings.weights_dir)).to(self.device).eval()
+        return self._heads[kind]
 
     def warm_up(self) -> None:
         """Load the head and FaceMesh now, so that the first session opens as fast as later ones."""
@@ -105,7 +119,7 @@ class MeshGenerator(Generator):
         options = spec.options if isinstance(spec.options, MeshOptions) else MeshOptions.model_validate(dict(spec.options))
         t0 = time.perf_counter()
         portrait = load_portrait(spec.portrait)
-        head = self.head_model
+        head = self.load_head_model(options.head)
         fit = fit_portrait(head, portrait.landmarks, iterations=options.fit_iterations)
         texture = bake_texture(head, fit, portrait, size=options.texture_size, mirror=options.mirror)
         log.info("session %s: portrait %dx%d fitted (%.1f px RMS) and baked in %.2f s", spec.session_id,
@@ -113,7 +127,33 @@ class MeshGenerator(Generator):
         return MeshSession(head, fit, texture, options)
 
     def close(self) -> None:
-        self._head = None
+        self._heads.clear()
+
+
+def _builtin():
+    from flamecast.renderer.head import load_head
+
+    return load_head("builtin")
+
+
+def _flame(weights_dir: str | None):
+    """The user's FLAME model with what fitting and texturing a portrait need."""
+    from pathlib import Path
+
+    from flamecast.renderer.head import FlameModel, default_flame_path
+
+    path = Path(weights_dir) / "flame" / "generic_model.pkl" if weights_dir else default_flame_path()
+    try:
+        head = FlameModel(path, landmarks="mediapipe105")
+    except FileNotFoundError as exc:
+        raise GeneratorUnavailable(str(exc)) from None
+    missing = [name for name, ok in (("mediapipe_landmark_embedding.npz", head.landmark_set == "mediapipe105"),
+                                     ("FLAME_texture.npz", head.uvs is not None)) if not ok]
+    if missing:
+        raise GeneratorUnavailable(
+            f"head 'flame' needs {' and '.join(missing)} beside {path} (FLAME's MediaPipe landmark embedding and "
+            f"texture space, from https://flame.is.tue.mpg.de; flamecast never downloads them)")
+    return head
 
 
 class MeshSession(GeneratorSession):
@@ -125,6 +165,8 @@ class MeshSession(GeneratorSession):
         from flamecast.renderer.raster import make_cameras
 
         self.head, self.fit, self.options = head, fit, options
+        if head.expression_names is None:  # FLAME: the drivers speak its unnamed components
+            self.head_space = HeadSpace(head.name, head.n_expression, None, has_eyelids=head.has_eyelids)
         device = head.center.device
         center, radius = framing(head, options.framing)
         self.cameras = make_cameras(options.views, center=center, radius=radius, size=options.size, device=device)

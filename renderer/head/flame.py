@@ -12,7 +12,10 @@ Landmarks, looked up next to the pickle:
 - else ``mediapipe_landmark_embedding.npz`` (105 FaceMesh points; ``landmark_indices`` says which)
   -> ``landmark_set = "mediapipe105"``;
 - else no landmarks (``landmark_set = "none"``, L = 0).
-Optional ``l_eyelid.npy`` / ``r_eyelid.npy`` (N, 3) eyelid blendshapes enable ``eyelids``.
+(``landmarks="mediapipe105"`` takes the MediaPipe embedding when both are there: fitting a
+portrait's FaceMesh points needs it.)
+Optional ``l_eyelid.npy`` / ``r_eyelid.npy`` (N, 3) eyelid blendshapes enable ``eyelids``;
+optional ``FLAME_texture.npz`` (FLAME's texture space: ``vt``, ``ft``) gives ``uvs``.
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ class FlameModel(SkinnedHead):
         n_shape: int = N_SHAPE_DEFAULT,
         n_expression: int = N_EXPRESSION_DEFAULT,
         name: str | None = None,
+        landmarks: str = "flame68",
     ) -> None:
         super().__init__()
         path = Path(path) if path is not None else default_flame_path()
@@ -146,15 +150,16 @@ class FlameModel(SkinnedHead):
             eyelid_dirs=_eyelids(path.parent, n_verts),
             lmk_faces_idx=np.zeros(0, np.int64),
             lmk_bary=np.zeros((0, 3), np.float32),
+            uvs=_vertex_uvs(path.parent, model["f"].astype(np.int64), n_verts),
         )
         self.landmark_set = "none"
         self.landmark_indices = None
-        self._load_landmarks(path.parent)
+        self._load_landmarks(path.parent, prefer=landmarks)
 
-    def _load_landmarks(self, folder: Path) -> None:
+    def _load_landmarks(self, folder: Path, prefer: str = "flame68") -> None:
         flame68 = folder / "landmark_embedding.npy"
         mediapipe = folder / "mediapipe_landmark_embedding.npz"
-        if flame68.is_file():
+        if flame68.is_file() and not (prefer == "mediapipe105" and mediapipe.is_file()):
             emb = np.load(flame68, allow_pickle=True, encoding="latin1")
             emb = emb.item() if emb.dtype == object else emb
             self.lmk_faces_idx = torch.as_tensor(np.asarray(emb["static_lmk_faces_idx"]).reshape(-1), dtype=torch.long)
@@ -177,6 +182,23 @@ class FlameModel(SkinnedHead):
             return static
         contour = _dynamic_contour(verts, pose, self.faces, self.dyn_faces_idx, self.dyn_bary)
         return torch.cat([contour, static], 1)
+
+
+def _vertex_uvs(folder: Path, faces: np.ndarray, n_verts: int) -> np.ndarray | None:
+    """Per-vertex texture coordinates from FLAME's texture space file (``FLAME_texture.npz``:
+    ``vt`` (K, 2) coordinates, ``ft`` (F, 3) their index per face corner), or None without it.
+    A vertex on a UV seam has several coordinates; it keeps one, and the faces across the seam
+    are found and coloured flat by the texture baker (``texture.seam_faces``)."""
+    path = folder / "FLAME_texture.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        vt, ft = np.asarray(data["vt"], np.float32), np.asarray(data["ft"], np.int64)
+    if ft.shape != faces.shape or ft.max(initial=0) >= len(vt):
+        raise ValueError(f"{path}: ft has shape {ft.shape} for {faces.shape} faces; is it the texture space of this FLAME?")
+    uvs = np.zeros((n_verts, 2), np.float32)
+    uvs[faces[::-1].reshape(-1)] = vt[ft[::-1].reshape(-1)]  # the first corner of each vertex wins
+    return uvs
 
 
 def _eyelids(folder: Path, n_verts: int) -> np.ndarray | None:
