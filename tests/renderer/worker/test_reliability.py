@@ -8,7 +8,6 @@ import time
 import msgpack
 import numpy as np
 import pytest
-import zmq
 
 from flamecast.plugins import Generator, GeneratorSession, RenderedFrame, hookimpl
 from flamecast.plugins import protocol as wire
@@ -65,13 +64,6 @@ def worker():
     w.start()
     yield w
     w.stop()
-
-
-@pytest.fixture
-def client(worker):
-    c = Client(worker.endpoints)
-    yield c
-    c.close()
 
 
 def _flat(c: Client, sid: str, **options) -> wire.Envelope:

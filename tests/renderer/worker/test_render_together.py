@@ -14,7 +14,7 @@ from flamecast.plugins import protocol as wire
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.renderer.worker import GeneratorWorker
 
-from .helpers import FakeGenerator, FakePlugin, FakeSession, Client, flame, local_settings
+from .helpers import FakeGenerator, FakePlugin, FakeSession, flame, local_settings
 
 
 class TogetherGenerator(FakeGenerator):
@@ -53,13 +53,6 @@ def worker():
     yield w
     TogetherGenerator.gate.set()
     w.stop()
-
-
-@pytest.fixture
-def client(worker):
-    c = Client(worker.endpoints)
-    yield c
-    c.close()
 
 
 def _videos(client, sids, n):

@@ -25,13 +25,6 @@ def worker():
     w.stop()
 
 
-@pytest.fixture
-def client(worker):
-    c = Client(worker.endpoints)
-    yield c
-    c.close()
-
-
 def test_ready_carries_views_and_size(client):
     status = client.open("s-ready", size=32, views=["front", "left30", "right30"])
     assert status.meta["state"] == "ready", status.meta
