@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from flamecast.plugins import Driver, DriverContext, FakeClock, FlameFrame, OptionsError, builtin_head_space
+from flamecast.plugins import Driver, DriverContext, FakeClock, FlameFrame, HeadSpace, OptionsError, builtin_head_space
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.plugins.publish import FramePublisher
 from flamecast.plugins.runtime import DriverRuntime
@@ -18,6 +18,12 @@ from flamecast.plugins.runtime import DriverRuntime
 from flamecast.plugins import Command, CommandError
 
 DEFAULT_OUT_SECONDS = 10.0
+HEADS = ("builtin", "flame2020", "flame2023")
+
+
+def head_space(name: str) -> HeadSpace:
+    """The head space a ``--head`` choice names (FLAME: 100 unnamed expression components)."""
+    return builtin_head_space() if name == "builtin" else HeadSpace(name, 100, None)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -30,6 +36,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     target.add_argument("--connect", metavar="ENDPOINT", help="generator worker flame endpoint, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--session", help="session id to publish as (with --connect): the 'session' of the session's "
                    "'external' field in the API")
+    p.add_argument("--head", choices=HEADS, default="builtin",
+                   help="head space the frames are in: the session's 'head' (builtin, or FLAME's 100 components "
+                   "for a session that renders FLAME)")
     p.add_argument("--keys", metavar="DIR", help="CURVE key folder of the worker link (with --connect; the 'keys' "
                    "of the session's 'external' field, or the folder given to flamecast serve --worker-keys)")
 
@@ -47,6 +56,7 @@ class DriverCommand:
     connect: str | None
     session: str | None
     keys: Path | None = None
+    head: HeadSpace = field(default_factory=builtin_head_space)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriverCommand:
@@ -58,7 +68,7 @@ class DriverCommand:
             raise CommandError("--keys goes with --connect")
         return cls(args.name, parse_option_pairs(args.option), args.seconds,
                    Path(args.out) if args.out else None, args.connect, args.session,
-                   Path(args.keys) if args.keys else None)
+                   Path(args.keys) if args.keys else None, head_space(getattr(args, "head", "builtin")))
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, str]:
@@ -87,18 +97,20 @@ def _resolve(cmd: DriverCommand) -> tuple[type[Driver], object]:
 def run_driver_command(cmd: DriverCommand) -> int:
     driver_cls, options = _resolve(cmd)
     if cmd.out is not None:
-        frames = asyncio.run(_record(driver_cls, options, cmd.seconds or DEFAULT_OUT_SECONDS))
-        write_npz(cmd.out, frames, builtin_head_space().expression_names)
+        frames = asyncio.run(_record(driver_cls, options, cmd.seconds or DEFAULT_OUT_SECONDS, cmd.head))
+        write_npz(cmd.out, frames, cmd.head.expression_names)
         print(f"wrote {len(frames)} frames ({frames[-1].seq + 1} at {driver_cls.rate_for(options):g} fps) to {cmd.out}")
         return 0
     return asyncio.run(_publish(driver_cls, options, cmd))
 
 
-async def _record(driver_cls: type[Driver], options, seconds: float) -> list[FlameFrame]:
+async def _record(driver_cls: type[Driver], options, seconds: float,
+                  head: HeadSpace | None = None) -> list[FlameFrame]:
     """Run as fast as possible on a fake clock; a failing driver stops the command."""
     rate = driver_cls.rate_for(options)
     clock = FakeClock()
-    driver = driver_cls(options, DriverContext(session_id="local", rate=rate, clock=clock))
+    driver = driver_cls(options, DriverContext(session_id="local", rate=rate, clock=clock,
+                                               head=head or builtin_head_space()))
     frames: list[FlameFrame] = []
     n = max(1, round(seconds * rate))
     try:
@@ -145,7 +157,7 @@ async def _publish(driver_cls: type[Driver], options, cmd: DriverCommand) -> int
     from flamecast.drivers.idle import IdleDriver  # the fallback while a driver restarts
 
     rate = driver_cls.rate_for(options)
-    context = DriverContext(session_id=cmd.session, rate=rate)
+    context = DriverContext(session_id=cmd.session, rate=rate, head=cmd.head)
     publisher = FramePublisher(cmd.connect, keys=_keys(cmd.keys))
     runtime = DriverRuntime(
         lambda: driver_cls(options, context), publisher.send, session_id=cmd.session, rate=rate,

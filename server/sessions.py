@@ -426,9 +426,10 @@ class Session:
             return None
         endpoint, wire = self.link.input_endpoint, self.link.wire_id(self.id)  # frames are addressed by the wire token
         keys = f" --keys {self.link.key_folder}" if self.link.keys is not None and self.link.key_folder else ""
+        head = f" --head {self.head.name}" if self.head.name.startswith("flame") else ""  # the frames' size
         return {"connect": endpoint, "session": wire, "curve": self.link.keys is not None,
                 "keys": self.link.key_folder if keys else None,
-                "command": f"flamecast driver NAME --connect {endpoint} --session {wire}{keys}"}
+                "command": f"flamecast driver NAME --connect {endpoint} --session {wire}{keys}{head}"}
 
     def _audio_delay_ms(self) -> float:
         """How late the video is (capture -> send, median), so audio can wait as long."""

@@ -23,6 +23,13 @@ def test_driver_idle_out_writes_five_seconds(tmp_path, capsys):
     assert list(data["expression_names"][:2]) == ["smile", "frown"]
 
 
+def test_driver_speaks_the_head_it_is_given(tmp_path):
+    out = tmp_path / "flame.npz"
+    assert main(["driver", "idle", "--head", "flame2023", "--seconds", "1", "--out", str(out)]) == 0
+    data = np.load(out)
+    assert data["expression"].shape == (25, 100) and "expression_names" not in data.files
+
+
 def test_driver_options_from_strings(tmp_path):
     out = tmp_path / "x.npz"
     assert main(["driver", "idle", "-o", "fps=50", "-o", "seed=2", "--seconds", "1", "--out", str(out)]) == 0

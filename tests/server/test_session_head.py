@@ -88,6 +88,9 @@ async def test_drivers_get_the_head_the_generator_renders(flame_worker):
             assert HeadProbe.seen == [FLAME]
             assert set(FlameHeadGenerator.rendered) == {100}  # the idle base and the mixer speak FLAME too
             await client.delete_session(info["id"])
+            outside = await client.create_session(external=True)
+            assert outside["external"]["command"].endswith("--head flame2023")  # an outside driver sends FLAME too
+            await client.delete_session(outside["id"])
 
 
 def test_a_head_space_survives_the_wire_and_bad_ones_fall_back():
