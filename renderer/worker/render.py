@@ -32,54 +32,35 @@ class RenderLoop:
         push = self.handoff.connect_push()
         try:
             while (group := self.table.next_group(self.max_group)) is not None:
-                if group[0][0].batcher is None:
-                    self._render(*group[0], push)
-                else:
-                    self._render_together(group, push)
+                self._render(group, push)
         finally:
             push.close(linger=0)
 
-    def _render_together(self, group: list[tuple[Session, list[FlameFrame]]], push) -> None:
-        """Sessions of one generator (one or more) in one ``step_sessions`` call. A failure
-        cannot be laid at one session's door, so it fails them all, with the reason."""
+    def _render(self, group: list[tuple[Session, list[FlameFrame]]], push) -> None:
+        """One turn: a session, or several of one batching generator in one ``step_sessions``
+        call. Whatever fails fails the turn's sessions (a shared call's failure cannot be laid at
+        one session's door), with a reason; the loop and the other sessions go on."""
         t0 = time.perf_counter_ns()
-        first = group[0][0]
+        batcher = group[0][0].batcher
+        work = [(s.gen, frames) for s, frames in group]
         try:
-            outs = first.batcher.step_sessions([(s.gen, frames) for s, frames in group])
+            outs = batcher.step_sessions(work) if batcher is not None else [gen.step(frames) for gen, frames in work]
             if len(outs) != len(group):
                 raise RuntimeError(f"step_sessions returned {len(outs)} results for {len(group)} sessions")
             elapsed = time.perf_counter_ns() - t0
-            total = max(1, sum(len(o) for o in outs))
-            messages = [[self._message(s.id, r, elapsed // total) for r in out] for (s, _), out in zip(group, outs)]
-        except Exception as exc:
-            log.exception("sessions %s: rendering together failed", ", ".join(s.id for s, _ in group))
+            total = sum(len(o) for o in outs)
+            messages = [[self._message(s.id, r, elapsed // max(1, total)) for r in out] for (s, _), out in zip(group, outs)]
+        except Exception as exc:  # a generator bug, or frames the wire refuses
+            log.exception("session(s) %s: rendering failed", ", ".join(s.id for s, _ in group))
             for s, _ in group:
                 self._fail(s, f"generator {s.generator!r} failed while rendering: {exc.__class__.__name__}: "
                               f"{exc}; reopen the session", push)
             return
         for (s, _), out, session_messages in zip(group, outs, messages):
-            self.table.finish(s, elapsed * len(out) // total, len(out))
+            self.table.finish(s, elapsed * len(out) // total if total else elapsed // len(group), len(out))
             for message in session_messages:
                 if not send(push, message):
                     self.table.count("video_dropped")
-
-    def _render(self, session: Session, frames: list[FlameFrame], push) -> None:
-        """One session's turn. Whatever fails fails that session, with a reason; the loop and
-        the other sessions go on."""
-        t0 = time.perf_counter_ns()
-        try:
-            rendered = session.gen.step(frames)
-            elapsed = time.perf_counter_ns() - t0
-            messages = [self._message(session.id, r, elapsed // max(1, len(rendered))) for r in rendered]
-        except Exception as exc:  # a generator bug, or frames the wire refuses
-            log.exception("session %s: rendering failed", session.id)
-            self._fail(session, f"generator {session.generator!r} failed while rendering: "
-                                f"{exc.__class__.__name__}: {exc}; reopen the session", push)
-            return
-        self.table.finish(session, elapsed, len(rendered))
-        for message in messages:
-            if not send(push, message):
-                self.table.count("video_dropped")
 
     def _fail(self, session: Session, message: str, push) -> None:
         report = self.table.step_failed(session, message)
