@@ -104,7 +104,7 @@ class FaceTracker:
         self._calibrate = False
         self._neutral_rotation = np.eye(3)
         self._neutral_offset: np.ndarray | None = None
-        self._deca_neutral: np.ndarray | None = None
+        self._deca_neutral = np.eye(3)
         self._deca_calibrate = False
         self.last_fit: FaceFit | None = None
 
@@ -200,8 +200,8 @@ class FaceTracker:
         expression = np.zeros(self.head.n_expression)
         expression[:n] = exp[:n]
         raw = rotation_matrix(deca["pose"][:3])
-        if self._deca_neutral is None or self._deca_calibrate:
-            self._deca_neutral, self._deca_calibrate = (raw if self._deca_calibrate else np.eye(3)), False
+        if self._deca_calibrate:
+            self._deca_neutral, self._deca_calibrate = raw, False
         deca_rot = self._deca_neutral.T @ raw
         if self.options.mirror:
             deca_rot = MIRROR @ deca_rot @ MIRROR

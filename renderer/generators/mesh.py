@@ -32,7 +32,6 @@ from flamecast.plugins import (
     GeneratorSessionSpec,
     GeneratorSettings,
     GeneratorUnavailable,
-    HeadSpace,
     RenderedFrame,
 )
 
@@ -165,8 +164,7 @@ class MeshSession(GeneratorSession):
         from flamecast.renderer.raster import make_cameras
 
         self.head, self.fit, self.options = head, fit, options
-        if head.expression_names is None:  # FLAME: the drivers speak its unnamed components
-            self.head_space = HeadSpace(head.name, head.n_expression, None, has_eyelids=head.has_eyelids)
+        self.head_space = head.head_space()  # FLAME: the drivers speak its unnamed components
         device = head.center.device
         center, radius = framing(head, options.framing)
         self.cameras = make_cameras(options.views, center=center, radius=radius, size=options.size, device=device)
