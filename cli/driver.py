@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flamecast.plugins import Driver, DriverContext, FakeClock, FlameFrame, HeadSpace, OptionsError, builtin_head_space
+from flamecast.plugins import (
+    HEAD_NAMES, Driver, DriverContext, FakeClock, FlameFrame, HeadSpace, OptionsError, builtin_head_space,
+    named_head_space,
+)
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.plugins.publish import FramePublisher
 from flamecast.plugins.runtime import DriverRuntime
@@ -18,12 +21,6 @@ from flamecast.plugins.runtime import DriverRuntime
 from flamecast.plugins import Command, CommandError
 
 DEFAULT_OUT_SECONDS = 10.0
-HEADS = ("builtin", "flame2020", "flame2023")
-
-
-def head_space(name: str) -> HeadSpace:
-    """The head space a ``--head`` choice names (FLAME: 100 unnamed expression components)."""
-    return builtin_head_space() if name == "builtin" else HeadSpace(name, 100, None)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -36,7 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     target.add_argument("--connect", metavar="ENDPOINT", help="generator worker flame endpoint, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--session", help="session id to publish as (with --connect): the 'session' of the session's "
                    "'external' field in the API")
-    p.add_argument("--head", choices=HEADS, default="builtin",
+    p.add_argument("--head", choices=HEAD_NAMES, default="builtin",
                    help="head space the frames are in: the session's 'head' (builtin, or FLAME's 100 components "
                    "for a session that renders FLAME)")
     p.add_argument("--keys", metavar="DIR", help="CURVE key folder of the worker link (with --connect; the 'keys' "
@@ -68,7 +65,7 @@ class DriverCommand:
             raise CommandError("--keys goes with --connect")
         return cls(args.name, parse_option_pairs(args.option), args.seconds,
                    Path(args.out) if args.out else None, args.connect, args.session,
-                   Path(args.keys) if args.keys else None, head_space(getattr(args, "head", "builtin")))
+                   Path(args.keys) if args.keys else None, named_head_space(getattr(args, "head", "builtin")))
 
 
 def parse_option_pairs(pairs: list[str]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from .generator import (
     PortraitError,
     RenderedFrame,
 )
-from .head import BUILTIN_EXPRESSION_NAMES, HeadSpace, builtin_head_space
+from .head import BUILTIN_EXPRESSION_NAMES, HEAD_NAMES, HeadSpace, builtin_head_space, named_head_space
 from .hookspecs import hookimpl, hookspec
 from .layers import ALL_CHANNELS, Channel, EmotionMode
 from .session import SessionInfo
@@ -30,6 +30,7 @@ from .session import SessionInfo
 __all__ = [
     "ALL_CHANNELS",
     "BUILTIN_EXPRESSION_NAMES",
+    "HEAD_NAMES",
     "Channel",
     "Clock",
     "Command",
@@ -60,6 +61,7 @@ __all__ = [
     "RenderedFrame",
     "SessionInfo",
     "builtin_head_space",
+    "named_head_space",
     "hookimpl",
     "hookspec",
     "pose_slice",

@@ -82,3 +82,13 @@ def builtin_head_space() -> HeadSpace:
     """The default head space: the built-in head's named channels."""
     names = BUILTIN_EXPRESSION_NAMES
     return HeadSpace(name="builtin", n_expression=len(names), expression_names=names)
+
+
+HEAD_NAMES: tuple[str, ...] = ("builtin", "flame2020", "flame2023")
+FLAME_EXPRESSIONS = 100
+
+
+def named_head_space(name: str) -> HeadSpace:
+    """The head space a command's ``--head`` choice (``HEAD_NAMES``) names: the built-in head's,
+    or FLAME's 100 unnamed expression components."""
+    return builtin_head_space() if name == "builtin" else HeadSpace(name, FLAME_EXPRESSIONS, None)

@@ -6,19 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from flamecast.plugins import BUILTIN_EXPRESSION_NAMES, Command, CommandError, HeadSpace, OptionsError
-
-
-def _head_space(name: str) -> HeadSpace:
-    if name == "builtin":
-        return HeadSpace("builtin", len(BUILTIN_EXPRESSION_NAMES), BUILTIN_EXPRESSION_NAMES)
-    return HeadSpace(name, 100, None)
+from flamecast.plugins import HEAD_NAMES, Command, CommandError, OptionsError, named_head_space
 
 
 def _configure_track(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file (anything PyAV decodes)")
     p.add_argument("--out", required=True, metavar="FLAME.npz", help="where to write the sequence")
-    p.add_argument("--head", choices=("builtin", "flame2020", "flame2023"), default="builtin",
+    p.add_argument("--head", choices=HEAD_NAMES, default="builtin",
                    help="head space of the sequence (FLAME: DECA's expressions when its weights are present)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="webcam driver option (tracker, weights_dir, min_cutoff, beta, ...; repeatable)")
@@ -37,7 +31,7 @@ def _run_track(args: argparse.Namespace) -> int:
     except OptionsError as exc:
         raise CommandError(str(exc)) from None
     try:
-        seq, tracker = track_video(args.video, options, _head_space(args.head))
+        seq, tracker = track_video(args.video, options, named_head_space(args.head))
         write_sequence(args.out, seq, tracker)
     except (SourceError, FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from None

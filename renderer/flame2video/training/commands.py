@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from flamecast.plugins import Command, CommandError
+from flamecast.plugins import HEAD_NAMES, Command, CommandError
 
 DATA_ACTIONS = ("bake-avatars", "make-synthetic", "build", "check")
 
@@ -30,7 +30,7 @@ def configure_data(p: argparse.ArgumentParser) -> None:
                    help="build: fail on clips without a FLAME file instead of tracking their video")
     p.add_argument("--track-view", default="front", metavar="VIEW",
                    help="build: the view whose video is tracked when a clip has no FLAME file (default front)")
-    p.add_argument("--track-head", default="builtin", choices=("builtin", "flame2020", "flame2023"),
+    p.add_argument("--track-head", default="builtin", choices=HEAD_NAMES,
                    help="build: head space of tracked sequences (FLAME: DECA's expressions when its weights are present)")
     p.add_argument("--track-option", action="append", default=[], metavar="KEY=VALUE",
                    help="build: webcam tracker option for tracked clips (tracker=deca, weights_dir=..., repeatable)")
