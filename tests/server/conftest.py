@@ -90,12 +90,17 @@ def plugin_host(*extra):
     return make_plugin_host(extra_plugins=[("swatch", SwatchPlugin()), *extra])
 
 
+def start_worker(host, *backends: str, **settings) -> GeneratorWorker:
+    """A started worker on loopback ports serving ``backends`` (the first is the default)."""
+    w = GeneratorWorker(WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=backends,
+                                       default_backend=backends[0], stats_interval_s=0, **settings), host=host)
+    w.start()
+    return w
+
+
 @pytest.fixture
 def worker():
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("swatch", "noweights"),
-                              default_backend="swatch", stats_interval_s=0)
-    w = GeneratorWorker(settings, host=plugin_host())
-    w.start()
+    w = start_worker(plugin_host(), "swatch", "noweights")
     yield w
     w.stop()
 
@@ -106,10 +111,7 @@ def mesh_worker():
     host = make_plugin_host()
     if "mesh" not in host.generators:
         pytest.skip("the mesh generator is not installed")
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("mesh",),
-                              default_backend="mesh", stats_interval_s=0)
-    w = GeneratorWorker(settings, host=host)
-    w.start()
+    w = start_worker(host, "mesh")
     yield w
     w.stop()
 

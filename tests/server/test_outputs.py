@@ -25,14 +25,13 @@ from flamecast.plugins import (
     pose_slice,
 )
 from flamecast.plugins.protocol import AudioChunk, VideoFrame
-from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 from flamecast.server import outputs as outputs_plugin
 from flamecast.server.media import Background, SessionVideo, mosaic, over_color, pack_matte
 from flamecast.server.state import SESSIONS
 from flamecast.server.stats import SessionStats
 from flamecast.plugins.manager import make_plugin_host
 
-from .conftest import SwatchPlugin, running_app, settings_for
+from .conftest import SwatchPlugin, running_app, settings_for, start_worker
 
 SIZE = 64
 RATE = 25
@@ -103,10 +102,7 @@ def host():
 
 @pytest.fixture(scope="module")
 def flash_worker():
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("flash",),
-                              default_backend="flash", stats_interval_s=0)
-    w = GeneratorWorker(settings, host=host())
-    w.start()
+    w = start_worker(host(), "flash")
     yield w
     w.stop()
 

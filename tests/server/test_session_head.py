@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from flamecast.plugins import Driver, FlameFrame, HeadSpace, hookimpl
-from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 from flamecast.server.api_client import FlamecastClient
 from flamecast.server.sessions import head_from
 
-from .conftest import SwatchGenerator, plugin_host, running_app, settings_for
+from .conftest import SwatchGenerator, plugin_host, running_app, settings_for, start_worker
 
 FLAME = HeadSpace("flame2023", 100, None, has_eyelids=False)
 
@@ -66,10 +65,7 @@ class Plugin:
 
 @pytest.fixture
 def flame_worker():
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("flamehead",),
-                              default_backend="flamehead", stats_interval_s=0)
-    w = GeneratorWorker(settings, host=plugin_host(("flamehead", Plugin())))
-    w.start()
+    w = start_worker(plugin_host(("flamehead", Plugin())), "flamehead")
     yield w
     w.stop()
 

@@ -8,9 +8,8 @@ import asyncio
 import threading
 
 from flamecast.plugins import hookimpl
-from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 
-from .conftest import SwatchGenerator, plugin_host, running_app, settings_for
+from .conftest import SwatchGenerator, plugin_host, running_app, settings_for, start_worker
 
 
 class SlowWarmGenerator(SwatchGenerator):
@@ -29,10 +28,7 @@ class Plugin:
 
 async def test_healthz_and_sessions_wait_for_the_warm_up():
     SlowWarmGenerator.release.clear()
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("slowwarm",),
-                              default_backend="slowwarm", stats_interval_s=0)
-    worker = GeneratorWorker(settings, host=plugin_host(("slowwarm", Plugin())))
-    worker.start()
+    worker = start_worker(plugin_host(("slowwarm", Plugin())), "slowwarm")
     try:
         server = settings_for(worker, generator="slowwarm", open_timeout=1.5)
         async with running_app(server, host=plugin_host(("slowwarm", Plugin()))) as http:

@@ -12,12 +12,11 @@ import torch
 
 from flamecast.plugins import GeneratorSettings
 from flamecast.plugins.manager import make_plugin_host
-from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
 from flamecast.server.api_client import FlamecastClient
 
 from ..drivers.webcam_media import portrait
 from ..flame_files import write_flame_folder
-from .conftest import running_app, settings_for
+from .conftest import running_app, settings_for, start_worker
 
 
 @pytest.fixture
@@ -36,11 +35,7 @@ def weights(tmp_path):
 
 async def test_the_webcam_layer_runs_deca_on_a_flame_session(weights):
     host = make_plugin_host()
-    settings = WorkerSettings(input="tcp://127.0.0.1:0", output="tcp://127.0.0.1:0", backends=("mesh",),
-                              default_backend="mesh", stats_interval_s=0,
-                              generator_settings=GeneratorSettings(weights_dir=str(weights)))
-    worker = GeneratorWorker(settings, host=host)
-    worker.start()
+    worker = start_worker(host, "mesh", generator_settings=GeneratorSettings(weights_dir=str(weights)))
     try:
         server = settings_for(worker, generator="mesh", size=64, open_timeout=60.0)
         async with running_app(server, host=host) as http, FlamecastClient(str(http.make_url("/"))) as client:
