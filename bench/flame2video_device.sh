@@ -7,9 +7,10 @@
 #   PROFILES=live,paper bash bench/flame2video_device.sh carry   # replay check + compiled run
 #   PROFILES=live NAME=a TRACE_ARGS="--inductor coordinate_descent_tuning=True" bash bench/flame2video_device.sh trace
 #   PROFILES=live SESSIONS=1,2,4,8 bash bench/flame2video_device.sh service   # bench/flame2video_service.py, twice
-#     RUN_LIMIT=S stops each run after S seconds; CACHE_OUT=1 writes the compile cache to $OUT in parts,
-#     CACHE_IN=DIR (carried, e.g. runs/f2v-cache) starts from those parts: a cold compile longer than
-#     one call is split over two calls
+#     RUN_LIMIT=S stops each run after S seconds; CACHE_OUT=1 writes the compile cache to $OUT as
+#     xz-compressed 15 MiB parts (compile.txz.part*; live's 341 MB cache is 12 MB), CACHE_IN=DIR
+#     (carried, e.g. runs/f2v-cache) starts from those parts: the cold compile (404 s for `live`
+#     at --max-batch 1) happens in one call, the restarted-worker runs in the next
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -46,10 +47,13 @@ elif [ "$MODE" = carry ]; then  # CUDA-graph replay check on the tiny config, th
       --max-seconds 20 --json "$OUT/bench_${NAME:-carry}.json" 2>&1 | grep --line-buffered -v "should be kept"
   fi
 elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, recompiles: two processes, one cache
+  # xz where the machine has it, Python's lzma otherwise
+  unxz_() { if command -v xz >/dev/null; then xz -d -T0; else python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)"; fi; }
+  xz_() { if command -v xz >/dev/null; then xz -6 -T0; else python3 -c "import lzma,shutil,sys; shutil.copyfileobj(sys.stdin.buffer, lzma.open(sys.stdout.buffer, 'w'))"; fi; }
   export FLAMECAST_COMPILE_CACHE=${FLAMECAST_COMPILE_CACHE:-/tmp/flamecast-compile}
   # a compile cache carried from an earlier call (CACHE_IN=runs/f2v-cache: the parts CACHE_OUT wrote)
-  if [ -n "${CACHE_IN:-}" ] && ls "$CACHE_IN"/compile.tgz.part* >/dev/null 2>&1; then
-    mkdir -p "$FLAMECAST_COMPILE_CACHE" && cat "$CACHE_IN"/compile.tgz.part* | tar -xzf - -C "$FLAMECAST_COMPILE_CACHE"
+  if [ -n "${CACHE_IN:-}" ] && ls "$CACHE_IN"/compile.txz.part* >/dev/null 2>&1; then
+    mkdir -p "$FLAMECAST_COMPILE_CACHE" && cat "$CACHE_IN"/compile.txz.part* | unxz_ | tar -xf - -C "$FLAMECAST_COMPILE_CACHE"
     echo "compile cache from $CACHE_IN: $(du -sh "$FLAMECAST_COMPILE_CACHE" | cut -f1)"
   fi
   for run in ${RUNS:-1 2}; do
@@ -61,8 +65,8 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   done
   # the cache for the next call: 15 MiB parts under $OUT (each file that comes back is limited)
   if [ -n "${CACHE_OUT:-}" ]; then
-    tar -czf - -C "$FLAMECAST_COMPILE_CACHE" . | split -b 15M - "$OUT/compile.tgz.part"
-    ls -la "$OUT"/compile.tgz.part* | awk '{s+=$5} END {print "compile cache parts: " NR ", " s/1048576 " MiB"}'
+    tar -cf - -C "$FLAMECAST_COMPILE_CACHE" . | xz_ | split -b 15M - "$OUT/compile.txz.part"
+    ls -la "$OUT"/compile.txz.part* | awk '{s+=$5} END {print "compile cache parts: " NR ", " s/1048576 " MiB"}'
   fi
 elif [ "$MODE" = trace ]; then  # where a compiled window's wall time goes (bench/flame2video_trace.py)
   python3 bench/flame2video_trace.py --profile ${PROFILES:-live} --json "$OUT/trace_${NAME:-trace}.json" ${TRACE_ARGS:-} \
