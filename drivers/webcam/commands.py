@@ -54,6 +54,8 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photo-frames", type=int, default=150, help="frames of the moved photograph")
     p.add_argument("--render-frames", type=int, default=150, help="frames of head renders")
     p.add_argument("--size", type=int, default=480, help="side of the head renders in pixels")
+    p.add_argument("--motion", type=int, default=0, metavar="N",
+                   help="0: the documented motion; another number: a motion drawn from that seed")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
 
 
@@ -62,7 +64,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     if min(args.photo_frames, args.render_frames) < 20:
         raise CommandError("--photo-frames and --render-frames need at least 20 frames")
-    figures = evaluate(args.photo_frames, args.render_frames, args.size)
+    figures = evaluate(args.photo_frames, args.render_frames, args.size, motion=args.motion)
     failed = []
     for key, value in figures.items():
         target = TARGETS.get(key)

@@ -42,37 +42,71 @@ class Truth:
     blink: np.ndarray  # (N,)
 
 
-def photo_sequence(n: int, size=(640, 480)) -> tuple[list[np.ndarray], Truth]:
-    """The astronaut moved and rotated in-plane; positive roll turns the image counter-clockwise."""
+def photo_sequence(n: int, size=(640, 480), motion: int = 0) -> tuple[list[np.ndarray], Truth]:
+    """The astronaut moved and rotated in-plane; positive roll turns the image counter-clockwise.
+    ``motion`` 0 is the documented motion; another number draws amplitudes and periods from it."""
     import cv2
     from skimage import data
 
+    m = KnownMotion.draw(motion)
     photo = cv2.resize(data.astronaut(), (400, 400), interpolation=cv2.INTER_AREA)
     w, h = size
     frames, rolls = [], []
     for i in range(n):
         t = i / FPS
-        roll = ROLL_DEG * math.sin(2 * math.pi * t / 4.0)
-        dx, dy = 60 * math.sin(2 * math.pi * t / 5.0), 30 * math.sin(2 * math.pi * t / 3.0)
-        m = cv2.getRotationMatrix2D((200.0, 200.0), roll, 1.0)
-        m[:, 2] += [w / 2 - 200 + dx, h / 2 - 200 + dy]
-        frames.append(cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+        roll = m.photo_roll_deg * math.sin(2 * math.pi * t / m.photo_roll_period)
+        dx, dy = m.shift[0] * math.sin(2 * math.pi * t / 5.0), m.shift[1] * math.sin(2 * math.pi * t / 3.0)
+        rot = cv2.getRotationMatrix2D((200.0, 200.0), roll, 1.0)
+        rot[:, 2] += [w / 2 - 200 + dx, h / 2 - 200 + dy]
+        frames.append(cv2.warpAffine(photo, rot, (w, h), borderMode=cv2.BORDER_REPLICATE))
         rolls.append(math.radians(roll))
     euler = np.zeros((n, 3))
     euler[:, 2] = rolls
     return frames, Truth(euler, np.zeros(n), np.zeros(n))
 
 
-def render_truth(n: int) -> Truth:
+@dataclass(frozen=True)
+class KnownMotion:
+    """Amplitudes (degrees, radians for the jaw) and periods (seconds) of the known motion. Every
+    curve starts at zero, so the first frame is the neutral face the driver calibrates on."""
+
+    photo_roll_deg: float = ROLL_DEG
+    photo_roll_period: float = 4.0
+    shift: tuple[float, float] = (60.0, 30.0)
+    amplitude_deg: tuple[float, float, float] = (PITCH_DEG, YAW_DEG, RENDER_ROLL_DEG)  # pitch, yaw, roll
+    period: tuple[float, float, float] = (3.0, 4.0, 5.0)
+    jaw: float = JAW_MAX
+    jaw_period: float = 1.3  # the jaw opens and closes once per period
+    jaw_power: float = 1.0
+    blinks: tuple[float, ...] = (1.0, 2.6, 3.7)
+
+    @classmethod
+    def draw(cls, motion: int) -> KnownMotion:
+        """``motion`` 0: the documented motion; any other number: one drawn from that seed, with
+        signs, amplitudes, periods and jaw shape within the ranges a webcam user moves in."""
+        if motion == 0:
+            return cls()
+        rng = np.random.default_rng(motion)
+        sign = rng.choice([-1.0, 1.0], 4)
+        return cls(
+            photo_roll_deg=float(sign[0] * rng.uniform(10, 30)), photo_roll_period=float(rng.uniform(3, 6)),
+            shift=(float(rng.uniform(0, 80)), float(rng.uniform(0, 40))),
+            amplitude_deg=tuple(float(s * rng.uniform(lo, hi)) for s, (lo, hi) in
+                                zip(sign[1:], ((5, 20), (10, 35), (3, 12)))),
+            period=tuple(float(rng.uniform(2.0, 6.0)) for _ in range(3)),
+            jaw=float(rng.uniform(0.15, 0.35)), jaw_period=float(rng.uniform(0.7, 2.0)),
+            jaw_power=float(rng.uniform(0.5, 2.0)),
+            blinks=tuple(float(x) for x in 0.5 + np.cumsum(rng.uniform(0.4, 1.4, 3))),
+        )
+
+
+def render_truth(n: int, motion: int = 0) -> Truth:
+    m = KnownMotion.draw(motion)
     t = np.arange(n) / FPS
-    euler = np.stack([
-        np.radians(PITCH_DEG) * np.sin(2 * np.pi * t / 3.0),
-        np.radians(YAW_DEG) * np.sin(2 * np.pi * t / 4.0),
-        np.radians(RENDER_ROLL_DEG) * np.sin(2 * np.pi * t / 5.0),
-    ], axis=1)
-    jaw = JAW_MAX * np.sin(np.pi * t / 1.3) ** 2
+    euler = np.stack([np.radians(a) * np.sin(2 * np.pi * t / p) for a, p in zip(m.amplitude_deg, m.period)], axis=1)
+    jaw = m.jaw * (np.sin(np.pi * t / m.jaw_period) ** 2) ** m.jaw_power
     blink = np.zeros(n)
-    for start in (1.0, 2.6, 3.7):
+    for start in m.blinks:
         phase = (t - start) / 0.25
         inside = (phase >= 0) & (phase <= 1)
         blink[inside] = np.sin(np.pi * phase[inside]) ** 2
@@ -155,13 +189,15 @@ def errors(truth: Truth, got: Truth, skip: int) -> dict[str, float]:
     return out
 
 
-def evaluate(n_photo: int = 150, n_render: int = 150, size: int = 480, options: dict | None = None) -> dict[str, float]:
-    """Both tests; returns the figures, prefixed ``photo_`` and ``render_``."""
+def evaluate(n_photo: int = 150, n_render: int = 150, size: int = 480, options: dict | None = None,
+             motion: int = 0) -> dict[str, float]:
+    """Both tests; returns the figures, prefixed ``photo_`` and ``render_``. ``motion``: which
+    known motion (``KnownMotion.draw``)."""
     options = options or {}
     skip = 5  # frames while the identity fit settles
-    frames, truth = photo_sequence(n_photo)
+    frames, truth = photo_sequence(n_photo, motion=motion)
     photo = errors(truth, measured(drive(frames, **options)), skip)
-    truth = render_truth(n_render)
+    truth = render_truth(n_render, motion)
     render = errors(truth, measured(drive(render_head(truth, size), **options)), skip)
     out = {f"photo_{k}": v for k, v in photo.items() if k.startswith("roll")}
     out.update({f"render_{k}": v for k, v in render.items()})
