@@ -216,6 +216,10 @@ def run_train(args: argparse.Namespace) -> int:
     except (DatasetError, TrainingError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
     print(json.dumps({k: v for k, v in summary.items() if k != "validations"}, indent=1))
+    sec = summary["seconds"]
+    outside = ", ".join(f"{k} {v:.1f}" for k, v in sec.items() if k not in ("training", "total"))
+    print(f"phase {s.phase}: {sec['total']:.1f} s, of which training steps {sec['training']:.1f} s; "
+          f"outside them (s): {outside}")
     for v in summary["validations"]:  # also in OUT/phase-P/summary.json; printed so a cut-off log keeps them
         psnr = "" if v.get("psnr") is None else f"  held-out PSNR {v['psnr']:.2f} dB"
         print(f"validation phase {s.phase} step {v['step']}: probe loss {v['probe_loss']:.4f}{psnr}")

@@ -19,7 +19,8 @@ is the same whatever the number of workers, and a resumed run continues it exact
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,21 +44,27 @@ class Sampling:
 
 
 class ClipCache:
-    """Decoded frames and FLAME renderings of recently used clips (per worker process)."""
+    """Decoded frames and FLAME renderings of recently used clips (per worker process);
+    ``seconds`` holds the time spent decoding and rendering."""
 
     def __init__(self, root: Path, size: int, capacity: int = 64, device: str | torch.device = "cpu") -> None:
         self.root, self.size, self.capacity = Path(root), size, capacity
         self.device = torch.device(device)  # where the renderings are drawn (cuda: main process only)
         self._items: OrderedDict[str, tuple[np.ndarray, torch.Tensor]] = OrderedDict()
         self._conditioners: dict = {}
+        self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def get(self, clip: ClipEntry) -> tuple[np.ndarray, torch.Tensor]:
         """(T, V, H, W, 3) uint8 frames and (T, V, 3, H, W) float16 renders of ``clip``."""
         if clip.id in self._items:
             self._items.move_to_end(clip.id)
             return self._items[clip.id]
+        t0 = time.perf_counter()
         frames = np.stack([read_video(self.root / v.video) for v in clip.views], 1)
+        t1 = time.perf_counter()
         renders = self.render(clip).to(torch.float16)
+        self.seconds["decode"] += t1 - t0
+        self.seconds["render"] += time.perf_counter() - t1
         self._items[clip.id] = (frames, renders)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
@@ -75,7 +82,8 @@ class ClipCache:
         return torch.cat([cond(frames[s:s + batch]).cpu() for s in range(0, len(frames), batch)])
 
     def __getstate__(self) -> dict:  # a worker process starts empty, rendering on the CPU
-        return {**self.__dict__, "_items": OrderedDict(), "_conditioners": {}, "device": torch.device("cpu")}
+        return {**self.__dict__, "_items": OrderedDict(), "_conditioners": {}, "device": torch.device("cpu"),
+                "seconds": defaultdict(float)}
 
 
 def _color_jitter(x: torch.Tensor, bcs: list[float]) -> torch.Tensor:

@@ -20,6 +20,8 @@ import json
 import logging
 import shutil
 import time
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +138,39 @@ def step_generator(s: TrainSettings, step: int, device: torch.device, rank: int)
 
 
 class Trainer:
-    """One phase of training (see the module docstring)."""
+    """One phase of training (see the module docstring).
+
+    ``seconds`` says where the phase's time went (summary.json): ``checks``, ``setup`` (models,
+    optimiser, accelerate), ``decode`` and ``render`` (clips' videos decoded and FLAME conditions
+    drawn, in this process, wherever first needed), ``data`` (probe batches and the batches the
+    loop waited for, less decoding and rendering), ``training`` (the steps), ``validation`` (less
+    decoding and rendering), ``checkpoints``, ``export`` (weights, history, plot) and ``total``
+    (from the start of ``__init__``)."""
 
     def __init__(self, s: TrainSettings) -> None:
+        self.t0 = time.perf_counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        with self.timed("setup"):
+            self._build(s)
+        self.seconds["setup"] -= self.seconds["checks"]
+
+    @contextmanager
+    def timed(self, part: str):
+        """Add the time the block takes to ``seconds[part]`` (decoding and rendering apart)."""
+        t0, clips = time.perf_counter(), self._clip_seconds()
+        try:
+            yield
+        finally:
+            self._account(part, t0, clips)
+
+    def _clip_seconds(self) -> float:
+        cache = getattr(self, "cache", None)
+        return 0.0 if cache is None else sum(cache.seconds.values())
+
+    def _account(self, part: str, t0: float, clips: float) -> None:
+        self.seconds[part] += time.perf_counter() - t0 - (self._clip_seconds() - clips)
+
+    def _build(self, s: TrainSettings) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -150,7 +182,8 @@ class Trainer:
         self.s = s
         frames, views = phase_shape(s.phase, s.window, s.views)
         self.frames, self.views = frames, views
-        self.manifest = check_dataset(s.data, min_frames=frames, min_views=views)
+        with self.timed("checks"):
+            self.manifest = check_dataset(s.data, min_frames=frames, min_views=views)
         self.acc = Accelerator(mixed_precision=s.mixed_precision, cpu=s.cpu,
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         init = resolve_init(s)
@@ -249,8 +282,10 @@ class Trainer:
         s = self.s
         self._set_modes()
         if s.resume:
-            self.restore()
-        self.probes = self.probe()
+            with self.timed("checkpoints"):
+                self.restore()
+        with self.timed("data"):
+            self.probes = self.probe()
         if self.step == 0:
             self.evaluate(samples=bool(s.val_every))
         deadline = None if s.max_minutes is None else time.monotonic() + 60 * s.max_minutes
@@ -258,7 +293,9 @@ class Trainer:
         if self.acc.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.acc.device)
         try:
+            waited, clips = time.perf_counter(), self._clip_seconds()
             for item in self.loader(self.step):
+                self._account("data", waited, clips)
                 t0 = time.perf_counter()
                 loss = self.train_step(item)
                 self._sync()
@@ -270,6 +307,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if self._after_step(deadline):
                     break
+                waited, clips = time.perf_counter(), self._clip_seconds()
         except torch.OutOfMemoryError:
             raise TrainingError(oom_message(s)) from None
         finally:
@@ -283,7 +321,8 @@ class Trainer:
         if (due or done) and (not self.validations or self.validations[-1]["step"] != self.step):
             self.evaluate(samples=bool(s.val_every))
         if s.checkpoint_every and (self.step % s.checkpoint_every == 0 or done):
-            self.save_checkpoint()
+            with self.timed("checkpoints"):
+                self.save_checkpoint()
         return done
 
     def _sync(self) -> None:
@@ -322,6 +361,10 @@ class Trainer:
         autoencoder phase of the frames encoded and decoded by the tiny decoder."""
         if not self.acc.is_main_process:
             return
+        with self.timed("validation"):
+            self._evaluate(samples)
+
+    def _evaluate(self, samples: bool) -> None:
         entry = {"step": self.step, "probe_loss": self.probe_loss()}
         if not samples:
             self.validations.append(entry)
@@ -367,6 +410,7 @@ class Trainer:
         from ..weights import flame2video_root
 
         s = self.s
+        t0 = time.perf_counter()
         summary = self.summary()
         if self.acc.is_main_process:
             root = flame2video_root(s.weights_dir)
@@ -375,12 +419,23 @@ class Trainer:
             (root / "training.json").write_text(json.dumps({"phases": phases, "last": summary}, indent=1))
             s.phase_dir.mkdir(parents=True, exist_ok=True)
             (s.phase_dir / "history.json").write_text(json.dumps({"history": self.history, "validations": self.validations}))
-            (s.phase_dir / "summary.json").write_text(json.dumps(summary, indent=1))
             from .plots import plot_phase
 
             plot_phase(self.history, self.validations, s.phase_dir / "loss.png", title=f"phase {s.phase}")
+        self.seconds["export"] += time.perf_counter() - t0
+        summary["seconds"] = self.times()
+        if self.acc.is_main_process:
+            (s.phase_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         self.acc.wait_for_everyone()
         return summary
+
+    def times(self) -> dict[str, float]:
+        """``seconds`` (see the class docstring), rounded to milliseconds."""
+        seconds = {**self.seconds, **self.cache.seconds, "training": self.train_seconds}
+        parts = ("checks", "setup", "decode", "render", "data", "training", "validation", "checkpoints", "export")
+        out = {k: round(seconds.get(k, 0.0), 3) for k in parts}
+        out["total"] = round(time.perf_counter() - self.t0, 3)
+        return out
 
     def summary(self) -> dict:
         s = self.s
