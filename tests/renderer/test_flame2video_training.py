@@ -110,6 +110,8 @@ def test_every_phase_trains_and_its_probe_loss_falls(trained):
         assert (first["step"], last["step"]) == (0, 4), phase
         assert last["probe_loss"] < first["probe_loss"], (phase, first, last)
     assert summaries["3"]["validations"][-1]["psnr"] is not None
+    assert set(summaries["3"]["seconds"]) == {"checks", "setup", "decode", "render", "data", "training", "validation",
+                                              "checkpoints", "export", "total"}
     assert summaries["vae"]["validations"][-1]["psnr"] > summaries["vae"]["validations"][0]["psnr"]
 
 
