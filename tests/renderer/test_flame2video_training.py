@@ -103,6 +103,27 @@ def test_bad_clips_are_refused_with_clip_and_reason(dataset, tmp_path):
     assert "clip c0001: view left30: video" in text and "unreadable" in text
 
 
+def test_checks_decode_a_video_again_once_it_changed(dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    check_dataset(data)
+    path = data / ".cache" / "videos.json"
+    facts = json.loads(path.read_text())
+    assert sorted(facts) == ["c0000/front.mp4", "c0000/left30.mp4", "c0001/front.mp4", "c0001/left30.mp4"]
+    assert facts["c0000/front.mp4"]["shape"] == [6, SIZE, SIZE]
+    facts["c0000/left30.mp4"]["shape"] = [5, SIZE, SIZE]  # what is remembered for an unchanged file is believed
+    path.write_text(json.dumps(facts))
+    with pytest.raises(DatasetError, match="clip c0000: view left30: video .* has 5 frames, the manifest says 6"):
+        check_dataset(data)
+    write_video(data / "c0000" / "front.mp4", np.zeros((4, SIZE, SIZE, 3), np.uint8))  # changed: decoded again
+    shutil.copy(dataset / "c0000" / "left30.mp4", data / "c0000" / "left30.mp4")  # rewritten: decoded again
+    with pytest.raises(DatasetError) as err:
+        check_dataset(data)
+    assert str(err.value).splitlines()[1:] == [f"  - clip c0000: view front: video {data}/c0000/front.mp4 has 4 "
+                                                "frames, the manifest says 6"]
+    assert json.loads(path.read_text())["c0000/front.mp4"]["shape"] == [4, SIZE, SIZE]
+
+
 def test_every_phase_trains_and_its_probe_loss_falls(trained):
     _, summaries = trained
     for phase, summary in summaries.items():

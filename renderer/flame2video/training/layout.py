@@ -23,11 +23,17 @@ for validation). Single-view clips (phases 1 and 2) have one view.
 ``flame.npz`` holds ``pose`` (T, 15) axis-angle (global, neck, jaw, eyes), ``expression``
 (T, E), and optionally ``eyelids`` (T, 2), ``translation`` (T, 3), ``shape`` (S,) or (T, S)
 and ``fps`` (scalar): the file ``flamecast track VIDEO --out flame.npz`` writes.
+
+``DATASET/.cache/`` holds what training works out from the files and keeps for the next run
+(``checks.VideoFacts``, ``data.RenderStore``); each entry names the files it came from, so a
+changed file is never served stale, and deleting the folder only costs the time to redo it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -39,6 +45,35 @@ VERSION = 1
 MANIFEST = "manifest.json"
 FLAME_FILE = "flame.npz"
 SPLITS = ("train", "val")
+CACHE = ".cache"
+log = logging.getLogger(__name__)
+
+
+def cache_dir(root: Path) -> Path:
+    """Where a dataset keeps what training derives from its files (see the module docstring)."""
+    return Path(root) / CACHE
+
+
+def file_key(path: Path) -> list[int]:
+    """Size, modification and change time (ns) of ``path``: any write to the file changes it."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` through a temporary file and a rename (readers and concurrent
+    writers see a whole file); False, with a warning, where the folder is not writable."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        log.warning("cannot write %s (%s); it will be worked out again next time", path, exc)
+        tmp.unlink(missing_ok=True)
+        return False
 
 
 class DatasetError(ValueError):
