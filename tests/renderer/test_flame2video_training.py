@@ -124,6 +124,34 @@ def test_checks_decode_a_video_again_once_it_changed(dataset, tmp_path):
     assert json.loads(path.read_text())["c0000/front.mp4"]["shape"] == [4, SIZE, SIZE]
 
 
+def test_renderings_are_kept_until_the_flame_file_or_the_renderer_changes(dataset, tmp_path, monkeypatch):
+    from flamecast.renderer.flame2video.generator import FlameConditioner
+    from flamecast.renderer.flame2video.training.data import ClipCache
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data, ignore=shutil.ignore_patterns(".cache"))
+    clip = check_dataset(data).clips[0]
+    drawn = ClipCache(data, SIZE, store=False).render(clip).to(torch.float16)
+    assert torch.equal(ClipCache(data, SIZE).get(clip)[1], drawn)  # drawn and stored, bit for bit
+    [stored] = (data / ".cache" / "renders").glob("*/*.npz")
+    np.savez_compressed(stored, renders=np.full(drawn.shape, 0.25, np.float16))  # what is stored is read back
+    assert float(ClipCache(data, SIZE).get(clip)[1].max()) == 0.25
+
+    seq = read_flame(data / clip.flame)
+    seq.pose[:, 6] += 0.3  # the jaw opens: the FLAME file changed, its renderings are drawn again
+    write_flame(data / clip.flame, seq)
+    again = ClipCache(data, SIZE).get(clip)[1]
+    assert torch.equal(again, ClipCache(data, SIZE, store=False).render(clip).to(torch.float16))
+    assert not torch.equal(again, drawn)
+
+    call = FlameConditioner.__call__
+    monkeypatch.setattr(FlameConditioner, "__call__", lambda self, frames: call(self, frames) * 0.5)  # a new renderer
+    halved = ClipCache(data, SIZE).get(clip)[1]
+    assert torch.equal(halved, ClipCache(data, SIZE, store=False).render(clip).to(torch.float16))
+    assert not torch.equal(halved, again)
+    assert len(list((data / ".cache" / "renders").glob("*/*.npz"))) == 3
+
+
 def test_every_phase_trains_and_its_probe_loss_falls(trained):
     _, summaries = trained
     for phase, summary in summaries.items():

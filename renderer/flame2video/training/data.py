@@ -44,14 +44,17 @@ class Sampling:
 
 
 class ClipCache:
-    """Decoded frames and FLAME renderings of recently used clips (per worker process);
-    ``seconds`` holds the time spent decoding and rendering."""
+    """Decoded frames and FLAME renderings of recently used clips (per worker process); the
+    renderings are read from the dataset's ``renders.RenderStore`` where it has them (``store``:
+    False draws every time). ``seconds`` holds the time spent decoding and rendering."""
 
-    def __init__(self, root: Path, size: int, capacity: int = 64, device: str | torch.device = "cpu") -> None:
-        self.root, self.size, self.capacity = Path(root), size, capacity
+    def __init__(self, root: Path, size: int, capacity: int = 64, device: str | torch.device = "cpu",
+                 store: bool = True) -> None:
+        self.root, self.size, self.capacity, self.store = Path(root), size, capacity, store
         self.device = torch.device(device)  # where the renderings are drawn (cuda: main process only)
         self._items: OrderedDict[str, tuple[np.ndarray, torch.Tensor]] = OrderedDict()
         self._conditioners: dict = {}
+        self._stores: dict = {}
         self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def get(self, clip: ClipEntry) -> tuple[np.ndarray, torch.Tensor]:
@@ -62,7 +65,7 @@ class ClipCache:
         t0 = time.perf_counter()
         frames = np.stack([read_video(self.root / v.video) for v in clip.views], 1)
         t1 = time.perf_counter()
-        renders = self.render(clip).to(torch.float16)
+        renders = self.stored_render(clip)
         self.seconds["decode"] += t1 - t0
         self.seconds["render"] += time.perf_counter() - t1
         self._items[clip.id] = (frames, renders)
@@ -70,20 +73,40 @@ class ClipCache:
             self._items.popitem(last=False)
         return frames, renders
 
-    def render(self, clip: ClipEntry, batch: int = 32) -> torch.Tensor:
-        """FLAME renderings of every frame and view of ``clip``, as serving draws them."""
-        from ..generator import FlameConditioner
+    def stored_render(self, clip: ClipEntry) -> torch.Tensor:
+        """``render(clip)`` in float16, read from the dataset's render store when it holds it."""
+        if not self.store:
+            return self.render(clip).to(torch.float16)
+        from .renders import RenderStore, file_digest
 
         key = tuple(v.spec() for v in clip.views)
-        cond = self._conditioners.get(key)
+        store = self._stores.get(key)
+        if store is None:
+            store = self._stores[key] = RenderStore(self.root, self.conditioner(key), key, self.size, self.device)
+        digest = file_digest(self.root / clip.flame)
+        renders = store.load(digest, (clip.frames, len(key), 3, self.size, self.size))
+        if renders is None:
+            renders = self.render(clip).to(torch.float16)
+            store.save(digest, renders)
+        return renders
+
+    def conditioner(self, views: tuple):
+        from ..generator import FlameConditioner
+
+        cond = self._conditioners.get(views)
         if cond is None:
-            cond = self._conditioners[key] = FlameConditioner(list(key), self.size, self.device)
+            cond = self._conditioners[views] = FlameConditioner(list(views), self.size, self.device)
+        return cond
+
+    def render(self, clip: ClipEntry, batch: int = 32) -> torch.Tensor:
+        """FLAME renderings of every frame and view of ``clip``, as serving draws them."""
+        cond = self.conditioner(tuple(v.spec() for v in clip.views))
         frames = read_flame(self.root / clip.flame).frames()
         return torch.cat([cond(frames[s:s + batch]).cpu() for s in range(0, len(frames), batch)])
 
     def __getstate__(self) -> dict:  # a worker process starts empty, rendering on the CPU
-        return {**self.__dict__, "_items": OrderedDict(), "_conditioners": {}, "device": torch.device("cpu"),
-                "seconds": defaultdict(float)}
+        return {**self.__dict__, "_items": OrderedDict(), "_conditioners": {}, "_stores": {},
+                "device": torch.device("cpu"), "seconds": defaultdict(float)}
 
 
 def _color_jitter(x: torch.Tensor, bcs: list[float]) -> torch.Tensor:
