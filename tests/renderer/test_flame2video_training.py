@@ -188,6 +188,25 @@ def test_resume_takes_the_same_steps(trained, dataset, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_phase_starts_from_the_validation_its_weights_ended_with(trained, dataset, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained[0] / "weights", out / "weights")
+    two = train(settings(dataset, out, "2", val_every=4))
+    three = train(settings(dataset, out, "3", val_every=4))
+    start = three["validations"][0]
+    assert start["reused"] == "phase 2 step 4" and start["psnr"] == two["validations"][-1]["psnr"]
+    assert "reused" not in three["validations"][-1]
+    videos = out / "phase-2" / "validation" / "step-000004-c0001.mp4", out / "phase-3" / "validation" / "step-000000-c0001.mp4"
+    assert videos[0].read_bytes() == videos[1].read_bytes()
+
+    # a weights file written since: sampled again (here the same bytes, so the same PSNR as reused)
+    module = out / "weights" / "flame2video" / "view_module" / "diffusion_pytorch_model.safetensors"
+    module.write_bytes(module.read_bytes())
+    redone = train(settings(dataset, out, "3", val_every=4, steps=1))
+    assert "reused" not in redone["validations"][0]
+    assert redone["validations"][0]["psnr"] == three["validations"][-1]["psnr"]
+
+
 def test_export_serves_a_session(trained):
     from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from .models import PHASES, Batch, Flame2VideoTrainingModel, phase_shape
-from .validate import ValidationSettings, autoencoder_psnr, validate
+from .validate import (RECORD, ValidationSettings, autoencoder_psnr, record_validation, reused_validation, validate,
+                       validation_key)
 
 log = logging.getLogger(__name__)
 PHASE_LR = {"vae": 2e-4, "1": 1e-4, "2": 1e-4, "3": 1e-4, "distill": 2e-5}
@@ -369,18 +370,44 @@ class Trainer:
         if not samples:
             self.validations.append(entry)
             return
-        components = self.export_components()
         if self.s.phase == "vae":
-            entry.update(autoencoder_psnr(components, self.s.data, self.manifest, self.s.validation,
+            entry.update(autoencoder_psnr(self.export_components(), self.s.data, self.manifest, self.s.validation,
                                           device=self.acc.device, cache=self.cache))
         else:
-            vdir = self.s.phase_dir / "validation"
-            vdir.mkdir(parents=True, exist_ok=True)
-            dtype = torch.bfloat16 if self.s.mixed_precision == "bf16" and self.acc.device.type == "cuda" else torch.float32
-            entry.update(validate(components, self.s.data, self.manifest, self.s.validation, device=self.acc.device,
-                                  dtype=dtype, video_prefix=vdir / f"step-{self.step:06d}", cache=self.cache))
+            entry.update(self._sampled_validation())
         self.validations.append(entry)
         log.info("phase %s step %d: %s", self.s.phase, self.step, entry)
+
+    def _sampled_validation(self) -> dict:
+        """Sampled videos of the held-out clips; at step 0, the result the weights' previous phase
+        recorded when sampling would read exactly what it read (validate.py)."""
+        s = self.s
+        s.phase_dir.joinpath("validation").mkdir(parents=True, exist_ok=True)
+        prefix = self.video_prefix()
+        if self.step == 0 and self.init is not None:
+            reused = reused_validation(self.init, self.validation_key(self.init), prefix)
+            if reused is not None:
+                return reused
+        return validate(self.export_components(), s.data, self.manifest, s.validation, device=self.acc.device,
+                        dtype=self.validation_dtype(), video_prefix=prefix, cache=self.cache)
+
+    def video_prefix(self) -> Path:
+        return self.s.phase_dir / "validation" / f"step-{self.step:06d}"
+
+    def validation_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.s.mixed_precision == "bf16" and self.acc.device.type == "cuda" else torch.float32
+
+    def validation_key(self, weights: Path) -> str:
+        return validation_key(weights, self.s.data, self.manifest, self.s.validation, dtype=self.validation_dtype(),
+                              device=self.acc.device, cache=self.cache)
+
+    def _record_validation(self, root: Path) -> None:
+        """Leave the final sampled validation beside the exported weights ``root`` for the next phase."""
+        (root / RECORD).unlink(missing_ok=True)
+        last = self.validations[-1] if self.validations else {}
+        if self.s.phase != "vae" and last.get("step") == self.step and last.get("psnr") is not None:
+            measured = last.get("reused") or f"phase {self.s.phase} step {self.step}"
+            record_validation(root, self.validation_key(root), last, self.video_prefix(), measured)
 
     def export_components(self):
         core = self.core
@@ -415,6 +442,7 @@ class Trainer:
         if self.acc.is_main_process:
             root = flame2video_root(s.weights_dir)
             save_components(self.export_components(), root)
+            self._record_validation(root)
             phases = _done_phases(root) + [s.phase]
             (root / "training.json").write_text(json.dumps({"phases": phases, "last": summary}, indent=1))
             s.phase_dir.mkdir(parents=True, exist_ok=True)

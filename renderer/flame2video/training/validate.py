@@ -4,12 +4,21 @@ The current weights are exported (fresh copies) into a ``FLAME2VideoPipeline`` a
 through ``WindowStream`` in sliding windows, conditioned on the clip's FLAME renderings; the
 reference portrait is the clip's first frame of its first view. Each call can write one video
 per clip with every view side by side, the sample above the ground truth.
+
+A phase that ends with a sampled validation leaves ``validation.json`` beside its exported
+weights (``record_validation``): the result, its videos, and a key of everything sampling read
+(the weights files' sizes and times, the settings, dtype and device type, the held-out frames
+and renderings). The next phase starts from those files; when its key is the same, its step-0
+validation is that result (``reused_validation``) instead of the same sampling run again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +27,9 @@ import torch
 from ..components import Components
 from ..config import Profile
 from .data import ClipCache
-from .layout import Manifest, write_video
+from .layout import Manifest, file_key, write_atomic, write_video
+
+RECORD = "validation.json"
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,46 @@ def validate(components: Components, root: Path, manifest: Manifest, s: Validati
                                      np.concatenate(list(truth.transpose(1, 0, 2, 3, 4)), 2)], 1)
             write_video(Path(f"{video_prefix}-{clip.id}.mp4"), mosaic, manifest.fps)
     return {"psnr": float(np.mean(list(scores.values()))), "clips": scores}
+
+
+def validation_key(weights: Path, root: Path, manifest: Manifest, s: ValidationSettings, *, dtype: torch.dtype,
+                   device: torch.device, cache: ClipCache | None = None) -> str:
+    """A digest of what ``validate`` reads: the component files under ``weights`` (a flame2video
+    weights folder; size, modification and change time), the settings, dtype, device type, and
+    the held-out frames and renderings."""
+    weights = Path(weights)
+    h = hashlib.sha256(json.dumps({"settings": asdict(s), "dtype": str(dtype),
+                                   "device": torch.device(device).type}).encode())
+    for path in sorted(p for p in weights.rglob("*") if p.is_file() and p.parent != weights):
+        h.update(f"{path.relative_to(weights)} {file_key(path)}\n".encode())
+    cache = cache or ClipCache(root, manifest.size)
+    for clip in validation_clips(manifest, s):
+        frames, renders = cache.get(clip)
+        h.update(clip.id.encode())
+        h.update(frames[: s.frames, : s.views].tobytes())
+        h.update(renders[: s.frames, : s.views].numpy().tobytes())
+    return h.hexdigest()
+
+
+def record_validation(weights: Path, key: str, entry: dict, video_prefix: Path, measured: str) -> None:
+    """Keep a sampled validation ``entry`` (its videos ``video_prefix-<clip>.mp4``) beside ``weights``."""
+    videos = {clip: str(Path(f"{video_prefix}-{clip}.mp4").resolve()) for clip in entry["clips"]}
+    record = {"key": key, "measured": measured, "psnr": entry["psnr"], "clips": entry["clips"], "videos": videos}
+    write_atomic(Path(weights) / RECORD, json.dumps(record, indent=1).encode())
+
+
+def reused_validation(weights: Path, key: str, video_prefix: Path) -> dict | None:
+    """The validation recorded beside ``weights`` under ``key`` (its videos copied to
+    ``video_prefix-<clip>.mp4``), or None."""
+    try:
+        record = json.loads((Path(weights) / RECORD).read_text())
+        if record["key"] != key or not all(Path(v).is_file() for v in record["videos"].values()):
+            return None
+        for clip, video in record["videos"].items():
+            shutil.copyfile(video, f"{video_prefix}-{clip}.mp4")
+        return {"psnr": record["psnr"], "clips": record["clips"], "reused": record["measured"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 @torch.no_grad()
