@@ -16,6 +16,7 @@ checkpoint, so a run stopped and resumed takes the steps an uninterrupted run ta
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -494,7 +495,16 @@ def _done_phases(root: Path) -> list[str]:
 
 
 def train(s: TrainSettings) -> dict:
-    """Train one phase; return its summary (also written to OUT/phase-<p>/summary.json)."""
-    return Trainer(s).run()
+    """Train one phase; return its summary (also written to OUT/phase-<p>/summary.json). Its models,
+    optimiser and clips are freed on return, so that phases can follow each other in one process."""
+    trainer = Trainer(s)
+    try:
+        return trainer.run()
+    finally:
+        trainer.acc.free_memory()
+        del trainer
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
