@@ -30,13 +30,26 @@ t0=$(date +%s)
 $F data make-synthetic --avatars runs/f2v-avatars --out "$DATA" --clips ${CLIPS:-16} --frames 32 --views 4 \
   --size ${SIZE:-128} --val-every 4 || exit 1
 echo "dataset: $(( $(date +%s) - t0 )) s"
-COMMON="--data $DATA --out $RUN --mixed-precision bf16 --workers 0 --steps 100000 --checkpoint-every 100000 \
+# no checkpoints (this run is never resumed: the machine goes with the call); the export is written
+COMMON="--data $DATA --out $RUN --mixed-precision bf16 --workers 0 --steps 100000 --checkpoint-every ${CHECKPOINT_EVERY:-0} \
   --val-clips 4 --val-frames 16 --val-steps 4 --no-progress"
-$F train --phase vae --random-init --model ${MODEL:-small} --batch 32 --lr 3e-4 --val-every 150 --max-minutes $M_VAE $COMMON || exit 1
-$F train --phase 1 --batch 32 --lr 3e-4 --val-every 200 --max-minutes $M_1 $COMMON || exit 1
-$F train --phase 2 --batch 8 --window 8 --lr 2e-4 --val-every 100 --max-minutes $M_2 $COMMON || exit 1
-$F train --phase 3 --batch 4 --window 8 --views 4 --lr 2e-4 --val-every 80 --max-minutes $M_3 $COMMON || exit 1
-$F train --phase distill --batch 2 --window 8 --views 4 --lr 5e-5 --val-every 60 --max-minutes $M_D $COMMON || exit 1
+# The phases run one after another in one Python process, each line the arguments of `$F ...`: the
+# imports, CUDA start-up and first uses are paid once instead of five times.
+python3 -c '
+import shlex, sys, time
+from flamecast.renderer.flame2video.training.__main__ import main
+for line in sys.stdin:
+    t = time.perf_counter()
+    if line.strip() and (rc := main(shlex.split(line))):
+        sys.exit(rc)
+    print(f"wall {time.perf_counter() - t:.1f} s", flush=True)
+' <<EOF || exit 1
+train --phase vae --random-init --model ${MODEL:-small} --batch 32 --lr 3e-4 --val-every 150 --max-minutes $M_VAE $COMMON
+train --phase 1 --batch 32 --lr 3e-4 --val-every 200 --max-minutes $M_1 $COMMON
+train --phase 2 --batch 8 --window 8 --lr 2e-4 --val-every 100 --max-minutes $M_2 $COMMON
+train --phase 3 --batch 4 --window 8 --views 4 --lr 2e-4 --val-every 80 --max-minutes $M_3 $COMMON
+train --phase distill --batch 2 --window 8 --views 4 --lr 5e-5 --val-every 60 --max-minutes $M_D $COMMON
+EOF
 echo "all phases: $(( $(date +%s) - t0 )) s"
 python3 - "$RUN" "$OUT" <<'EOF'
 import json, sys
