@@ -23,8 +23,12 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) | tee "$OUT/gpu.txt"
 F="python3 -m flamecast.renderer.flame2video.training"
-# each phase also spends 40-50 s outside its cap (start, checks, renderings, export): 2026-12-04
-# the caps below plus 16 clips came to more than 540 s, so the defaults are smaller
+# time outside the caps (start, checks, renderings, validations, export): 40-50 s a phase on the H200
+# 2026-12-04 with one process per phase (the caps below plus 16 clips came to more than 540 s, so the
+# defaults are smaller); not re-measured on a GPU since. On the project's 2-core CPU (2026-12-04:
+# phases in one process as below, tiny model, float32, batch 4, window 8, 4 views, 5 steps a phase,
+# 16 clips x 32 frames x 4 views at 128, validation as below): 13-29 s a phase outside the training
+# steps, 15 s for the first (imports, checks, renderings); validation is most of it.
 read -r M_VAE M_1 M_2 M_3 M_D <<< "${MINUTES:-0.6 1.0 0.6 0.7 0.6}"
 t0=$(date +%s)
 $F data make-synthetic --avatars runs/f2v-avatars --out "$DATA" --clips ${CLIPS:-16} --frames 32 --views 4 \
