@@ -25,7 +25,7 @@ for validation). Single-view clips (phases 1 and 2) have one view.
 and ``fps`` (scalar): the file ``flamecast track VIDEO --out flame.npz`` writes.
 
 ``DATASET/.cache/`` holds what training works out from the files and keeps for the next run
-(``checks.VideoFacts``, ``data.RenderStore``); each entry names the files it came from, so a
+(``checks.VideoFacts``, ``renders.RenderStore``); each entry names the files it came from, so a
 changed file is never served stale, and deleting the folder only costs the time to redo it.
 """
 
