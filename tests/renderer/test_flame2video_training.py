@@ -207,6 +207,18 @@ def test_a_phase_starts_from_the_validation_its_weights_ended_with(trained, data
     assert redone["validations"][0]["psnr"] == three["validations"][-1]["psnr"]
 
 
+def test_validation_fits_the_held_out_clips(dataset):
+    from flamecast.renderer.flame2video.training.validate import fit_to_dataset, validation_clips
+
+    manifest = check_dataset(dataset)  # held-out clips of 2 views and 6 frames
+    fitted, why_not = fit_to_dataset(ValidationSettings(views=4, window=4), manifest)
+    assert fitted.views == 2 and why_not is None and validation_clips(manifest, fitted)
+    fitted, why_not = fit_to_dataset(ValidationSettings(views=1, window=4), manifest)
+    assert fitted.views == 1 and why_not is None  # fewer views than the clips have: kept
+    _, why_not = fit_to_dataset(ValidationSettings(views=2, window=8), manifest)
+    assert "no held-out clip has 8 frames (the longest has 6)" in why_not and "--window" in why_not
+
+
 def test_export_serves_a_session(trained):
     from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
 

@@ -23,14 +23,14 @@ import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from .models import PHASES, Batch, Flame2VideoTrainingModel, phase_shape
-from .validate import (RECORD, ValidationSettings, autoencoder_psnr, record_validation, reused_validation, validate,
-                       validation_key)
+from .validate import (RECORD, ValidationSettings, autoencoder_psnr, fit_to_dataset, record_validation, reused_validation,
+                       validate, validation_key)
 
 log = logging.getLogger(__name__)
 PHASE_LR = {"vae": 2e-4, "1": 1e-4, "2": 1e-4, "3": 1e-4, "distill": 2e-5}
@@ -186,6 +186,9 @@ class Trainer:
         self.frames, self.views = frames, views
         with self.timed("checks"):
             self.manifest = check_dataset(s.data, min_frames=frames, min_views=views)
+        self.val, why_not = fit_to_dataset(s.validation, self.manifest)  # what validation samples
+        if why_not:
+            log.warning("phase %s: %s", s.phase, why_not)
         self.acc = Accelerator(mixed_precision=s.mixed_precision, cpu=s.cpu,
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         init = resolve_init(s)
@@ -372,7 +375,7 @@ class Trainer:
             self.validations.append(entry)
             return
         if self.s.phase == "vae":
-            entry.update(autoencoder_psnr(self.export_components(), self.s.data, self.manifest, self.s.validation,
+            entry.update(autoencoder_psnr(self.export_components(), self.s.data, self.manifest, self.val,
                                           device=self.acc.device, cache=self.cache))
         else:
             entry.update(self._sampled_validation())
@@ -389,7 +392,7 @@ class Trainer:
             reused = reused_validation(self.init, self.validation_key(self.init), prefix)
             if reused is not None:
                 return reused
-        return validate(self.export_components(), s.data, self.manifest, s.validation, device=self.acc.device,
+        return validate(self.export_components(), s.data, self.manifest, self.val, device=self.acc.device,
                         dtype=self.validation_dtype(), video_prefix=prefix, cache=self.cache)
 
     def video_prefix(self) -> Path:
@@ -399,7 +402,7 @@ class Trainer:
         return torch.bfloat16 if self.s.mixed_precision == "bf16" and self.acc.device.type == "cuda" else torch.float32
 
     def validation_key(self, weights: Path) -> str:
-        return validation_key(weights, self.s.data, self.manifest, self.s.validation, dtype=self.validation_dtype(),
+        return validation_key(weights, self.s.data, self.manifest, self.val, dtype=self.validation_dtype(),
                               device=self.acc.device, cache=self.cache)
 
     def _record_validation(self, root: Path) -> None:
@@ -482,6 +485,7 @@ class Trainer:
             "samples_per_s": sps, "view_frames_per_s": None if sps is None else sps * self.frames * self.views,
             "peak_memory_gib": peak,
             "loss_first": sum(losses[:k]) / k if losses else None, "loss_last": sum(losses[-k:]) / k if losses else None,
+            "validation": asdict(self.val),
             "validations": [{k2: v for k2, v in e.items() if k2 != "clips"} for e in self.validations],
         }
 

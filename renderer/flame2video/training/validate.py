@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,22 @@ def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
 def validation_clips(manifest: Manifest, s: ValidationSettings):
     clips = manifest.split("val") or manifest.split("train")
     return [c for c in clips if len(c.views) >= s.views and c.frames >= s.window][: s.clips]
+
+
+def fit_to_dataset(s: ValidationSettings, manifest: Manifest) -> tuple[ValidationSettings, str | None]:
+    """``s`` with its views lowered to the most that the held-out clips have (a phase 1 or 2 run
+    with the default ``--views 4`` on single-view data validates its one view), and why no clip
+    can be validated, when none can (None when some can)."""
+    clips = manifest.split("val") or manifest.split("train")
+    most = max((len(c.views) for c in clips), default=0)
+    if 0 < most < s.views:
+        s = replace(s, views=most)
+    if validation_clips(manifest, s):
+        return s, None
+    if not clips:
+        return s, "the dataset has no clips to validate on"
+    return s, (f"no held-out clip has {s.window} frames (the longest has {max(c.frames for c in clips)}); "
+               "held-out PSNR is not measured, only the probe loss: add longer held-out clips or lower --window")
 
 
 def validate(components: Components, root: Path, manifest: Manifest, s: ValidationSettings, *,
