@@ -252,10 +252,11 @@ class FLAME2VideoGenerator(Generator):
         return tuple(n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip())
 
     def warm_up(self) -> None:
-        """Build the pipelines of ``warm_profiles`` and run every compiled shape once (the
-        first window, then windows batched 1, 2, 4, ... up to ``max_batch`` sessions), so that
-        compilation and CUDA-graph capture happen here, before the worker reports ready, and
-        never on a session's window. Does nothing without ``warm_profiles`` or ``compile``."""
+        """Build the pipelines of ``warm_profiles`` and run every compiled shape once (windows
+        batched 1, 2, 4, ... up to ``max_batch`` sessions, after each session's first window,
+        which runs eagerly), so that compilation and CUDA-graph capture happen here, before the
+        worker reports ready, and never on a session's window. Does nothing without
+        ``warm_profiles`` or ``compile``."""
         t0 = time.perf_counter()
         for name in self.warm_profiles():
             self.warm_up_profile(FLAME2VideoOptions(profile=name))
@@ -273,7 +274,7 @@ class FLAME2VideoGenerator(Generator):
         spec = GeneratorSessionSpec("warm-up", None, options)
         sessions = [self._open(spec, detect_face=False) for _ in range(self.max_batch)]
         n_expr, seq = self.head.n_expression, 0
-        for session in sessions:  # first windows: one at a time
+        for session in sessions:  # first windows: one at a time, eagerly
             session.step(warm_frames(profile.stride, n_expr))
         for size in batch_sizes(self.max_batch):
             for _ in range(3):  # warm-up run, CUDA-graph recording, a replay
@@ -343,7 +344,7 @@ class FLAME2VideoGenerator(Generator):
         groups: dict[tuple, list] = {}
         for s in sessions:
             key = s.stream.batch_key()
-            if key[-1] == "record":  # first windows run alone: one compiled shape for them
+            if key[-1] == "record":  # first windows (eager, once per session) run alone
                 key = (*key, id(s))
             groups.setdefault(key, []).append(s)
         m = self.max_batch

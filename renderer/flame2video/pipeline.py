@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -114,14 +114,16 @@ class FLAME2VideoPipeline:
         self._schedulers = [make_scheduler(profile.scheduler)]
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
-        self._cudagraphs = False
+        self._compiled = self._cudagraphs = False
 
-    def compile(self, mode: str | None = None) -> None:
+    def compile(self, mode: str | None = None, *, backend: str = "inductor") -> None:
         """Speed the denoising UNet up: fused QKV projections, cuDNN autotuning, and torch.compile
         (``mode``: None/"default", "reduce-overhead" for CUDA graphs,
         "max-autotune-no-cudagraphs") of the UNet and of the tiny decoder. Compilation happens on
         the first call of each shape: ``FLAME2VideoGenerator.warm_up`` makes those calls before
-        any session opens."""
+        any session opens. A ``cache``-mode session's first window (W frames, once per session)
+        runs the UNet eagerly instead of costing a graph of its own. ``backend``: torch.compile's
+        (tests use Dynamo's "eager", which compiles nothing but guards and counts alike)."""
         from .attention import fuse_self_attention_projections
 
         mode = None if mode in (None, "default", True) else mode
@@ -129,6 +131,7 @@ class FLAME2VideoPipeline:
         # once, as a root, whatever ran before it (another batch size, another session's first
         # window), instead of once per path through the calls
         self._cudagraphs = mode == "reduce-overhead"
+        self._compiled = True
         # one graph per batch size and window kind, for each profile of the process
         dynamo = torch._dynamo.config
         for name, at_least in (("recompile_limit", 64), ("accumulated_recompile_limit", 1024)):
@@ -139,9 +142,9 @@ class FLAME2VideoPipeline:
         torch._inductor.config.conv_1x1_as_mm = True  # SD1.5's 1x1 proj_in/out convolutions
         # compile the UNetMotionModel in place (its hooks are traced with it); the wrapper that
         # sets the per-call view count and condition stays eager
-        self.unet.unet.compile(mode=mode, dynamic=False)
+        self.unet.unet.compile(backend=backend, mode=mode, dynamic=False)
         if self.decoder is not self.vae:  # the tiny decoder runs once per window on fixed shapes
-            self.decoder.decoder.compile(mode=mode, dynamic=False)
+            self.decoder.decoder.compile(backend=backend, mode=mode, dynamic=False)
 
     def modules(self) -> list[torch.nn.Module]:
         mods = [self.unet, self.reference_unet, self.flame_encoder, self.image_encoder, self.vae, self.decoder]
@@ -245,7 +248,10 @@ class FLAME2VideoPipeline:
         if self.profile.rerun_reference:
             with self.timer.stage("reference_unet"):
                 self._activate([self.run_reference(j.reference.latent, j.reference.image_embeds) for j in jobs])
-        with self.timer.stage("unet"):
+        # a session's first window (cache mode: all W frames, recording the context) runs once per
+        # session: eagerly, so that no graph is compiled or captured for it
+        eager = self._compiled and contexts[0] is None
+        with self.timer.stage("unet"), torch.compiler.set_stance("force_eager") if eager else nullcontext():
             eps = self._model_output_rows(latents, t, [j.reference for j in jobs], [j.cond for j in jobs])
         if contexts[0] is not False:
             for job, recorded in zip(jobs, self.unet.temporal.take_rows()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +81,73 @@ def test_compile_cache_folder_is_keyed_by_versions_and_device(tmp_path, monkeypa
     folder = use_compile_cache(tmp_path)
     assert folder.parent == tmp_path and folder.name == cache_key() and torch.__version__.split("+")[0] in folder.name
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(folder))
+
+
+def _portrait_png(seed: int, size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _motion(rng: np.random.Generator, n: int, n_expr: int, start: int, extras: bool) -> list:
+    """Random driving frames: pose, expression, and (``extras``) eyelids and translation."""
+    from flamecast.plugins import FlameFrame
+
+    return [FlameFrame(session_id="s", seq=start + i, capture_ns=0,
+                       pose=rng.normal(0, 0.2, 15).astype(np.float32),
+                       expression=rng.normal(0, 1, n_expr).astype(np.float32),
+                       eyelids=rng.uniform(0, 1, 2).astype(np.float32) if extras else None,
+                       translation=rng.normal(0, 0.01, 3).astype(np.float32) if extras else None)
+            for i in range(n)]
+
+
+def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
+    """After ``warm_up`` a worker's life (sessions opening and closing at any time, other
+    portraits, seeds, views and motion, batches of every size, frame numbers an hour into serving) runs on the
+    graphs warm-up compiled: Dynamo compiles nothing more. Dynamo's eager backend stands in for
+    Inductor (the guards, and so the recompilations, are Dynamo's); the carry mode is ``cache``,
+    the one ``live`` and ``hq`` serve with."""
+    from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions, config
+    from flamecast.renderer.flame2video.compile_cache import CompileCounts
+    from flamecast.renderer.flame2video.generator import batch_sizes
+
+    compile_inductor = FLAME2VideoPipeline.compile
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # use_compile_cache sets them
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setitem(config.PROFILES, "tiny", config.PROFILES["tiny"].replace(carry_mode="cache"))
+    monkeypatch.setattr(FLAME2VideoPipeline, "compile", lambda self, mode=None: compile_inductor(self, backend="eager"))
+    torch._dynamo.reset()
+    gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False, "compile": "default",
+                                "compile_cache_dir": str(tmp_path), "warm_profiles": "tiny", "max_batch": 2})
+    before = CompileCounts.now()  # the counters are the process's
+    gen.warm_up()
+    # the UNet for each batch size and the decoder; the sessions' first windows ran eagerly
+    assert gen.compile_report()["at_warm_up"]["graphs"] - before.graphs == len(batch_sizes(2)) + 1
+    rng, n_expr, seq = np.random.default_rng(1), gen.head.n_expression, 30 * 3600
+
+    def open_session(i: int, views: tuple[str, str]):
+        options = FLAME2VideoOptions(profile="tiny", seed=100 + i, views=views)
+        portrait = _portrait_png(i, (64 + 16 * i, 128 - 8 * i))
+        return gen.open_session(GeneratorSessionSpec(f"s{i}", portrait, options))
+
+    sessions = {0: open_session(0, ("front", "left30"))}
+    for turn in range(10):  # sessions join and leave while the others stream
+        if turn in (2, 4, 5):
+            sessions[turn] = open_session(turn, ("right30", "up15") if turn % 2 else ("left45", "front"))
+        if turn in (6, 8):
+            sessions.pop(min(sessions)).close()
+        work = [(s, _motion(rng, int(rng.integers(1, 5)), n_expr, seq, extras=bool(k % 2))) for k, s in sessions.items()]
+        seq += 4
+        outs = gen.step_sessions(work)
+        assert all(r.views.shape == (2, 64, 64, 3) for out in outs for r in out)
+    report = gen.compile_report()
+    assert report["since_warm_up"]["graphs"] == 0 and report["recompiles"] == 0, report
+    for s in sessions.values():
+        s.close()
+    torch._dynamo.reset()
