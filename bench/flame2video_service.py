@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     gen = FLAME2VideoGenerator(settings)
     gen.warm_up()
     report.update(ready_s=time.time() - t0, warm_up_s=gen.warm_up_s, compile_at_warm_up=gen.compile_report())
-    print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s)", flush=True)
+    print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s: "
+          + "; ".join(f"{name} " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+                      for name, parts in gen.warm_up_parts.items()) + ")", flush=True)
     write()
     options = FLAME2VideoOptions(profile=args.profile)
     report["first_frame"] = first_frame(gen, options, args.fps)

@@ -185,6 +185,22 @@ def warm_frames(n: int, n_expression: int, start: int = 0) -> list[FlameFrame]:
     return out
 
 
+class _PartClock:
+    """Seconds between laps, written into ``parts`` (the device's queued work included)."""
+
+    def __init__(self, parts: dict[str, float]) -> None:
+        self.parts, self.t = parts, time.perf_counter()
+
+    def lap(self, name: str, device=None) -> None:
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        self.parts[name] = round(now - self.t, 3)
+        self.t = now
+
+
 class FLAME2VideoGenerator(Generator):
     name = "flame2video"
     description = "FLAME2Video (MVPortrait): diffusion UNet with motion + view attention, streamed in sliding windows"
@@ -196,6 +212,7 @@ class FLAME2VideoGenerator(Generator):
         self._lock = threading.Lock()
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
+        self.warm_up_parts: dict[str, dict[str, float]] = {}  # per profile: where warm-up went (seconds)
 
     @property
     def max_batch(self) -> int:
@@ -267,25 +284,30 @@ class FLAME2VideoGenerator(Generator):
         self.warm_up_s = time.perf_counter() - t0
 
     def warm_up_profile(self, options: FLAME2VideoOptions) -> None:
-        """Run the windows of sessions with ``options`` in every batch size this generator uses."""
+        """Run the windows of sessions with ``options`` in every batch size this generator uses;
+        ``warm_up_parts[profile]`` says where the time went: ``build`` (loading the models),
+        ``open`` (the sessions' portraits and reference passes), ``first_windows`` and
+        ``batch_N`` (compiling, capturing and running the windows of N sessions)."""
         profile = resolve_profile(options)
+        parts = self.warm_up_parts.setdefault(profile.name, {})
+        clock = _PartClock(parts)
         pipe = self.pipeline(profile)
+        clock.lap("build")
         log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, batch_sizes(self.max_batch))
         spec = GeneratorSessionSpec("warm-up", None, options)
         sessions = [self._open(spec, detect_face=False) for _ in range(self.max_batch)]
+        clock.lap("open", pipe.device)
         n_expr, seq = self.head.n_expression, 0
         for session in sessions:  # first windows: one at a time, eagerly
             session.step(warm_frames(profile.stride, n_expr))
+        clock.lap("first_windows", pipe.device)
         for size in batch_sizes(self.max_batch):
             for _ in range(3):  # warm-up run, CUDA-graph recording, a replay
                 seq += profile.stride
                 self.step_sessions([(s, warm_frames(profile.stride, n_expr, seq)) for s in sessions[:size]])
+            clock.lap(f"batch_{size}", pipe.device)
         for session in sessions:
             session.close()
-        if pipe.device.type == "cuda":
-            import torch
-
-            torch.cuda.synchronize(pipe.device)
 
     def compile_report(self) -> dict[str, Any]:
         """Compilations and CUDA-graph recordings since ``warm_up`` (all zero in a healthy
@@ -297,7 +319,7 @@ class FLAME2VideoGenerator(Generator):
         since = CompileCounts.now() - self.warm_counts
         return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
                 "recompiles": since.graphs, "cudagraph_rerecords": since.cudagraph_recordings,
-                "warm_up_s": self.warm_up_s}
+                "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts}
 
     # ---- sessions -------------------------------------------------------------------------
     def open_session(self, spec: GeneratorSessionSpec) -> FLAME2VideoSession:

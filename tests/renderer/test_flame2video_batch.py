@@ -87,3 +87,6 @@ def test_batch_sizes_and_warm_up_without_compile_do_nothing():
     gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "warm_profiles": "tiny", "max_batch": 1})
     gen.warm_up()  # eager: every batch size once, nothing compiled
     assert len(gen._pipelines) == 1 and gen.warm_up_s is not None
+    parts = gen.warm_up_parts["tiny"]
+    assert list(parts) == ["build", "open", "first_windows", "batch_1"] and all(v >= 0 for v in parts.values())
+    assert sum(parts.values()) <= gen.warm_up_s + 0.01
