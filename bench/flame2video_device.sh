@@ -10,7 +10,8 @@
 #     RUN_LIMIT=S stops each run after S seconds; CACHE_OUT=1 writes the compile cache to $OUT as
 #     xz-compressed 15 MiB parts (compile.txz.part*; live's 341 MB cache is 12 MB), CACHE_IN=DIR
 #     (carried, e.g. runs/f2v-cache) starts from those parts: the cold compile (404 s for `live`
-#     at --max-batch 1) happens in one call, the restarted-worker runs in the next
+#     at --max-batch 1 on 2026-12-04, when the first window still had a graph of its own) happens
+#     in one call, the restarted-worker runs in the next
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"

@@ -8,7 +8,9 @@ and capture every shape the profile will run), then serve. It reports
 
 * ``ready_s``: from ``$T0`` (the shell's clock when the process was started; else this script's
   start) until ``warm_up()`` returned, and ``warm_up_s`` on its own; a second run with the same
-  compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs;
+  compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs; ``compile_at_warm_up``
+  holds ``warm_up_parts``, where warm-up went (model build, session opens, first windows, each
+  batch size's compile and capture);
 * ``first_frame_s``: from asking for a session (default portrait) until its first frame
   leaves, driving frames arriving at ``--fps`` from the moment the session is open;
 * for each session count: sessions opened together, driven at ``--fps`` each for ``--seconds``,
