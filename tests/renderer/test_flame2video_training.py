@@ -158,6 +158,9 @@ def test_every_phase_trains_and_its_probe_loss_falls(trained):
         first, last = summary["validations"][0], summary["validations"][-1]
         assert (first["step"], last["step"]) == (0, 4), phase
         assert last["probe_loss"] < first["probe_loss"], (phase, first, last)
+        # the held-out clip's loss, measured alike on other data
+        assert all(np.isfinite(v["held_out_loss"]) and v["held_out_loss"] != v["probe_loss"]
+                   for v in summary["validations"]), phase
     assert summaries["3"]["validations"][-1]["psnr"] is not None
     assert set(summaries["3"]["seconds"]) == {"checks", "setup", "decode", "render", "data", "training", "validation",
                                               "checkpoints", "export", "total"}

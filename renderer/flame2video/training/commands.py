@@ -223,7 +223,8 @@ def run_train(args: argparse.Namespace) -> int:
     for v in summary["validations"]:  # also in OUT/phase-P/summary.json; printed so a cut-off log keeps them
         psnr = "" if v.get("psnr") is None else f"  held-out PSNR {v['psnr']:.2f} dB"
         psnr += f" (sampled at the end of {v['reused']}, from the same weights)" if v.get("reused") else ""
-        print(f"validation phase {s.phase} step {v['step']}: probe loss {v['probe_loss']:.4f}{psnr}")
+        held = "" if v.get("held_out_loss") is None else f", held-out loss {v['held_out_loss']:.4f}"
+        print(f"validation phase {s.phase} step {v['step']}: probe loss {v['probe_loss']:.4f}{held}{psnr}")
     print(f"weights: {s.weights_dir} (flamecast serve --generator flame2video --weights-dir {s.weights_dir})")
     return 0
 

@@ -1,4 +1,4 @@
-"""Loss-curve images: one phase (loss and held-out PSNR) or a whole run (every phase)."""
+"""Loss-curve images: one phase (training and held-out loss, held-out PSNR) or a whole run (every phase)."""
 
 from __future__ import annotations
 
@@ -34,13 +34,17 @@ def _draw(ax_loss, ax_psnr, history: list[dict], validations: list[dict], label:
         k = max(1, len(losses) // 50)
         ax_loss.plot(steps, losses, alpha=0.25, lw=0.8)
         ax_loss.plot(steps, _running_mean(losses, k), lw=1.6, label=label)
+    held = [(v["step"], v["held_out_loss"]) for v in validations if v.get("held_out_loss") is not None]
+    if held:  # the loss on fixed held-out batches with fixed noise
+        ax_loss.plot(*zip(*held), marker="s", ls="--", color="black", lw=1, label="held-out")
     points = [(v["step"], v["psnr"]) for v in validations if v.get("psnr") is not None]
     if points:
         ax_psnr.plot(*zip(*points), marker="o", label=label)
 
 
 def plot_phase(history: list[dict], validations: list[dict], path: Path, title: str = "") -> bool:
-    """Training loss (raw and running mean) and held-out PSNR against step; False without matplotlib."""
+    """Training loss (raw and running mean; the held-out loss as squares) and held-out PSNR
+    against step; False without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return False

@@ -238,13 +238,20 @@ class Trainer:
                                          persistent_workers=False, drop_last=True)
         return self.acc.prepare(dl)
 
-    def probe(self) -> list[Batch]:
-        """Fixed batches of training data (no augmentation) whose loss is tracked at validations."""
+    def probe(self, split: str = "train") -> list[Batch]:
+        """Fixed batches of ``split`` (no augmentation) whose loss is tracked at validations: the
+        training clips' (the probe loss) and the held-out clips' (none when no held-out clip has
+        the phase's frames and views)."""
         from .data import Flame2VideoDataset, Sampling
 
-        ds = Flame2VideoDataset(self.s.data, self.manifest, Sampling(self.frames, self.views, augment=False),
-                                split="train", length=self.s.batch * self.s.probe_batches, seed=self.s.seed + 1,
-                                cache=self.cache)
+        try:
+            ds = Flame2VideoDataset(self.s.data, self.manifest, Sampling(self.frames, self.views, augment=False),
+                                    split=split, length=self.s.batch * self.s.probe_batches, seed=self.s.seed + 1,
+                                    cache=self.cache)
+        except ValueError:
+            if split == "train":
+                raise
+            return []
         items = [ds[i] for i in range(len(ds))]
         out = []
         for b in range(self.s.probe_batches):
@@ -290,7 +297,7 @@ class Trainer:
             with self.timed("checkpoints"):
                 self.restore()
         with self.timed("data"):
-            self.probes = self.probe()
+            self.probes, self.held_out = self.probe(), self.probe("val")
         if self.step == 0:
             self.evaluate(samples=bool(s.val_every))
         deadline = None if s.max_minutes is None else time.monotonic() + 60 * s.max_minutes
@@ -346,18 +353,22 @@ class Trainer:
 
     # ---- validation, checkpoints, export -----------------------------------------------
     @torch.no_grad()
-    def probe_loss(self) -> float:
+    def probe_loss(self, batches: list[Batch] | None = None) -> float | None:
+        """The loss on fixed batches (default the probe) with fixed noise; None without batches."""
+        batches = self.probes if batches is None else batches
+        if not batches:
+            return None
         core = self.core
         core.eval()
         try:
             total = 0.0
-            for i, batch in enumerate(self.probes):
+            for i, batch in enumerate(batches):
                 gen = step_generator(self.s, -1 - i, self.acc.device, 0)
                 with self.acc.autocast():
                     # distillation: the student's own consistency along the teacher's ODE (the
                     # EMA target is a moving goal, its loss need not fall)
                     total += float(self.loss(batch, gen, model=core, target=core.denoiser))
-            return total / len(self.probes)
+            return total / len(batches)
         finally:
             self._set_modes()
 
@@ -370,7 +381,7 @@ class Trainer:
             self._evaluate(samples)
 
     def _evaluate(self, samples: bool) -> None:
-        entry = {"step": self.step, "probe_loss": self.probe_loss()}
+        entry = {"step": self.step, "probe_loss": self.probe_loss(), "held_out_loss": self.probe_loss(self.held_out)}
         if not samples:
             self.validations.append(entry)
             return
