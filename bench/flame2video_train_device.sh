@@ -81,5 +81,6 @@ if rows:
 for name, s in phases.items():
     v = s["validations"]
     print(name, "steps", s["steps"], "samples/s %.1f" % (s["samples_per_s"] or 0), "peak GiB %.1f" % (s["peak_memory_gib"] or 0),
-          "loss %.4f -> %.4f" % (s["loss_first"], s["loss_last"]), "psnr", [(e["step"], round(e["psnr"], 2)) for e in v if e.get("psnr")])
+          "loss %.4f -> %.4f" % (s["loss_first"], s["loss_last"]), "psnr", [(e["step"], round(e["psnr"], 2)) for e in v if e.get("psnr")],
+          "held-out loss", [(e["step"], round(e["held_out_loss"], 4)) for e in v if e.get("held_out_loss") is not None])
 EOF
