@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--allow-random-weights", action="store_true")
     ap.add_argument("--weights-dir")
     ap.add_argument("--deadline", type=float, default=0, help="stop starting new passes after this many seconds")
+    ap.add_argument("--inline-conditions", action="store_true",
+                    help="draw FLAME renderings in line, between windows, instead of on the conditioning stage "
+                    "(renderer/flame2video/conditioning.py): what the stage buys")
     ap.add_argument("--json", dest="json_out")
     return ap.parse_args(argv)
 
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 "weights_dir": args.weights_dir, "detect_face": False, "warm_profiles": args.profile,
                 "max_batch": args.max_batch, "compile_cache_dir": os.environ.get("FLAMECAST_COMPILE_CACHE")}
     gen = FLAME2VideoGenerator(settings)
+    if args.inline_conditions:
+        gen._stage = lambda device: None
+    report["conditioning"] = "inline" if args.inline_conditions else "stage"
     gen.warm_up()
     report.update(ready_s=time.time() - t0, warm_up_s=gen.warm_up_s, compile_at_warm_up=gen.compile_report())
     print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s: "

@@ -210,6 +210,7 @@ class FLAME2VideoGenerator(Generator):
         super().__init__(settings)
         self._pipelines: dict[Any, Any] = {}
         self._lock = threading.Lock()
+        self._conditioning = None  # ConditioningStage, on a GPU
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
         self.warm_up_parts: dict[str, dict[str, float]] = {}  # per profile: where warm-up went (seconds)
@@ -340,8 +341,21 @@ class FLAME2VideoGenerator(Generator):
             raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
         conditioner = FlameConditioner(views, profile.size, pipe.device)
         reference = pipe.prepare_reference(portrait)
-        stream = WindowStream(pipe, reference, conditioner, seed=options.seed)
+        stream = WindowStream(pipe, reference, conditioner, seed=options.seed, stage=self._stage(pipe.device))
         return FLAME2VideoSession(stream, tuple(views))
+
+    def _stage(self, device):
+        """The generator's conditioning stage (FLAME renderings drawn as frames arrive, beside
+        the denoising: conditioning.py), on a GPU; None on a CPU, where drawing in line costs
+        the same and a second thread would only compete for its cores."""
+        if device.type != "cuda":
+            return None
+        with self._lock:
+            if self._conditioning is None:
+                from .conditioning import ConditioningStage
+
+                self._conditioning = ConditioningStage(device)
+            return self._conditioning
 
     def step_sessions(self, work: Sequence[tuple[FLAME2VideoSession, Sequence[FlameFrame]]]) -> list[list[RenderedFrame]]:
         """``session.step(frames)`` for several sessions at once: windows of sessions that share
@@ -352,7 +366,7 @@ class FLAME2VideoGenerator(Generator):
         t0 = time.perf_counter_ns()
         done: dict[int, list] = {id(s): [] for s, _ in work}
         for session, frames in work:
-            session.stream.pending.extend(frames)
+            session.stream.add(frames)
         while ready := [s for s, _ in work if s.stream is not None and s.stream.ready()]:
             for group in self._batches(ready):
                 outs = run_windows([s.stream for s in group], rows=self._padded(len(group)))
@@ -378,4 +392,7 @@ class FLAME2VideoGenerator(Generator):
         return next(b for b in batch_sizes(self.max_batch) if b >= n)
 
     def close(self) -> None:
+        if self._conditioning is not None:
+            self._conditioning.close()
+            self._conditioning = None
         self._pipelines.clear()

@@ -12,6 +12,8 @@ are denoised; temporal.py). Several sessions of one profile can run their window
 
 Latency: a frame waits for the S - 1 frames after it (at 30 frames/s and S = 4 that is up to
 100 ms for the oldest frame of a window, 0 for the newest), then for the window's compute.
+With a ``conditioning.ConditioningStage`` (the generator gives one on a GPU) the frames' FLAME
+renderings are drawn as they arrive, beside the previous window's denoising.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .carry import CachedContextCarry, RenoiseCarry, make_carry
+from .conditioning import ConditioningStage, Renders
 from .pipeline import FLAME2VideoPipeline, ReferenceState, WindowJob
 
 Conditioner = Callable[[Sequence[Any]], torch.Tensor]  # items -> renders (n, V, 3, H, W) in [0, 1]
@@ -31,10 +34,11 @@ class WindowStream:
     """Per-session streaming state: the frame buffer and the carried frames (a ``Carry``)."""
 
     def __init__(self, pipeline: FLAME2VideoPipeline, reference: ReferenceState, conditioner: Conditioner,
-                 *, seed: int = 0) -> None:
+                 *, seed: int = 0, stage: ConditioningStage | None = None) -> None:
         self.pipeline, self.reference, self.conditioner = pipeline, reference, conditioner
         self.window, self.stride = pipeline.profile.window, pipeline.profile.stride
         self.pending: list[Any] = []
+        self.renders = Renders(conditioner, stage)  # drawn as frames arrive, with a stage
         self.carry = make_carry(pipeline.profile)
         self.windows = 0
         self.generator = torch.Generator(device=pipeline.device).manual_seed(seed)
@@ -49,9 +53,14 @@ class WindowStream:
         """``cache``: the carried frames' per-step temporal context (None before the first window)."""
         return self.carry.context if isinstance(self.carry, CachedContextCarry) else None
 
+    def add(self, items: Sequence[Any]) -> None:
+        """Buffer ``items`` (their renderings start now, with a conditioning stage)."""
+        self.pending.extend(items)
+        self.renders.add(items)
+
     def push(self, items: Sequence[Any]) -> list[tuple[Any, torch.Tensor]]:
         """Buffer ``items``; return (item, views (V, H, W, 3) uint8) for every finished frame."""
-        self.pending.extend(items)
+        self.add(items)
         out: list[tuple[Any, torch.Tensor]] = []
         while self.ready():
             out.extend(run_windows([self])[0])
@@ -69,8 +78,8 @@ class WindowStream:
         """Take the next window's frames and build its denoising job."""
         p = self.pipeline
         items, self.pending = self.pending[: self.stride], self.pending[self.stride:]
-        with p.timer.stage("rasterize"):
-            renders = self.conditioner(items)
+        with p.timer.stage("rasterize"):  # with a stage: the wait for what is not drawn yet
+            renders = self.renders.take(items)
         cond = self.carry.window_condition(p.encode_conditions(renders))
         return items, WindowJob(cond, self.reference, self.carry, self.generator)
 

@@ -10,6 +10,8 @@ from flamecast.renderer.flame2video.config import get_profile, tiny_config
 from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline
 from flamecast.renderer.flame2video.stream import WindowStream
 
+from .test_flame2video_stream import conditioner
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
@@ -66,3 +68,27 @@ def test_cached_carry_survives_cuda_graphs():
         outs.append(torch.cat(windows))
     err = float((outs[1] - outs[0]).norm() / outs[0].norm())
     assert err < 1e-2, err
+
+
+def test_conditioning_stage_on_its_own_stream_gives_the_same_frames():
+    """Renderings drawn on the stage's CUDA stream, beside the denoising, equal those drawn in line."""
+    from flamecast.renderer.flame2video.conditioning import ConditioningStage
+
+    profile = get_profile("tiny").replace(dtype="float32", carry_mode="cache")
+    pipe = FLAME2VideoPipeline(random_components(tiny_config(), seed=5, device="cuda"), profile, device="cuda")
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)))
+
+    def draw(items):  # per frame, with kernels on the calling thread's current stream
+        return conditioner(items).to("cuda").mul_(0.5).add_(0.25)
+
+    batches = [[0], [1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    inline = WindowStream(pipe, ref, draw, seed=1)
+    want = [f for b in batches for f in inline.push(b)]
+    stage = ConditioningStage(torch.device("cuda"))
+    try:
+        staged = WindowStream(pipe, ref, draw, seed=1, stage=stage)
+        got = [f for b in batches for f in staged.push(b)]
+    finally:
+        stage.close()
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))

@@ -160,3 +160,56 @@ def test_each_enumeration_is_defined_once_and_validated():
     for bad in ({"scheduler": "euler"}, {"decoder": "big"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PROFILE.replace(**bad)
+
+
+def test_conditioning_stage_draws_frames_as_they_arrive(pipe):
+    """With a ConditioningStage the renderings of each batch of frames are drawn on the stage's
+    thread as the batch arrives, before its window is due, and the frames equal those drawn in
+    line, whatever way the batches fall across windows."""
+    import threading
+
+    from flamecast.renderer.flame2video.conditioning import ConditioningStage
+
+    calls, first_drawn = [], threading.Event()
+
+    def watched(items):
+        calls.append((threading.current_thread().name, list(items)))
+        if items == [0]:
+            first_drawn.set()
+        return conditioner(items)
+
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2)))
+    batches = [[0], [1, 2, 3], [4], [5, 6, 7, 8, 9], [10, 11]]
+    inline = WindowStream(pipe, ref, conditioner, seed=3)
+    want = [f for b in batches for f in inline.push(b)]
+    stage = ConditioningStage(torch.device("cpu"))
+    try:
+        staged = WindowStream(pipe, ref, watched, seed=3, stage=stage)
+        assert staged.push(batches[0]) == [] and first_drawn.wait(30)  # drawn with no window due
+        got = staged.push(batches[1])
+        for b in batches[2:]:
+            got += staged.push(b)
+    finally:
+        stage.close()
+    assert [i for i, _ in got] == [i for i, _ in want] == list(range(12))
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))
+    assert [items for _, items in calls] == batches  # one drawing per arriving batch, in order
+    assert {name.split("_")[0] for name, _ in calls} == {"flame2video-conditions"}
+
+
+def test_conditioning_stage_errors_reach_the_window(pipe):
+    from flamecast.renderer.flame2video.conditioning import ConditioningStage
+
+    def broken(items):
+        if 3 in items:
+            raise RuntimeError("no head for frame 3")
+        return conditioner(items)
+
+    stage = ConditioningStage(torch.device("cpu"))
+    try:
+        stream = WindowStream(pipe, pipe.prepare_reference(torch.rand(3, 64, 64)), broken, stage=stage)
+        assert len(stream.push([0, 1])) == 2
+        with pytest.raises(RuntimeError, match="no head for frame 3"):
+            stream.push([2, 3])
+    finally:
+        stage.close()
