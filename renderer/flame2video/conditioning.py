@@ -8,9 +8,11 @@ as soon as a session is handed them, on its own thread and stream, while the GPU
 previous window; a window then takes the renderings already drawn (``Renders.take``). Only the
 frames that arrive last are drawn on the window's own time.
 
-Hand-over between streams: the renderings are drawn on the stage's stream, an event is recorded
-after them, and the consumer's stream waits for that event and is recorded on the tensor (so
-the caching allocator does not hand its memory to the stage before the consumer is done).
+Hand-over between streams: a session's drawings wait for an event recorded when its renderings
+were first asked for (its conditioner was put on the GPU on another stream); each drawing ends
+with an event that the stage's thread waits for, so a finished future means finished GPU work;
+the consumer's stream waits for that event too and is recorded on the tensor (so the caching
+allocator does not hand its memory to the stage before the consumer is done).
 """
 
 from __future__ import annotations
@@ -32,17 +34,32 @@ class ConditioningStage:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flame2video-conditions")
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
-    def submit(self, conditioner: Conditioner, items: Sequence[Any]) -> Future:
-        """Start drawing ``items``; the future gives (renders, CUDA event or None)."""
-        return self._pool.submit(self._draw, conditioner, list(items))
+    def mark(self) -> Any:
+        """An event after the work queued so far on the calling thread's stream (None on a
+        CPU): drawings submitted with it wait for it (the conditioner's head and cameras were
+        put on the GPU there)."""
+        if self._stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        return event
 
-    def _draw(self, conditioner: Conditioner, items: list) -> tuple[torch.Tensor, Any]:
+    def submit(self, conditioner: Conditioner, items: Sequence[Any], after: Any = None) -> Future:
+        """Start drawing ``items`` (after the event ``after``, from ``mark``); the future gives
+        (renders, CUDA event or None) once the drawing has finished on the GPU too, so that
+        nothing it read can be freed under it."""
+        return self._pool.submit(self._draw, conditioner, list(items), after)
+
+    def _draw(self, conditioner: Conditioner, items: list, after: Any) -> tuple[torch.Tensor, Any]:
         if self._stream is None:
             return conditioner(items), None
         with torch.cuda.stream(self._stream):
+            if after is not None:
+                self._stream.wait_event(after)
             renders = conditioner(items)
             done = torch.cuda.Event()
             done.record(self._stream)
+        done.synchronize()  # this thread waits, not the GPU
         return renders, done
 
     def close(self) -> None:
@@ -65,12 +82,13 @@ class Renders:
 
     def __init__(self, conditioner: Conditioner, stage: ConditioningStage | None = None) -> None:
         self.conditioner, self.stage = conditioner, stage
+        self._after = stage.mark() if stage is not None else None  # the conditioner is built by now
         self._parts: deque[list] = deque()  # [frames, Future or renders] in arrival order
 
     def add(self, items: Sequence[Any]) -> None:
         """Frames appended to the pending list: start drawing them (with a stage)."""
         if self.stage is not None and items:
-            self._parts.append([len(items), self.stage.submit(self.conditioner, items)])
+            self._parts.append([len(items), self.stage.submit(self.conditioner, items, self._after)])
 
     def take(self, items: Sequence[Any]) -> torch.Tensor:
         """The renderings (n, V, 3, H, W) of ``items``, the next n pending frames."""
