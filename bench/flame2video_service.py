@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 "weights_dir": args.weights_dir, "detect_face": False, "warm_profiles": args.profile,
                 "max_batch": args.max_batch, "compile_cache_dir": os.environ.get("FLAMECAST_COMPILE_CACHE")}
     gen = FLAME2VideoGenerator(settings)
-    if args.inline_conditions:
-        gen._stage = lambda device: None
+    gen.draw_ahead = not args.inline_conditions
     report["conditioning"] = "inline" if args.inline_conditions else "stage"
     gen.warm_up()
     report.update(ready_s=time.time() - t0, warm_up_s=gen.warm_up_s, compile_at_warm_up=gen.compile_report())

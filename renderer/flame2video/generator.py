@@ -211,6 +211,7 @@ class FLAME2VideoGenerator(Generator):
         self._pipelines: dict[Any, Any] = {}
         self._lock = threading.Lock()
         self._conditioning = None  # ConditioningStage, on a GPU
+        self.draw_ahead = True  # False: FLAME renderings drawn in line, between windows (benchmarks)
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
         self.warm_up_parts: dict[str, dict[str, float]] = {}  # per profile: where warm-up went (seconds)
@@ -348,7 +349,7 @@ class FLAME2VideoGenerator(Generator):
         """The generator's conditioning stage (FLAME renderings drawn as frames arrive, beside
         the denoising: conditioning.py), on a GPU; None on a CPU, where drawing in line costs
         the same and a second thread would only compete for its cores."""
-        if device.type != "cuda":
+        if device.type != "cuda" or not self.draw_ahead:
             return None
         with self._lock:
             if self._conditioning is None:
