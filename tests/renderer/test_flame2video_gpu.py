@@ -92,3 +92,40 @@ def test_conditioning_stage_on_its_own_stream_gives_the_same_frames():
         stage.close()
     assert [i for i, _ in got] == [i for i, _ in want]
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))
+
+
+def test_compiled_generator_draws_ahead_as_it_draws_in_line(monkeypatch, tmp_path):
+    """The whole service path on a GPU: warm-up with CUDA graphs, a session's first window eager,
+    FlameConditioner renderings drawn on the conditioning stage beside the replayed graphs; its
+    frames equal those of a session that draws in line, and nothing is compiled after warm-up."""
+    import numpy as np
+
+    from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions, config
+    from flamecast.renderer.flame2video.generator import warm_frames
+
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setitem(config.PROFILES, "tiny", config.PROFILES["tiny"].replace(carry_mode="cache"))
+    gen = FLAME2VideoGenerator({"device": "cuda", "allow_random_weights": True, "detect_face": False,
+                                "compile": "reduce-overhead", "compile_cache_dir": str(tmp_path),
+                                "warm_profiles": "tiny", "max_batch": 1})
+    gen.warm_up()
+    outputs = []
+    for ahead in (True, False):
+        gen.draw_ahead = ahead
+        session = gen.open_session(GeneratorSessionSpec("s", None, FLAME2VideoOptions(profile="tiny", seed=4)))
+        frames = warm_frames(12, gen.head.n_expression, 100)
+        got, start = [], 0
+        for n in (1, 3, 1, 5, 2):
+            got += session.step(frames[start:start + n])
+            start += n
+        session.close()
+        outputs.append(got)
+    ahead, inline = outputs
+    assert [r.source.seq for r in ahead] == [r.source.seq for r in inline] == list(range(100, 112))
+    for a, b in zip(ahead, inline):
+        assert np.abs(a.views.astype(int) - b.views.astype(int)).max() <= 1
+    report = gen.compile_report()
+    assert report["recompiles"] == 0 and report["cudagraph_rerecords"] == 0, report
+    gen.close()
