@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         components, _ = initial_components(Path(folder), random_init=False, model="tiny", seed=0)
         row = {}
         for name, change in modes(args.window).items():
-            settings, why_not = fit_to_dataset(ValidationSettings(**{**base.__dict__, **change}), manifest)
+            settings, why_not = fit_to_dataset(replace(base, **change), manifest)
             if why_not:
                 print(f"{folder}: {name}: {why_not}", file=sys.stderr)
             row[name] = validate(components, data, manifest, settings, device=torch.device(args.device))["psnr"]

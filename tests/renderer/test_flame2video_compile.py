@@ -84,14 +84,9 @@ def test_compile_cache_folder_is_keyed_by_versions_and_device(tmp_path, monkeypa
 
 
 def _portrait_png(seed: int, size: tuple[int, int]) -> bytes:
-    import io
+    from flamecast.renderer.portrait import encode_png
 
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 def _motion(rng: np.random.Generator, n: int, n_expr: int, start: int, extras: bool) -> list:

@@ -50,16 +50,20 @@ def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def held_out_clips(manifest: Manifest):
+    """The clips validation draws from: the held-out split, or the training clips without one."""
+    return manifest.split("val") or manifest.split("train")
+
+
 def validation_clips(manifest: Manifest, s: ValidationSettings):
-    clips = manifest.split("val") or manifest.split("train")
-    return [c for c in clips if len(c.views) >= s.views and c.frames >= s.window][: s.clips]
+    return [c for c in held_out_clips(manifest) if len(c.views) >= s.views and c.frames >= s.window][: s.clips]
 
 
 def fit_to_dataset(s: ValidationSettings, manifest: Manifest) -> tuple[ValidationSettings, str | None]:
     """``s`` with its views lowered to the most that the held-out clips have (a phase 1 or 2 run
     with the default ``--views 4`` on single-view data validates its one view), and why no clip
     can be validated, when none can (None when some can)."""
-    clips = manifest.split("val") or manifest.split("train")
+    clips = held_out_clips(manifest)
     most = max((len(c.views) for c in clips), default=0)
     if 0 < most < s.views:
         s = replace(s, views=most)
