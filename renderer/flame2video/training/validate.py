@@ -72,7 +72,7 @@ def fit_to_dataset(s: ValidationSettings, manifest: Manifest) -> tuple[Validatio
     if not clips:
         return s, "the dataset has no clips to validate on"
     return s, (f"no held-out clip has {s.window} frames (the longest has {max(c.frames for c in clips)}); "
-               "held-out PSNR is not measured, only the probe loss: add longer held-out clips or lower --window")
+               "held-out PSNR is not measured, only the losses: add longer held-out clips or lower --window")
 
 
 def validate(components: Components, root: Path, manifest: Manifest, s: ValidationSettings, *,
