@@ -10,7 +10,8 @@ and capture every shape the profile will run), then serve. It reports
   start) until ``warm_up()`` returned, and ``warm_up_s`` on its own; a second run with the same
   compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs; ``compile_at_warm_up``
   holds ``warm_up_parts``, where warm-up went (model build, session opens, first windows, each
-  batch size's compile and capture);
+  batch size's compile and capture) and ``compile_phases_s``, the compile time per phase in
+  torch's own accounting (Dynamo's tracing, AOTAutograd and Inductor, code generation);
 * ``first_frame_s``: from asking for a session (default portrait) until its first frame
   leaves, driving frames arriving at ``--fps`` from the moment the session is open;
 * for each session count: sessions opened together, driven at ``--fps`` each for ``--seconds``,
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s: "
           + "; ".join(f"{name} " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
                       for name, parts in gen.warm_up_parts.items()) + ")", flush=True)
+    phases = report["compile_at_warm_up"].get("compile_phases_s") or {}
+    if phases:
+        print("compile time by phase (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), flush=True)
     write()
     options = FLAME2VideoOptions(profile=args.profile)
     report["first_frame"] = first_frame(gen, options, args.fps)

@@ -10,6 +10,9 @@ generating it; a new torch or GPU gets a folder of its own.
 ``CompileCounts`` reads how many graphs Dynamo has compiled and how many CUDA graphs the
 CUDA-graph trees have recorded in this process; a service compares the counts after warm-up
 with the counts after serving, and any difference is a recompilation or a re-recording.
+``compile_phases()`` says where this process's compile time went, in torch's own accounting
+(Dynamo's tracing, the backend, Inductor's code generation), so that a slow warm start can be
+read as tracing or as kernels.
 """
 
 from __future__ import annotations
@@ -102,3 +105,13 @@ class CompileCounts:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def compile_phases() -> dict[str, float]:
+    """Seconds this process spent per compile phase, as torch accounts them
+    (``entire_frame_compile``: Dynamo in all, ``backend_compile``: AOTAutograd and Inductor
+    within it, ``inductor_compile``, ``code_gen``, ...); empty where torch does not keep them."""
+    from torch._dynamo import utils
+
+    spent = getattr(utils, "calculate_time_spent", None)
+    return {k: round(v, 3) for k, v in spent().items()} if spent else {}

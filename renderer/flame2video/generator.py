@@ -313,15 +313,19 @@ class FLAME2VideoGenerator(Generator):
 
     def compile_report(self) -> dict[str, Any]:
         """Compilations and CUDA-graph recordings since ``warm_up`` (all zero in a healthy
-        service), with the counts at warm-up; empty when nothing is compiled."""
+        service), with the counts at warm-up, where warm-up went and the process's compile time
+        per phase (``compile_cache.compile_phases``); empty when nothing is compiled."""
         if self.warm_counts is None:
             return {}
         from .compile_cache import CompileCounts
 
+        from .compile_cache import compile_phases
+
         since = CompileCounts.now() - self.warm_counts
         return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
                 "recompiles": since.graphs, "cudagraph_rerecords": since.cudagraph_recordings,
-                "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts}
+                "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts,
+                "compile_phases_s": compile_phases()}
 
     # ---- sessions -------------------------------------------------------------------------
     def open_session(self, spec: GeneratorSessionSpec) -> FLAME2VideoSession:
