@@ -39,7 +39,7 @@ T_START = time.time()
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="live")
-    ap.add_argument("--sessions", default="1,2,4,8", help="concurrent session counts, in order")
+    ap.add_argument("--sessions", default="1,2,4,8", help="concurrent session counts, in order (\"\": none)")
     ap.add_argument("--seconds", type=float, default=10.0, help="driving time per session count")
     ap.add_argument("--fps", type=float, default=30.0, help="driving frames per second per session")
     ap.add_argument("--device", default="cuda")
@@ -51,8 +51,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--inline-conditions", action="store_true",
                     help="draw FLAME renderings in line, between windows, instead of on the conditioning stage "
                     "(renderer/flame2video/conditioning.py): what the stage buys")
+    ap.add_argument("--narrow-widths", action="store_true",
+                    help="the real model's layout (every block, layer and attention of the SD1.5 UNet and its motion "
+                    "and view modules) at narrow widths, with the tiny VAE and image encoder: what compiling and a "
+                    "warm start cost for the real graph on a machine without the compute for it (a CPU); the "
+                    "frames and their timings mean nothing")
     ap.add_argument("--json", dest="json_out")
     return ap.parse_args(argv)
+
+
+def narrow_sd15(widths: tuple[int, ...] = (64, 128, 256, 256)):
+    """``sd15_config()``'s UNet and motion/view layout at ``widths`` (divisible by its 32 norm
+    groups), with the tiny configuration's VAE, TAESD and image encoder."""
+    from flamecast.renderer.flame2video.config import ModelConfig, sd15_config, tiny_config
+
+    real, tiny = sd15_config(), tiny_config()
+    unet = dict(real.unet, block_out_channels=list(widths), cross_attention_dim=tiny.image_encoder["projection_dim"])
+    return ModelConfig(name=real.name, unet=unet, motion=dict(real.motion, block_out_channels=list(widths)),
+                       vae=tiny.vae, tiny_vae=tiny.tiny_vae, image_encoder=tiny.image_encoder,
+                       flame_encoder=dict(tiny.flame_encoder, out_channels=widths[0]))
 
 
 def gpu_gb(torch) -> float | None:
@@ -146,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.json_out, "w") as fh:
                 json.dump(report, fh, indent=2, default=str)
 
+    if args.narrow_widths:
+        from flamecast.renderer.flame2video import config
+
+        config.MODEL_CONFIGS["sd15"] = narrow_sd15
+        report["model"] = "sd15 layout at narrow widths (--narrow-widths)"
     settings = {"device": args.device, "compile": args.compile or None, "allow_random_weights": args.allow_random_weights,
                 "weights_dir": args.weights_dir, "detect_face": False, "warm_profiles": args.profile,
                 "max_batch": args.max_batch, "compile_cache_dir": os.environ.get("FLAMECAST_COMPILE_CACHE")}
