@@ -9,7 +9,8 @@
 # machine has no mediapipe).
 #   bash bench/flame2video_train_device.sh
 # Per-phase time caps in minutes: MINUTES="0.6 1.0 0.6 0.7 0.6" (vae 1 2 3 distill); or fixed
-# steps per phase, STEPS="120 80 60 50 25"; RUNS="1 2" trains twice, in two processes.
+# steps per phase, STEPS="120 80 60 50 25"; RUNS="1 2" trains twice, in two processes, one after
+# the other, or at the same time with PARALLEL=1.
 set -u -o pipefail
 OUT=${OUT:-/tmp/flamecast-train}; mkdir -p "$OUT"
 RUN=${RUN:-/tmp/f2v-run}; DATA=${DATA:-/tmp/f2v-data}
@@ -41,10 +42,14 @@ echo "dataset: $(( $(date +%s) - t0 )) s"
 # both runs take the same steps.
 read -r S_VAE S_1 S_2 S_3 S_D <<< "${STEPS:-}"
 limit() { if [ -n "${STEPS:-}" ]; then echo "--steps $1"; else echo "--steps 100000 --max-minutes $2"; fi; }
-for r in ${RUNS:-1}; do
-  R="$RUN-run$r"; rm -rf "$R"; t1=$(date +%s)
+# PARALLEL=1 starts the RUNS at the same time, each process on the one GPU (which a `small` run
+# leaves mostly idle), their output in $OUT/train-run<r>.log, printed when all have ended: the
+# same steps (with STEPS) in half the device time; each run's samples/s is then that of runs
+# sharing the GPU, not of one alone.
+one_run() {
+  local r=$1 R="$RUN-run$1" t1; rm -rf "$R"; t1=$(date +%s)
   # no checkpoints (this run is never resumed: the machine goes with the call); the export is written
-  COMMON="--data $DATA --out $R --mixed-precision bf16 --workers 0 --checkpoint-every ${CHECKPOINT_EVERY:-0} \
+  local COMMON="--data $DATA --out $R --mixed-precision bf16 --workers 0 --checkpoint-every ${CHECKPOINT_EVERY:-0} \
     --val-clips 4 --val-frames 16 --val-steps 4 --no-progress"
   # The phases run one after another in one Python process, each line the arguments of `$F ...`:
   # the imports, CUDA start-up and first uses are paid once instead of five times.
@@ -56,7 +61,7 @@ for line in sys.stdin:
     if line.strip() and (rc := main(shlex.split(line))):
         sys.exit(rc)
     print(f"wall {time.perf_counter() - t:.1f} s", flush=True)
-' <<EOF || exit 1
+' <<EOF || return 1
 train --phase vae --random-init --model ${MODEL:-small} --batch 32 --lr 3e-4 --val-every 150 $(limit "$S_VAE" $M_VAE) $COMMON
 train --phase 1 --batch 32 --lr 3e-4 --val-every 200 $(limit "$S_1" $M_1) $COMMON
 train --phase 2 --batch 8 --window 8 --lr 2e-4 --val-every 100 $(limit "$S_2" $M_2) $COMMON
@@ -93,4 +98,11 @@ for name, s in phases.items():
           "loss %.4f -> %.4f" % (s["loss_first"], s["loss_last"]), "psnr", [(e["step"], round(e["psnr"], 2)) for e in v if e.get("psnr")],
           "held-out loss", [(e["step"], round(e["held_out_loss"], 4)) for e in v if e.get("held_out_loss") is not None])
 EOF
-done
+}
+if [ -n "${PARALLEL:-}" ]; then
+  for r in ${RUNS:-1}; do one_run "$r" > "$OUT/train-run$r.log" 2>&1 & done
+  wait
+  for r in ${RUNS:-1}; do echo "== run $r"; grep -v "should be kept" "$OUT/train-run$r.log"; done
+else
+  for r in ${RUNS:-1}; do one_run "$r" || exit 1; done
+fi
