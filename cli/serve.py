@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL = 0.2  # seconds between checks that the local worker is alive
 
 # flags of the local worker (Settings.worker, a [worker] table in the config file)
-WORKER_FLAGS = ("device", "weights_dir", "allow_random_weights", "compile")
+WORKER_FLAGS = ("device", "weights_dir", "allow_random_weights", "compile", "warm", "max_batch", "compile_cache")
 
 # flag dest -> Settings field, for flags that map one to one
 FLAG_FIELDS = ("host", "port", "token", "generator", "size", "max_sessions", "max_viewers", "max_upload_bytes", "open_timeout",
@@ -50,6 +50,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="let the local worker run neural generators without weights (benchmarks only; the output is noise)")
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile the local worker's neural generator at start (takes minutes)")
+    p.add_argument("--warm", metavar="PROFILES", help="profiles the local worker's neural generator compiles at start, "
+                   "comma separated (default: live); a compiled worker serves only these")
+    p.add_argument("--max-batch", type=int, metavar="N",
+                   help="sessions of one profile the local worker batches through one model call (default 4)")
+    p.add_argument("--compile-cache", metavar="DIR", help="where the local worker keeps compiled kernels across "
+                   "restarts (default $FLAMECAST_COMPILE_CACHE or ~/.cache/flamecast/compile)")
     p.add_argument("--data-dir", metavar="DIR", help="where uploaded portraits are kept across restarts "
                    "(default $FLAMECAST_DATA_DIR or ~/.local/share/flamecast)")
     p.add_argument("--worker-input", metavar="ENDPOINT", help="use a running worker: its flame endpoint")

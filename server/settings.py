@@ -32,18 +32,27 @@ class LocalWorker:
         allow_random_weights: let neural generators run without weights (benchmarks only).
         compile: torch.compile mode for neural generators ("default", "reduce-overhead",
             "max-autotune"), compiled when the worker starts; None = eager.
+        warm: profiles a neural generator builds and compiles at start, comma separated (None:
+            the generator's default, ``live`` when compiled); a compiled worker serves only these.
+        max_batch: sessions of one profile batched through one model call (None: 4).
+        compile_cache: where compiled kernels are kept across restarts (None: the default).
     """
 
     device: str = "cpu"
     weights_dir: str | None = None
     allow_random_weights: bool = False
     compile: str | None = None
+    warm: str | None = None
+    max_batch: int | None = None
+    compile_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise SettingsError(f"worker.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise SettingsError(f"worker.compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise SettingsError(f"worker.max_batch must be at least 1, got {self.max_batch}")
 
     def args(self) -> tuple[str, ...]:
         """The ``flamecast generator`` flags that say the same."""
@@ -54,6 +63,9 @@ class LocalWorker:
             out.append("--allow-random-weights")
         if self.compile:
             out += ["--compile", self.compile]
+        for flag, value in (("--warm", self.warm), ("--max-batch", self.max_batch), ("--compile-cache", self.compile_cache)):
+            if value is not None:
+                out += [flag, str(value)]
         return tuple(out)
 
 

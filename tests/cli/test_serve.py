@@ -41,6 +41,14 @@ def test_the_local_workers_settings_come_from_a_worker_table_and_flags(tmp_path)
     config.write_text('[worker]\ncompile = "fast"\n')
     with pytest.raises(CommandError, match="worker.compile must be one of"):
         build_settings(_args("--config", str(config)))
+    # what a compiled worker warms, batches and caches: the table, then flags over it
+    config.write_text('[worker]\ncompile = "reduce-overhead"\nwarm = "live"\nmax_batch = 2\n')
+    settings = build_settings(_args("--config", str(config), "--warm", "live,hq", "--compile-cache", "/cache"))
+    assert settings.worker.args() == ("--compile", "reduce-overhead", "--warm", "live,hq", "--max-batch", "2",
+                                      "--compile-cache", "/cache")
+    config.write_text('[worker]\nmax_batch = 0\n')
+    with pytest.raises(CommandError, match="worker.max_batch must be at least 1"):
+        build_settings(_args("--config", str(config)))
 
 
 def test_uploaded_portraits_survive_a_restart_in_the_data_folder(tmp_path):
