@@ -28,6 +28,12 @@ class PortraitError(ValueError):
     which and what to do. The worker sends it back to the session and keeps serving."""
 
 
+class OptionsRefused(ValueError):
+    """Options that validate but that this generator, as it runs, does not serve (a profile its
+    worker did not compile at start, say); the message says what it serves. The client's to
+    fix: the server answers 422."""
+
+
 class GeneratorUnavailable(RuntimeError):
     """The generator cannot run here (weights missing, no GPU); the message says what to
     install and where. Not the client's fault: the server answers 503."""

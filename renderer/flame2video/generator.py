@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 from pydantic import Field
 
-from flamecast.plugins import FlameFrame, Generator, GeneratorOptions, GeneratorSession, GeneratorSessionSpec, RenderedFrame
+from flamecast.plugins import (FlameFrame, Generator, GeneratorOptions, GeneratorSession, GeneratorSessionSpec, OptionsRefused,
+                               RenderedFrame)
 
 from .config import CarryMode, ProfileName, SchedulerName
 
@@ -134,8 +135,9 @@ class FlameConditioner:
 class FLAME2VideoSession(GeneratorSession):
     """One portrait's streaming state; ``step`` returns S frames each time a window completes."""
 
-    def __init__(self, stream, view_ids: tuple[str, ...]) -> None:
+    def __init__(self, stream, view_ids: tuple[str, ...], on_close: Any = None) -> None:
         self.stream, self.view_ids = stream, view_ids
+        self._on_close = on_close
 
     def step(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
         t0 = time.perf_counter_ns()
@@ -163,6 +165,8 @@ class FLAME2VideoSession(GeneratorSession):
                 "reference_runs": p.reference_runs, "windows": self.stream.windows}
 
     def close(self) -> None:
+        if self.stream is not None and self._on_close is not None:
+            self._on_close()
         self.stream = None
 
 
@@ -209,6 +213,8 @@ class FLAME2VideoGenerator(Generator):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._pipelines: dict[Any, Any] = {}
+        self._warm: dict[Any, None] = {}  # the profiles warm-up built (and compiled), in order
+        self._users: dict[Any, int] = {}  # open sessions per profile
         self._lock = threading.Lock()
         self._conditioning = None  # ConditioningStage, on a GPU
         self.draw_ahead = True  # False: FLAME renderings drawn in line, between windows (benchmarks)
@@ -247,12 +253,18 @@ class FLAME2VideoGenerator(Generator):
             return random_components(MODEL_CONFIGS[profile.model](), device=self.device, dtype=dtype)
 
     def pipeline(self, profile):
-        """The pipeline for ``profile`` (built once, shared by sessions of that profile)."""
+        """The pipeline for ``profile`` (built once, shared by sessions of that profile). An
+        uncompiled generator first lets go of the pipelines that no session uses and warm-up did
+        not build, so that sessions asking for other settings, one after another, do not pile
+        up models in memory."""
         from .pipeline import FLAME2VideoPipeline
 
         with self._lock:
             pipe = self._pipelines.get(profile)
             if pipe is None:
+                if not self.settings.compile:
+                    for idle in [p for p in self._pipelines if not self._users.get(p) and p not in self._warm]:
+                        del self._pipelines[idle]
                 pipe = FLAME2VideoPipeline(self._components(profile), profile, device=self.device)
                 if self.settings.compile:
                     from .compile_cache import CompileCounts, use_compile_cache
@@ -294,6 +306,7 @@ class FLAME2VideoGenerator(Generator):
         parts = self.warm_up_parts.setdefault(profile.name, {})
         clock = _PartClock(parts)
         pipe = self.pipeline(profile)
+        self._warm[profile] = None
         clock.lap("build")
         log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, batch_sizes(self.max_batch))
         spec = GeneratorSessionSpec("warm-up", None, options)
@@ -339,6 +352,7 @@ class FLAME2VideoGenerator(Generator):
         options = spec.options if isinstance(spec.options, FLAME2VideoOptions) else FLAME2VideoOptions.model_validate(
             spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
         profile = resolve_profile(options)
+        self._check_served(profile)
         pipe = self.pipeline(profile)  # first: missing weights are reported before any portrait work
         portrait = portrait_tensor(spec.portrait, detect_face=detect_face)
         views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
@@ -347,7 +361,32 @@ class FLAME2VideoGenerator(Generator):
         conditioner = FlameConditioner(views, profile.size, pipe.device)
         reference = pipe.prepare_reference(portrait)
         stream = WindowStream(pipe, reference, conditioner, seed=options.seed, stage=self._stage(pipe.device))
-        return FLAME2VideoSession(stream, tuple(views))
+        self._count_user(profile, 1)
+        return FLAME2VideoSession(stream, tuple(views), on_close=lambda: self._count_user(profile, -1))
+
+    def _count_user(self, profile, n: int) -> None:
+        with self._lock:
+            self._users[profile] = self._users.get(profile, 0) + n
+
+    def _check_served(self, profile) -> None:
+        """A worker that compiled its profiles at start serves those, as they were compiled: a
+        session with another profile, or with options that change one (window, stride, steps,
+        size, view count, ...), would compile new graphs on the render thread and stall every
+        session for minutes. ``OptionsRefused`` says what is served and how to serve more."""
+        if not self.settings.compile or not self._warm or profile in self._warm:
+            return
+        import dataclasses
+
+        served = ", ".join(p.name for p in self._warm)
+        same = next((p for p in self._warm if p.name == profile.name), None)
+        if same is None:
+            why = f"profile {profile.name!r} was not (start the worker with --warm {served},{profile.name})"
+        else:
+            changed = ", ".join(f"{f.name} {getattr(profile, f.name)} (compiled: {getattr(same, f.name)})"
+                                for f in dataclasses.fields(profile) if getattr(profile, f.name) != getattr(same, f.name))
+            why = f"these options change {profile.name!r}: {changed}; open the session without them"
+        raise OptionsRefused(f"this worker serves the profiles it compiled at start ({served}) as they were "
+                             f"compiled; {why}")
 
     def _stage(self, device):
         """The generator's conditioning stage (FLAME renderings drawn as frames arrive, beside

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from flamecast.plugins import Generator, GeneratorSessionSpec, GeneratorUnavailable, PortraitError
+from flamecast.plugins import Generator, GeneratorSessionSpec, GeneratorUnavailable, OptionsRefused, PortraitError
 from flamecast.plugins.protocol import RefusalCode, SessionState
 
 from .handoff import Handoff, send
@@ -182,6 +182,8 @@ def refusal(session: Session, exc: Exception) -> tuple[str, RefusalCode]:
     """What to tell the client when opening ``session`` raised ``exc``, and whose fault it is."""
     if isinstance(exc, PortraitError):
         return f"portrait: {exc}", RefusalCode.PORTRAIT
+    if isinstance(exc, OptionsRefused):
+        return f"generator {session.generator!r}: {exc}", RefusalCode.OPTIONS
     if isinstance(exc, GeneratorUnavailable):
         return f"generator {session.generator!r} cannot run here: {exc}", RefusalCode.UNAVAILABLE
     log.error("session %s: generator %r failed to open", session.id, session.generator, exc_info=exc)

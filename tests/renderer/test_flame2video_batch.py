@@ -90,3 +90,23 @@ def test_batch_sizes_and_warm_up_without_compile_do_nothing():
     parts = gen.warm_up_parts["tiny"]
     assert list(parts) == ["build", "open", "first_windows", "batch_1"] and all(v >= 0 for v in parts.values())
     assert sum(parts.values()) <= gen.warm_up_s + 0.01
+
+
+def test_an_uncompiled_generator_lets_go_of_pipelines_no_session_uses():
+    """Sessions with other settings, one after another, hold one pipeline at a time, not one per
+    setting ever asked for; a pipeline a session still uses stays."""
+    gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False})
+
+    def open_session(steps: int):
+        return gen.open_session(GeneratorSessionSpec(f"s{steps}", None, FLAME2VideoOptions(profile="tiny", steps=steps)))
+
+    first = open_session(1)
+    second = open_session(2)
+    assert sorted(p.steps for p in gen._pipelines) == [1, 2]
+    first.close()
+    third = open_session(3)  # the steps=1 pipeline has no session left
+    assert sorted(p.steps for p in gen._pipelines) == [2, 3]
+    second.close(), second.close()  # closing twice counts once
+    third.close()
+    open_session(1).close()
+    assert sorted(p.steps for p in gen._pipelines) == [1]

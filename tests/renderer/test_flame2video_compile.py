@@ -9,6 +9,7 @@ addresses over several windows of two sessions taking turns, without a GPU or a 
 from __future__ import annotations
 
 import collections
+import re
 import os
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
     graphs warm-up compiled: Dynamo compiles nothing more. Dynamo's eager backend stands in for
     Inductor (the guards, and so the recompilations, are Dynamo's); the carry mode is ``cache``,
     the one ``live`` and ``hq`` serve with."""
-    from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.plugins import GeneratorSessionSpec, OptionsRefused
     from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions, config
     from flamecast.renderer.flame2video.compile_cache import CompileCounts
     from flamecast.renderer.flame2video.generator import batch_sizes
@@ -144,6 +145,13 @@ def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
     report = gen.compile_report()
     assert report["since_warm_up"]["graphs"] == 0 and report["recompiles"] == 0, report
     assert report["compile_phases_s"]["entire_frame_compile"] > 0  # Dynamo's tracing, in torch's accounting
+    # a session that would need graphs warm-up did not compile is refused before anything is built
+    for options, says in ((FLAME2VideoOptions(profile="tiny", window=2, stride=1), "window 2 (compiled: 4)"),
+                          (FLAME2VideoOptions(profile="tiny", steps=3), "steps 3 (compiled: 2)"),
+                          (FLAME2VideoOptions(profile="live"), "--warm tiny,live")):
+        with pytest.raises(OptionsRefused, match=re.escape(says)):
+            gen.open_session(GeneratorSessionSpec("other", _portrait_png(9, (64, 64)), options))
+    assert len(gen._pipelines) == 1 and gen.compile_report()["recompiles"] == 0
     for s in sessions.values():
         s.close()
     torch._dynamo.reset()

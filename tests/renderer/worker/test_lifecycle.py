@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zmq
 
-from flamecast.plugins import Generator, GeneratorUnavailable, PortraitError, hookimpl
+from flamecast.plugins import Generator, GeneratorUnavailable, OptionsRefused, PortraitError, hookimpl
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.plugins.protocol import RefusalCode, SessionState
@@ -101,6 +101,7 @@ def test_closing_a_ready_session_closes_its_generator_session(parts):
 @pytest.mark.parametrize("exc, code, text", [
     (PortraitError("no face found"), RefusalCode.PORTRAIT, "portrait: no face found"),
     (GeneratorUnavailable("weights missing"), RefusalCode.UNAVAILABLE, "cannot run here: weights missing"),
+    (OptionsRefused("profile 'hq' was not compiled"), RefusalCode.OPTIONS, ": profile 'hq' was not compiled"),
     (ZeroDivisionError("a bug"), RefusalCode.INTERNAL, "failed to open the session: a bug"),
 ])
 def test_a_failed_open_says_whose_fault_it_is(parts, exc, code, text):
