@@ -173,7 +173,13 @@ def _settings(cls, profile: str, args: argparse.Namespace):
     return GeneratorSettings(device=args.device, weights_dir=args.weights_dir,
                              allow_random_weights=args.allow_random_weights, compile=compile_mode,
                              detect_face=not args.no_face_detect,
-                             warm_profiles=(split_profile(profile)[0],) if compile_mode and has_profiles else None)
+                             warm_profiles=(warm_spec(profile, args.size),) if compile_mode and has_profiles else None)
+
+
+def warm_spec(profile: str, size: int | None) -> str:
+    """The warm_profiles entry that compiles what the bench's session will run: the profile with
+    its overrides, and the size when one is asked for."""
+    return f"{profile}:size={size}" if size else profile
 
 
 class FrameSource:

@@ -34,7 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; takes minutes)")
     p.add_argument("--warm", metavar="PROFILES", help="profiles a neural generator builds and compiles before the "
-                   "worker reports ready (comma list; default: live when --compile is given)")
+                   "worker reports ready (comma list, each a profile with any option overrides its sessions use, "
+                   "e.g. live,hq:steps=2:size=384; default: live when --compile is given)")
     p.add_argument("--max-batch", type=int, default=4, metavar="N",
                    help="sessions of one profile a neural generator batches through one model call (default 4)")
     p.add_argument("--compile-cache", metavar="DIR", help="where compiled kernels are kept across runs "

@@ -51,7 +51,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                    help="torch.compile the local worker's neural generator at start (takes minutes)")
     p.add_argument("--warm", metavar="PROFILES", help="profiles the local worker's neural generator compiles at start, "
-                   "comma separated (default: live); a compiled worker serves only these")
+                   "comma separated, with any option overrides (live,hq:steps=2; default: live); a compiled worker serves "
+                   "only these")
     p.add_argument("--max-batch", type=int, metavar="N",
                    help="sessions of one profile the local worker batches through one model call (default 4)")
     p.add_argument("--compile-cache", metavar="DIR", help="where the local worker keeps compiled kernels across "

@@ -61,6 +61,19 @@ def resolve_profile(options: FLAME2VideoOptions):
                         stride=options.stride, scheduler=options.scheduler, carry_mode=options.carry_mode)
 
 
+def warm_options(spec: str) -> FLAME2VideoOptions:
+    """A ``warm_profiles`` entry as session options: a profile name, with option overrides after
+    colons if sessions will ask for them (``"live"``, ``"hq:steps=2:size=384"``)."""
+    name, *pairs = spec.strip().split(":")
+    data = {"profile": name.strip()}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"warm profile {spec!r}: {pair!r} is not KEY=VALUE")
+        data[key.strip()] = value.strip()
+    return FLAME2VideoOptions.model_validate_strings(data)
+
+
 def portrait_tensor(data: bytes | None, *, detect_face: bool = True):
     """Decode a portrait and crop a square around its face: (3, S, S) float in [0, 1].
 
@@ -213,7 +226,7 @@ class FLAME2VideoGenerator(Generator):
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
         self._pipelines: dict[Any, Any] = {}
-        self._warm: dict[Any, None] = {}  # the profiles warm-up built (and compiled), in order
+        self._warm: dict[Any, str] = {}  # the profiles warm-up built (and compiled): their warm_profiles entry
         self._users: dict[Any, int] = {}  # open sessions per profile
         self._lock = threading.Lock()
         self._conditioning = None  # ConditioningStage, on a GPU
@@ -289,24 +302,25 @@ class FLAME2VideoGenerator(Generator):
         worker reports ready, and never on a session's window. Does nothing without
         ``warm_profiles`` or ``compile``."""
         t0 = time.perf_counter()
-        for name in self.warm_profiles():
-            self.warm_up_profile(FLAME2VideoOptions(profile=name))
+        for spec in self.warm_profiles():
+            self.warm_up_profile(warm_options(spec), spec)
         if self.settings.compile:
             from .compile_cache import CompileCounts
 
             self.warm_counts = CompileCounts.now()
         self.warm_up_s = time.perf_counter() - t0
 
-    def warm_up_profile(self, options: FLAME2VideoOptions) -> None:
+    def warm_up_profile(self, options: FLAME2VideoOptions, spec: str | None = None) -> None:
         """Run the windows of sessions with ``options`` in every batch size this generator uses;
         ``warm_up_parts[profile]`` says where the time went: ``build`` (loading the models),
         ``open`` (the sessions' portraits and reference passes), ``first_windows`` and
-        ``batch_N`` (compiling, capturing and running the windows of N sessions)."""
+        ``batch_N`` (compiling, capturing and running the windows of N sessions). ``spec``: the
+        ``warm_profiles`` entry the options came from (``warm_options``)."""
         profile = resolve_profile(options)
-        parts = self.warm_up_parts.setdefault(profile.name, {})
+        parts = self.warm_up_parts.setdefault(spec or profile.name, {})
         clock = _PartClock(parts)
         pipe = self.pipeline(profile)
-        self._warm[profile] = None
+        self._warm[profile] = spec or profile.name
         clock.lap("build")
         log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, batch_sizes(self.max_batch))
         spec = GeneratorSessionSpec("warm-up", None, options)
@@ -377,10 +391,10 @@ class FLAME2VideoGenerator(Generator):
             return
         import dataclasses
 
-        served = ", ".join(p.name for p in self._warm)
+        served = ", ".join(self._warm.values())
         same = next((p for p in self._warm if p.name == profile.name), None)
         if same is None:
-            why = f"profile {profile.name!r} was not (start the worker with --warm {served},{profile.name})"
+            why = f"profile {profile.name!r} was not (start the worker with --warm {','.join(self._warm.values())},{profile.name})"
         else:
             changed = ", ".join(f"{f.name} {getattr(profile, f.name)} (compiled: {getattr(same, f.name)})"
                                 for f in dataclasses.fields(profile) if getattr(profile, f.name) != getattr(same, f.name))

@@ -75,3 +75,15 @@ def test_recompiling_after_warm_up_fails_the_run(windowed, tmp_path, capsys):
               "--compile", "reduce-overhead", "--json", str(out)])
     assert exc.value.code == 2 and "1 compilation(s)" in capsys.readouterr().err
     assert json.loads(out.read_text())["results"][0]["compile_counts"]["recompiles"] == 1
+
+
+def test_a_compiled_profile_is_warmed_as_its_session_will_run():
+    """What the bench warms is what its session opens with, overrides and size included (a
+    compiled generator refuses any other)."""
+    from flamecast.cli.bench import _options, warm_spec
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator
+    from flamecast.renderer.flame2video.generator import resolve_profile, warm_options
+
+    for profile, size in (("live", None), ("live:carry_mode=renoise:steps=2", 384), ("hq:window=6:stride=3", 256)):
+        session = resolve_profile(_options(FLAME2VideoGenerator, profile, size))
+        assert resolve_profile(warm_options(warm_spec(profile, size))) == session

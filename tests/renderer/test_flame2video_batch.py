@@ -110,3 +110,16 @@ def test_an_uncompiled_generator_lets_go_of_pipelines_no_session_uses():
     third.close()
     open_session(1).close()
     assert sorted(p.steps for p in gen._pipelines) == [1]
+
+
+def test_warm_profiles_may_carry_the_options_sessions_will_ask_for():
+    from flamecast.renderer.flame2video.generator import resolve_profile, warm_options
+
+    assert warm_options("live") == FLAME2VideoOptions(profile="live")
+    profile = resolve_profile(warm_options(" hq:steps=2:size=384 "))
+    assert (profile.name, profile.steps, profile.size) == ("hq", 2, 384)
+    assert profile == resolve_profile(FLAME2VideoOptions(profile="hq", steps=2, size=384))
+    with pytest.raises(ValueError, match="'steps' is not KEY=VALUE"):
+        warm_options("hq:steps")
+    with pytest.raises(ValueError, match="steps"):
+        warm_options("hq:steps=none")
