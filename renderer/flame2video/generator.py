@@ -391,14 +391,18 @@ class FLAME2VideoGenerator(Generator):
             return
         import dataclasses
 
-        served = ", ".join(self._warm.values())
+        served, warm = ", ".join(self._warm.values()), ",".join(self._warm.values())
         same = next((p for p in self._warm if p.name == profile.name), None)
         if same is None:
-            why = f"profile {profile.name!r} was not (start the worker with --warm {','.join(self._warm.values())},{profile.name})"
+            why = f"profile {profile.name!r} was not (start the worker with --warm {warm},{profile.name})"
         else:
-            changed = ", ".join(f"{f.name} {getattr(profile, f.name)} (compiled: {getattr(same, f.name)})"
-                                for f in dataclasses.fields(profile) if getattr(profile, f.name) != getattr(same, f.name))
+            fields = [f.name for f in dataclasses.fields(profile) if getattr(profile, f.name) != getattr(same, f.name)]
+            changed = ", ".join(f"{k} {getattr(profile, k)} (compiled: {getattr(same, k)})" for k in fields)
             why = f"these options change {profile.name!r}: {changed}; open the session without them"
+            overrides = [k for k in fields if k in FLAME2VideoOptions.model_fields and k != "views"]
+            if overrides == fields:  # all of them can be warmed too
+                spec = ":".join([profile.name] + [f"{k}={getattr(profile, k)}" for k in overrides])
+                why += f", or start the worker with --warm {warm},{spec}"
         raise OptionsRefused(f"this worker serves the profiles it compiled at start ({served}) as they were "
                              f"compiled; {why}")
 

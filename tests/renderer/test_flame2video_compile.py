@@ -147,7 +147,8 @@ def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
     assert report["compile_phases_s"]["entire_frame_compile"] > 0  # Dynamo's tracing, in torch's accounting
     # a session that would need graphs warm-up did not compile is refused before anything is built
     for options, says in ((FLAME2VideoOptions(profile="tiny", window=2, stride=1), "window 2 (compiled: 4)"),
-                          (FLAME2VideoOptions(profile="tiny", steps=3), "steps 3 (compiled: 2)"),
+                          (FLAME2VideoOptions(profile="tiny", steps=3), "steps 3 (compiled: 2); open the session without them, "
+                           "or start the worker with --warm tiny,tiny:steps=3"),
                           (FLAME2VideoOptions(profile="live"), "--warm tiny,live")):
         with pytest.raises(OptionsRefused, match=re.escape(says)):
             gen.open_session(GeneratorSessionSpec("other", _portrait_png(9, (64, 64)), options))
