@@ -323,8 +323,8 @@ class FLAME2VideoGenerator(Generator):
         self._warm[profile] = spec or profile.name
         clock.lap("build")
         log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, batch_sizes(self.max_batch))
-        spec = GeneratorSessionSpec("warm-up", None, options)
-        sessions = [self._open(spec, detect_face=False) for _ in range(self.max_batch)]
+        opening = GeneratorSessionSpec("warm-up", None, options)
+        sessions = [self._open(opening, detect_face=False) for _ in range(self.max_batch)]
         clock.lap("open", pipe.device)
         n_expr, seq = self.head.n_expression, 0
         for session in sessions:  # first windows: one at a time, eagerly
@@ -344,9 +344,7 @@ class FLAME2VideoGenerator(Generator):
         per phase (``compile_cache.compile_phases``); empty when nothing is compiled."""
         if self.warm_counts is None:
             return {}
-        from .compile_cache import CompileCounts
-
-        from .compile_cache import compile_phases
+        from .compile_cache import CompileCounts, compile_phases
 
         since = CompileCounts.now() - self.warm_counts
         return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
