@@ -100,6 +100,9 @@ for name, s in phases.items():
 EOF
 }
 if [ -n "${PARALLEL:-}" ]; then
+  # the machine's cores split between the runs: torch's OpenMP threads of two processes on the
+  # same cores wait on each other at every parallel region
+  N_RUNS=$(echo ${RUNS:-1} | wc -w); export OMP_NUM_THREADS=$(( $(nproc) / N_RUNS > 0 ? $(nproc) / N_RUNS : 1 ))
   for r in ${RUNS:-1}; do one_run "$r" > "$OUT/train-run$r.log" 2>&1 & done
   wait
   for r in ${RUNS:-1}; do echo "== run $r"; grep -v "should be kept" "$OUT/train-run$r.log"; done
