@@ -134,15 +134,12 @@ def latency_pass(session, frames, fps: float, max_seconds: float) -> dict[str, A
 
 def split_profile(spec: str) -> tuple[str, dict[str, str]]:
     """``"live:carry_mode=renoise:steps=2"`` -> ("live", {"carry_mode": "renoise", "steps": "2"})."""
+    from flamecast.plugins import split_spec
 
-    name, *pairs = spec.split(":")
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CommandError(f"profile override {pair!r} in {spec!r} is not KEY=VALUE")
-        overrides[key] = value
-    return name, overrides
+    try:
+        return split_spec(spec)
+    except ValueError as exc:
+        raise CommandError(f"profile {exc}") from None
 
 
 def _options(cls, profile: str, size: int | None) -> Any:

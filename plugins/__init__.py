@@ -22,6 +22,7 @@ from .generator import (
     OutputUnavailable,
     PortraitError,
     RenderedFrame,
+    split_spec,
 )
 from .head import BUILTIN_EXPRESSION_NAMES, HEAD_NAMES, HeadSpace, builtin_head_space, named_head_space
 from .hookspecs import hookimpl, hookspec
@@ -67,4 +68,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "pose_slice",
+    "split_spec",
 ]

@@ -28,6 +28,20 @@ class PortraitError(ValueError):
     which and what to do. The worker sends it back to the session and keeps serving."""
 
 
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """A named set of options with overrides after colons (a bench profile, a warm profile):
+    ``"live:steps=2:size=384"`` -> ("live", {"steps": "2", "size": "384"}). ValueError names the
+    pair that is not KEY=VALUE."""
+    name, *pairs = spec.strip().split(":")
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {pair!r} is not KEY=VALUE (in {spec!r})")
+        overrides[key.strip()] = value.strip()
+    return name.strip(), overrides
+
+
 class OptionsRefused(ValueError):
     """Options that validate but that this generator, as it runs, does not serve (a profile its
     worker did not compile at start, say); the message says what it serves. The client's to

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from flamecast.plugins import (FlameFrame, Generator, GeneratorOptions, GeneratorSession, GeneratorSessionSpec, OptionsRefused,
-                               RenderedFrame)
+                               RenderedFrame, split_spec)
 
 from .config import CarryMode, ProfileName, SchedulerName
 
@@ -64,14 +64,11 @@ def resolve_profile(options: FLAME2VideoOptions):
 def warm_options(spec: str) -> FLAME2VideoOptions:
     """A ``warm_profiles`` entry as session options: a profile name, with option overrides after
     colons if sessions will ask for them (``"live"``, ``"hq:steps=2:size=384"``)."""
-    name, *pairs = spec.strip().split(":")
-    data = {"profile": name.strip()}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"warm profile {spec!r}: {pair!r} is not KEY=VALUE")
-        data[key.strip()] = value.strip()
-    return FLAME2VideoOptions.model_validate_strings(data)
+    try:
+        name, overrides = split_spec(spec)
+    except ValueError as exc:
+        raise ValueError(f"warm profile {exc}") from None
+    return FLAME2VideoOptions.model_validate_strings({**overrides, "profile": name})
 
 
 def portrait_tensor(data: bytes | None, *, detect_face: bool = True):
