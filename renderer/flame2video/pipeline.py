@@ -97,8 +97,14 @@ class FLAME2VideoPipeline:
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else getattr(torch, profile.dtype))
         self.profile = profile
-        self.components = components
-        self.unet = MultiViewUNet.build(components.denoising_unet, components.motion_module, components.view_module)
+        # The UNet with its motion modules is a new model filled from the 2D UNet and the motion
+        # module, which are not kept afterwards. Built where they are, on the device, its random
+        # initialisation (which their weights then replace) takes a GPU moment instead of the
+        # host's 10-20 s for SD1.5's size.
+        for m in (components.denoising_unet, components.motion_module, components.view_module):
+            m.to(device=self.device, dtype=self.dtype)
+        with torch.device(self.device):
+            self.unet = MultiViewUNet.build(components.denoising_unet, components.motion_module, components.view_module)
         self.reference_unet = components.reference_unet
         self.reference = ReferenceAttention(self.reference_unet, self.unet.unet)
         for unet in (self.unet.unet, self.reference_unet):  # the CLIP embedding is one token
