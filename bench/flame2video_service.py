@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "and view modules) at narrow widths, with the tiny VAE and image encoder: what compiling and a "
                     "warm start cost for the real graph on a machine without the compute for it (a CPU); the "
                     "frames and their timings mean nothing")
+    ap.add_argument("--stage-windows", type=int, default=0,
+                    help="after the session counts, this many windows of one session back to back with each stage "
+                    "timed: where a window's time goes (ms per window)")
     ap.add_argument("--json", dest="json_out")
     return ap.parse_args(argv)
 
@@ -77,27 +80,66 @@ def gpu_gb(torch) -> float | None:
 
 
 def drive(gen, sessions, fps: float, seconds: float, start_seq: int) -> list[dict[str, Any]]:
-    """Feed every session one frame per 1/fps (all frames that are due, if behind) through
-    ``step_sessions``; per session: output frames/s and latency from a frame's due time."""
+    """Drive every session at ``fps`` as a worker is driven: a thread of its own hands each
+    frame to the sessions when it is due (``prefetch``, as the worker's socket thread does as
+    frames arrive), and this thread steps all frames that have arrived through
+    ``step_sessions``, as the render thread does. Per session: output frames/s and latency from
+    a frame's due time to its views out."""
+    import threading
+
     from flamecast.renderer.flame2video.generator import warm_frames
 
     n_expr, n = gen.head.n_expression, int(seconds * fps)
     lat: list[list[float]] = [[] for _ in sessions]
-    t0, fed = time.perf_counter(), 0
+    arrived: list = []
+    ready = threading.Condition()
+    t0 = time.perf_counter()
+
+    def arrive() -> None:
+        for i in range(n):
+            time.sleep(max(0.0, t0 + i / fps - time.perf_counter()))
+            (frame,) = warm_frames(1, n_expr, start_seq + i)
+            for s in sessions:
+                s.prefetch([frame])
+            with ready:
+                arrived.append(frame)
+                ready.notify()
+
+    feeder = threading.Thread(target=arrive, name="bench-arrivals", daemon=True)
+    feeder.start()
+    fed = 0
     while fed < n:
-        due = min(n, int((time.perf_counter() - t0) * fps) + 1)
-        if due <= fed:
-            time.sleep(max(0.0, t0 + fed / fps - time.perf_counter()))
-            continue
-        frames = warm_frames(due - fed, n_expr, start_seq + fed)
+        with ready:
+            ready.wait_for(lambda: len(arrived) > fed)
+            frames = arrived[fed:]
         outs = gen.step_sessions([(s, frames) for s in sessions])
         now = time.perf_counter()
         for i, out in enumerate(outs):
             lat[i] += [1e3 * (now - (t0 + (r.source.seq - start_seq) / fps)) for r in out]
-        fed = due
+        fed += len(frames)
+    feeder.join()
     dt = time.perf_counter() - t0
     return [{"frames_out": len(ms), "fps": len(ms) / dt, "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
              "max_ms": max(ms) if ms else None} for ms in lat]
+
+
+def stage_windows(gen, options, windows: int) -> dict[str, Any]:
+    """One session's windows back to back with every stage timed (the GPU synchronised around
+    each, which lengthens a window a little): where a window's time goes, per window in ms."""
+    from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.renderer.flame2video.generator import warm_frames
+
+    session = gen.open_session(GeneratorSessionSpec("stages", None, options))
+    stride = session.stream.stride
+    try:
+        session.step(warm_frames(session.stream.window, gen.head.n_expression))  # the first (eager) window
+        session.enable_stage_timing()
+        for w in range(windows):
+            session.step(warm_frames(stride, gen.head.n_expression, session.stream.window + w * stride))
+        times = session.stage_times()
+    finally:
+        session.close()
+    return {name: round(t["total_s"] * 1e3 / windows, 2) for name, t in times.items()}
 
 
 def first_frame(gen, options, fps: float) -> dict[str, float]:
@@ -188,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     print("first frame: " + ", ".join(f"{k} {v:.2f}" for k, v in report["first_frame"].items()), flush=True)
     write()
     concurrent(gen, options, [int(x) for x in args.sessions.split(",") if x.strip()], args, report, write)
+    if args.stage_windows:
+        report["stage_ms_per_window"] = stage_windows(gen, options, args.stage_windows)
+        print("per window (ms, stages timed): " + ", ".join(f"{k} {v:.1f}" for k, v in report["stage_ms_per_window"].items()),
+              flush=True)
+        write()
     report["compile"] = gen.compile_report()
     write()
     bad = report["compile"].get("recompiles", 0) or report["compile"].get("cudagraph_rerecords", 0)

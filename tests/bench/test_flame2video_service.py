@@ -44,9 +44,11 @@ def test_narrow_widths_keep_every_block_layer_and_attention(service):
 def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     out = tmp_path / "service.json"
     code = service.main(["--profile", "tiny", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5",
-                         "--max-batch", "2", "--allow-random-weights", "--json", str(out)])
+                         "--max-batch", "2", "--allow-random-weights", "--stage-windows", "2", "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0
     assert report["first_frame"]["first_frame_after_open_s"] > 0
     assert [c["sessions"] for c in report["concurrent"]] == [1, 2]
     assert all(c["min_fps"] > 0 for c in report["concurrent"])
+    assert all(c["per_session"][0]["frames_out"] > 0 for c in report["concurrent"])
+    assert {"unet", "decode", "window"} <= set(report["stage_ms_per_window"])
