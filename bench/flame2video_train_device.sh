@@ -10,7 +10,7 @@
 #   bash bench/flame2video_train_device.sh
 # Per-phase time caps in minutes: MINUTES="0.6 1.0 0.6 0.7 0.6" (vae 1 2 3 distill); or fixed
 # steps per phase, STEPS="120 80 60 50 25"; RUNS="1 2" trains twice, in two processes, one after
-# the other, or at the same time with PARALLEL=1.
+# the other (about 3 min each on an H200 with those steps and CLIPS=8: both fit one call).
 set -u -o pipefail
 OUT=${OUT:-/tmp/flamecast-train}; mkdir -p "$OUT"
 RUN=${RUN:-/tmp/f2v-run}; DATA=${DATA:-/tmp/f2v-data}
@@ -25,12 +25,11 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) | tee "$OUT/gpu.txt"
 F="python3 -m flamecast.renderer.flame2video.training"
-# time outside the caps (start, checks, renderings, validations, export): 40-50 s a phase on the H200
-# 2026-12-04 with one process per phase (the caps below plus 16 clips came to more than 540 s, so the
-# defaults are smaller); not re-measured on a GPU since. On the project's 2-core CPU (2026-12-04:
-# phases in one process as below, tiny model, float32, batch 4, window 8, 4 views, 5 steps a phase,
-# 16 clips x 32 frames x 4 views at 128, validation as below): 13-29 s a phase outside the training
-# steps, 15 s for the first (imports, checks, renderings); validation is most of it.
+# time outside the caps or steps (checks, setup, decoding, renderings, data, validations, export),
+# phases in one process as below: 12-23 s a phase on the H200 on 2026-12-05 (STEPS="120 80 60 50 25",
+# CLIPS=8; validation 4-9 s of it), 40-50 s a phase on 2026-12-04 with one process per phase. On the
+# project's 2-core CPU (2026-12-04: tiny model, float32, batch 4, window 8, 4 views, 5 steps a phase,
+# 16 clips x 32 frames x 4 views at 128): 13-29 s a phase, validation most of it.
 read -r M_VAE M_1 M_2 M_3 M_D <<< "${MINUTES:-0.6 1.0 0.6 0.7 0.6}"
 t0=$(date +%s)
 $F data make-synthetic --avatars runs/f2v-avatars --out "$DATA" --clips ${CLIPS:-16} --frames 32 --views 4 \
@@ -42,10 +41,6 @@ echo "dataset: $(( $(date +%s) - t0 )) s"
 # both runs take the same steps.
 read -r S_VAE S_1 S_2 S_3 S_D <<< "${STEPS:-}"
 limit() { if [ -n "${STEPS:-}" ]; then echo "--steps $1"; else echo "--steps 100000 --max-minutes $2"; fi; }
-# PARALLEL=1 starts the RUNS at the same time, each process on the one GPU (which a `small` run
-# leaves mostly idle), their output in $OUT/train-run<r>.log, printed when all have ended: the
-# same steps (with STEPS) in half the device time; each run's samples/s is then that of runs
-# sharing the GPU, not of one alone.
 one_run() {
   local r=$1 R="$RUN-run$1" t1; rm -rf "$R"; t1=$(date +%s)
   # no checkpoints (this run is never resumed: the machine goes with the call); the export is written
@@ -99,13 +94,4 @@ for name, s in phases.items():
           "held-out loss", [(e["step"], round(e["held_out_loss"], 4)) for e in v if e.get("held_out_loss") is not None])
 EOF
 }
-if [ -n "${PARALLEL:-}" ]; then
-  # the machine's cores split between the runs: torch's OpenMP threads of two processes on the
-  # same cores wait on each other at every parallel region
-  N_RUNS=$(echo ${RUNS:-1} | wc -w); export OMP_NUM_THREADS=$(( $(nproc) / N_RUNS > 0 ? $(nproc) / N_RUNS : 1 ))
-  for r in ${RUNS:-1}; do one_run "$r" > "$OUT/train-run$r.log" 2>&1 & done
-  wait
-  for r in ${RUNS:-1}; do echo "== run $r"; grep -v "should be kept" "$OUT/train-run$r.log"; done
-else
-  for r in ${RUNS:-1}; do one_run "$r" || exit 1; done
-fi
+for r in ${RUNS:-1}; do one_run "$r" || exit 1; done
