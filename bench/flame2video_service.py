@@ -80,44 +80,24 @@ def gpu_gb(torch) -> float | None:
 
 
 def drive(gen, sessions, fps: float, seconds: float, start_seq: int) -> list[dict[str, Any]]:
-    """Drive every session at ``fps`` as a worker is driven: a thread of its own hands each
-    frame to the sessions when it is due (``prefetch``, as the worker's socket thread does as
-    frames arrive), and this thread steps all frames that have arrived through
-    ``step_sessions``, as the render thread does. Per session: output frames/s and latency from
-    a frame's due time to its views out."""
-    import threading
-
+    """Feed every session one frame per 1/fps (all frames that are due, if behind) through
+    ``step_sessions``; per session: output frames/s and latency from a frame's due time."""
     from flamecast.renderer.flame2video.generator import warm_frames
 
     n_expr, n = gen.head.n_expression, int(seconds * fps)
     lat: list[list[float]] = [[] for _ in sessions]
-    arrived: list = []
-    ready = threading.Condition()
-    t0 = time.perf_counter()
-
-    def arrive() -> None:
-        for i in range(n):
-            time.sleep(max(0.0, t0 + i / fps - time.perf_counter()))
-            (frame,) = warm_frames(1, n_expr, start_seq + i)
-            for s in sessions:
-                s.prefetch([frame])
-            with ready:
-                arrived.append(frame)
-                ready.notify()
-
-    feeder = threading.Thread(target=arrive, name="bench-arrivals", daemon=True)
-    feeder.start()
-    fed = 0
+    t0, fed = time.perf_counter(), 0
     while fed < n:
-        with ready:
-            ready.wait_for(lambda: len(arrived) > fed)
-            frames = arrived[fed:]
+        due = min(n, int((time.perf_counter() - t0) * fps) + 1)
+        if due <= fed:
+            time.sleep(max(0.0, t0 + fed / fps - time.perf_counter()))
+            continue
+        frames = warm_frames(due - fed, n_expr, start_seq + fed)
         outs = gen.step_sessions([(s, frames) for s in sessions])
         now = time.perf_counter()
         for i, out in enumerate(outs):
             lat[i] += [1e3 * (now - (t0 + (r.source.seq - start_seq) / fps)) for r in out]
-        fed += len(frames)
-    feeder.join()
+        fed = due
     dt = time.perf_counter() - t0
     return [{"frames_out": len(ms), "fps": len(ms) / dt, "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
              "max_ms": max(ms) if ms else None} for ms in lat]

@@ -104,13 +104,6 @@ class GeneratorSession(abc.ABC):
     def step(self, frames: Sequence[FlameFrame]) -> list[RenderedFrame]:
         """Consume new frames in order; return the frames finished so far."""
 
-    def prefetch(self, frames: Sequence[FlameFrame]) -> None:
-        """Frames that have arrived for this session; ``step`` gets them later, in order (or
-        not at all: a worker that falls behind drops its oldest frames). A session may start
-        per-frame work on them now, so that it is done by the time ``step`` needs it. The
-        worker calls this on its socket thread while ``step`` may be running on the render
-        thread: return at once, and hand any work to a thread of your own. Default: nothing."""
-
     def close(self) -> None:
         """Free per-session state."""
 

@@ -5,11 +5,8 @@ synchronisations of its data-dependent steps: on an H200, 11.5 ms of GPU time fo
 kernels per ``live`` window, benchmarks.md), and the GPU waits for it when it runs in line,
 between one window's denoising and the next. ``ConditioningStage`` draws each batch of frames
 as soon as a session is handed them, on its own thread and stream, while the GPU denoises the
-previous window; a window then takes the renderings already drawn (``Renders.take``). In a
-worker, frames reach the stage as they arrive on its socket thread (``GeneratorSession.prefetch``),
-not when the render thread next gets to the session: a window that ran long does not leave the
-frames that arrived meanwhile to be drawn on the next window's time. Only a window's last frame
-is drawn while that window waits.
+previous window; a window then takes the renderings already drawn (``Renders.take``). Only the
+frames that arrive last are drawn on the window's own time.
 
 Hand-over between streams: a session's drawings wait for an event recorded when its renderings
 were first asked for (its conditioner was put on the GPU on another stream); each drawing ends
@@ -20,8 +17,7 @@ allocator does not hand its memory to the stage before the consumer is done).
 
 from __future__ import annotations
 
-import itertools
-import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -81,66 +77,35 @@ def _ready(future: Future) -> torch.Tensor:
 
 
 class Renders:
-    """A session's renderings of its pending frames: drawn in line when taken (``stage`` None),
-    or submitted to a ``ConditioningStage`` as the frames arrive.
-
-    Frames are known by identity. ``add`` may see a frame twice (when it arrives, from the
-    worker's socket thread, and when ``step`` is handed it) and submits it once; ``take`` takes
-    frames in arrival order, so a frame that arrived before one taken and was not taken itself
-    was dropped on the way (a worker that falls behind drops its oldest frames) and is forgotten.
-    """
+    """A session's renderings of its pending frames, in order: drawn in line when taken
+    (``stage`` None), or submitted to a ``ConditioningStage`` as the frames arrive."""
 
     def __init__(self, conditioner: Conditioner, stage: ConditioningStage | None = None) -> None:
         self.conditioner, self.stage = conditioner, stage
         self._after = stage.mark() if stage is not None else None  # the conditioner is built by now
-        self._lock = threading.Lock()  # add() may come from another thread than take()
-        self._arrivals = itertools.count()
-        # id(frame) -> [frame (kept alive, so that the id stays its own), arrival number, the
-        # drawing it is part of (a Future), its row in that drawing]
-        self._drawn: dict[int, list] = {}
+        self._parts: deque[list] = deque()  # [frames, Future or renders] in arrival order
 
     def add(self, items: Sequence[Any]) -> None:
-        """Frames that have arrived: start drawing those not drawn yet (with a stage)."""
-        if self.stage is None or not items:
-            return
-        with self._lock:
-            new = [item for item in items if id(item) not in self._drawn]
-            if not new:
-                return
-            future = self.stage.submit(self.conditioner, new, self._after)
-            for row, item in enumerate(new):
-                self._drawn[id(item)] = [item, next(self._arrivals), future, row]
-
-    def __len__(self) -> int:
-        """Frames drawn or being drawn and not taken yet."""
-        with self._lock:
-            return len(self._drawn)
+        """Frames appended to the pending list: start drawing them (with a stage)."""
+        if self.stage is not None and items:
+            self._parts.append([len(items), self.stage.submit(self.conditioner, items, self._after)])
 
     def take(self, items: Sequence[Any]) -> torch.Tensor:
-        """The renderings (n, V, 3, H, W) of ``items``, the next n frames in arrival order."""
+        """The renderings (n, V, 3, H, W) of ``items``, the next n pending frames."""
         if self.stage is None:
             return self.conditioner(items)
-        with self._lock:
-            entries = [self._drawn.pop(id(item), None) for item in items]
-            taken = [e[1] for e in entries if e is not None]
-            if taken:  # frames that arrived earlier and were never taken: dropped on the way
-                last = max(taken)
-                for key in [k for k, e in self._drawn.items() if e[1] < last]:
-                    del self._drawn[key]
-        missing = [item for item, e in zip(items, entries) if e is None]
-        inline = iter(self.conditioner(missing)) if missing else iter(())
-        resolved: dict[int, torch.Tensor] = {}
-        rows = []
-        for e in entries:
-            if e is None:
-                rows.append(next(inline)[None])
-                continue
-            future, row = e[2], e[3]
-            if id(future) not in resolved:
-                resolved[id(future)] = _ready(future)
-            rows.append(resolved[id(future)][row:row + 1])
-        if len(resolved) == 1 and not missing and [e[3] for e in entries] == list(range(len(items))):
-            (renders,) = resolved.values()
-            if renders.shape[0] == len(items):
-                return renders  # one drawing of exactly these frames: no copy
-        return torch.cat(rows)
+        out, need = [], len(items)
+        while need:
+            part = self._parts[0]
+            if isinstance(part[1], Future):
+                part[1] = _ready(part[1])
+            n, renders = part
+            if n <= need:
+                out.append(renders)
+                self._parts.popleft()
+                need -= n
+            else:
+                out.append(renders[:need])
+                part[0], part[1] = n - need, renders[need:]
+                need = 0
+        return out[0] if len(out) == 1 else torch.cat(out)

@@ -156,13 +156,6 @@ class FLAME2VideoSession(GeneratorSession):
         return [RenderedFrame(source=f, views=views.numpy(), view_ids=self.view_ids, render_ns=dt // max(1, len(done)))
                 for f, views in done]
 
-    def prefetch(self, frames: Sequence[FlameFrame]) -> None:
-        """Start drawing the frames' FLAME renderings as they arrive (on a GPU, on the
-        conditioning stage), while the render thread may be busy with an earlier window."""
-        stream = self.stream
-        if stream is not None:
-            stream.prefetch(list(frames))
-
     def stage_times(self) -> dict[str, Any]:
         """Accumulated per-stage wall times (rasterize, flame_encoder, unet, decode, ...)."""
         return self.stream.pipeline.timer.as_dict()

@@ -58,11 +58,6 @@ class WindowStream:
         self.pending.extend(items)
         self.renders.add(items)
 
-    def prefetch(self, items: Sequence[Any]) -> None:
-        """Frames that have arrived and will be ``add``ed soon (some may not be: dropped on the
-        way): with a conditioning stage, their renderings start now."""
-        self.renders.add(items)
-
     def push(self, items: Sequence[Any]) -> list[tuple[Any, torch.Tensor]]:
         """Buffer ``items``; return (item, views (V, H, W, 3) uint8) for every finished frame."""
         self.add(items)

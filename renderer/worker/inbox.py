@@ -66,15 +66,7 @@ class Inbox:
         except wire.ProtocolError as exc:
             self._malformed(f"dropped a flame frame for {env.topic!r}: {exc}")
             return
-        gen = self.table.file_frame(frame)
-        if gen is not None:
-            try:  # the generator may start per-frame work now, while the render thread is busy
-                gen.prefetch([frame])
-            except Exception as exc:  # a generator bug: the frame is still rendered by step()
-                n = self.table.count("prefetch_failed")
-                if n & (n - 1) == 0:
-                    log.warning("session %s: prefetch failed (%d so far): %s: %s", frame.session_id, n,
-                                exc.__class__.__name__, exc)
+        self.table.file_frame(frame)
 
     def _on_open(self, env: wire.Envelope) -> list[list[bytes]]:
         sid = env.topic

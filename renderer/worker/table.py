@@ -56,7 +56,6 @@ class WorkerStats:
     video_dropped: int = 0  # hand-off full: the socket loop fell behind
     opens: int = 0
     errors: int = 0
-    prefetch_failed: int = 0  # a generator session's prefetch raised (the frame is still rendered)
 
 
 class FrameBuffer:
@@ -184,9 +183,8 @@ class SessionTable:
             setattr(self._counters, counter, value)
             return value
 
-    def file_frame(self, frame: FlameFrame) -> GeneratorSession | None:
-        """Buffer a frame for its session, or count it as unknown or rejected. Returns the
-        generator session of a ready session that buffered it (to ``prefetch`` it), else None."""
+    def file_frame(self, frame: FlameFrame) -> None:
+        """Buffer a frame for its session, or count it as unknown or rejected."""
         with self._lock:
             session = self._sessions.get(frame.session_id)
             if session is None or session.state not in (SessionState.OPENING, SessionState.READY):
@@ -199,8 +197,6 @@ class SessionTable:
                 session.stats.dropped += session.pending.push(frame)
                 if session.state is SessionState.READY:
                     self._lock.notify_all()
-                    return session.gen
-            return None
 
     def open(self, session_id: str, request: OpenRequest) -> OpenOutcome:
         """A repeated open is answered with the current status; new settings replace the

@@ -197,47 +197,6 @@ def test_conditioning_stage_draws_frames_as_they_arrive(pipe):
     assert {name.split("_")[0] for name, _ in calls} == {"flame2video-conditions"}
 
 
-def test_prefetched_frames_are_drawn_once_and_dropped_ones_forgotten(pipe):
-    """Frames told of as they arrive (``prefetch``, from another thread, as a worker's socket
-    thread does) are drawn then and not again when the window takes them; frames that arrived
-    but were dropped before the window (a worker that fell behind) are forgotten. The frames
-    equal those of a stream that never saw the dropped ones, drawn in line."""
-    import threading
-
-    from flamecast.renderer.flame2video.conditioning import ConditioningStage
-
-    calls = []
-
-    def watched(items):
-        calls.append(list(items))
-        return conditioner(items)
-
-    ref = pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(4)))
-    inline = WindowStream(pipe, ref, conditioner, seed=5)
-    want = inline.push([0, 1, 2, 3]) + inline.push([6, 7, 8, 9])
-    stage = ConditioningStage(torch.device("cpu"))
-    try:
-        staged = WindowStream(pipe, ref, watched, seed=5, stage=stage)
-
-        def arrive(frames):
-            for f in frames:
-                thread = threading.Thread(target=staged.prefetch, args=([f],))
-                thread.start()
-                thread.join()
-
-        arrive([0, 1, 2, 3])
-        got = staged.push([0, 1, 2, 3])
-        arrive([4, 5, 6, 7, 8, 9])  # 4 and 5 never reach the stream: dropped on the way
-        assert len(staged.renders) == 6
-        got += staged.push([6, 7, 8, 9])
-        assert len(staged.renders) == 0
-    finally:
-        stage.close()
-    assert [i for i, _ in got] == [i for i, _ in want] == [0, 1, 2, 3, 6, 7, 8, 9]
-    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(got, want))
-    assert calls == [[i] for i in range(10)]  # each frame drawn once, as it arrived
-
-
 def test_conditioning_stage_errors_reach_the_window(pipe):
     from flamecast.renderer.flame2video.conditioning import ConditioningStage
 
