@@ -120,6 +120,7 @@ class FLAME2VideoPipeline:
         self._schedulers = [make_scheduler(profile.scheduler)]
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
+        self._device_timesteps: dict[tuple, torch.Tensor] = {}
         self._compiled = self._cudagraphs = False
 
     def compile(self, mode: str | None = None, *, backend: str = "inductor") -> None:
@@ -231,23 +232,37 @@ class FLAME2VideoPipeline:
         scheds = self.schedulers(len(jobs))
         latents = []
         for job, sched in zip(jobs, scheds):
-            sched.set_timesteps(self.profile.steps, device=self.device)
+            # timesteps on the host: the schedulers' arithmetic on them (``alphas_cumprod[t]``,
+            # ``t >= 0``) would otherwise wait at every step for the GPU to finish that step's
+            # UNet call, and the GPU would then wait for the host to queue the next one
+            sched.set_timesteps(self.profile.steps)
             x = torch.randn((job.cond.shape[0], job.cond.shape[1], 4, self.latent_side, self.latent_side),
                             generator=job.generator, device=self.device, dtype=torch.float32)
             latents.append(x * sched.init_noise_sigma)
             job.carry.start(latents[-1], len(sched.timesteps))
         self._activate([job.reference.cache for job in jobs])
+        on_device = self._timesteps_on_device(scheds[0].timesteps)
         try:
             for i, t in enumerate(scheds[0].timesteps):
-                latents = self._step(jobs, scheds, latents, i, t)
+                latents = self._step(jobs, scheds, latents, i, t, on_device[i])
         finally:
             self.unet.temporal.end()
         return latents
 
+    def _timesteps_on_device(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """The host timesteps' copy on the device, for the UNet (made once per schedule)."""
+        key = tuple(timesteps.tolist())
+        held = self._device_timesteps.get(key)
+        if held is None:
+            held = self._device_timesteps[key] = timesteps.to(self.device)
+        return held
+
     def _step(self, jobs: Sequence[WindowJob], scheds: list, latents: list[torch.Tensor], i: int,
-              t: torch.Tensor) -> list[torch.Tensor]:
+              t: torch.Tensor, t_model: torch.Tensor) -> list[torch.Tensor]:
+        """Step ``i``: ``t`` the timestep on the host (for the schedulers), ``t_model`` the same
+        on the device (for the UNet and the carried frames' noise)."""
         for job, sched, x in zip(jobs, scheds, latents):
-            job.carry.before_step(x, t, sched)
+            job.carry.before_step(x, t_model, sched)
         contexts = [job.carry.temporal_context(i) for job in jobs]
         if contexts[0] is not False:
             self.unet.temporal.begin_rows(self.profile.stride, contexts)
@@ -258,7 +273,7 @@ class FLAME2VideoPipeline:
         # session: eagerly, so that no graph is compiled or captured for it
         eager = self._compiled and contexts[0] is None
         with self.timer.stage("unet"), torch.compiler.set_stance("force_eager") if eager else nullcontext():
-            eps = self._model_output_rows(latents, t, [j.reference for j in jobs], [j.cond for j in jobs])
+            eps = self._model_output_rows(latents, t_model, [j.reference for j in jobs], [j.cond for j in jobs])
         if contexts[0] is not False:
             for job, recorded in zip(jobs, self.unet.temporal.take_rows()):
                 job.carry.after_step(i, recorded)

@@ -129,3 +129,25 @@ def test_compiled_generator_draws_ahead_as_it_draws_in_line(monkeypatch, tmp_pat
     report = gen.compile_report()
     assert report["recompiles"] == 0 and report["cudagraph_rerecords"] == 0, report
     gen.close()
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "lcm", "tcd"])
+def test_a_steady_window_never_waits_for_the_gpu(scheduler):
+    """Between a window's UNet calls the host never waits for the GPU (the schedulers read
+    timesteps kept on the host), so it queues the next step while the GPU runs this one: a steady
+    cache-mode window's denoising runs with CUDA's sync debug mode raising on any synchronisation."""
+    profile = get_profile("tiny").replace(dtype="bfloat16", carry_mode="cache", scheduler=scheduler)
+    pipe = FLAME2VideoPipeline(random_components(tiny_config(), seed=5, device="cuda"), profile, device="cuda")
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64))
+    g = torch.Generator("cuda").manual_seed(0)
+    cond = pipe.encode_conditions(torch.rand(4, 2, 3, 64, 64, device="cuda", generator=g))
+    _, ctx = pipe.denoise_cached(cond, ref, None, torch.Generator("cuda").manual_seed(1))  # the first window
+    new = pipe.encode_conditions(torch.rand(2, 2, 3, 64, 64, device="cuda", generator=g))
+    gen = torch.Generator("cuda").manual_seed(2)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        latents, _ = pipe.denoise_cached(new, ref, ctx, gen)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert latents.shape[0] == 2 and torch.isfinite(latents).all()
