@@ -120,7 +120,7 @@ class FLAME2VideoPipeline:
         self._schedulers = [make_scheduler(profile.scheduler)]
         self.timer = StageTimer(device=self.device)
         self.reference_runs = 0
-        self._device_timesteps: dict[tuple, torch.Tensor] = {}
+        self._model_timesteps: torch.Tensor | None = None  # the schedule on the device, for the UNet
         self._compiled = self._cudagraphs = False
 
     def compile(self, mode: str | None = None, *, backend: str = "inductor") -> None:
@@ -241,21 +241,14 @@ class FLAME2VideoPipeline:
             latents.append(x * sched.init_noise_sigma)
             job.carry.start(latents[-1], len(sched.timesteps))
         self._activate([job.reference.cache for job in jobs])
-        on_device = self._timesteps_on_device(scheds[0].timesteps)
+        if self._model_timesteps is None:  # the profile's schedule, the same every window
+            self._model_timesteps = scheds[0].timesteps.to(self.device)
         try:
             for i, t in enumerate(scheds[0].timesteps):
-                latents = self._step(jobs, scheds, latents, i, t, on_device[i])
+                latents = self._step(jobs, scheds, latents, i, t, self._model_timesteps[i])
         finally:
             self.unet.temporal.end()
         return latents
-
-    def _timesteps_on_device(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """The host timesteps' copy on the device, for the UNet (made once per schedule)."""
-        key = tuple(timesteps.tolist())
-        held = self._device_timesteps.get(key)
-        if held is None:
-            held = self._device_timesteps[key] = timesteps.to(self.device)
-        return held
 
     def _step(self, jobs: Sequence[WindowJob], scheds: list, latents: list[torch.Tensor], i: int,
               t: torch.Tensor, t_model: torch.Tensor) -> list[torch.Tensor]:
