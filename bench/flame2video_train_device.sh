@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo cpu) | tee "$OUT/gpu.txt"
 F="python3 -m flamecast.renderer.flame2video.training"
 # time outside the caps or steps (checks, setup, decoding, renderings, data, validations, export),
-# phases in one process as below: 12-23 s a phase on the H200 on 2026-12-05 (STEPS="120 80 60 50 25",
+# phases in one process as below: 13-24 s a phase on the H200 on 2026-12-05 (STEPS="120 80 60 50 25",
 # CLIPS=8; validation 4-9 s of it), 40-50 s a phase on 2026-12-04 with one process per phase. On the
 # project's 2-core CPU (2026-12-04: tiny model, float32, batch 4, window 8, 4 views, 5 steps a phase,
 # 16 clips x 32 frames x 4 views at 128): 13-29 s a phase, validation most of it.
