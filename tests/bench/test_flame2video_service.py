@@ -51,4 +51,12 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     assert [c["sessions"] for c in report["concurrent"]] == [1, 2]
     assert all(c["min_fps"] > 0 for c in report["concurrent"])
     assert all(c["per_session"][0]["frames_out"] > 0 for c in report["concurrent"])
+    assert all(0 < p["frames_out"] <= p["frames_in"] for c in report["concurrent"] for p in c["per_session"])
     assert {"unet", "decode", "window"} <= set(report["stage_ms_per_window"])
+
+
+def test_output_rate_leaves_out_the_first_output_and_the_latency_before_it(service):
+    assert service.output_rate([(10.0, 4), (10.5, 4), (11.0, 4)]) == pytest.approx(8.0)
+    assert service.output_rate([(10.0, 4), (10.0, 4)]) is None  # no time between them
+    assert service.output_rate([(10.0, 4)]) is None
+    assert service.output_rate([]) is None
