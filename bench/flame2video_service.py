@@ -10,8 +10,10 @@ and capture every shape the profile will run), then serve. It reports
   start) until ``warm_up()`` returned, and ``warm_up_s`` on its own; a second run with the same
   compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs; ``compile_at_warm_up``
   holds ``warm_up_parts``, where warm-up went (model build, session opens, first windows, each
-  batch size's compile and capture) and ``compile_phases_s``, the compile time per phase in
-  torch's own accounting (Dynamo's tracing, AOTAutograd and Inductor, code generation);
+  batch size's compile and capture), ``compile_phases_s``, the compile time per phase in
+  torch's own accounting (Dynamo's tracing, AOTAutograd and Inductor, code generation), and
+  ``precompiled``: per profile, the UNet's and decoder's compiled calls loaded from the cache
+  and those compiled (and written to it) with the seconds each took;
 * ``first_frame_s``: from asking for a session (default portrait) until its first frame
   leaves, driving frames arriving at ``--fps`` from the moment the session is open;
 * for each session count: sessions opened together, driven at ``--fps`` each for ``--seconds``,
@@ -223,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     phases = report["compile_at_warm_up"].get("compile_phases_s") or {}
     if phases:
         print("compile time by phase (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), flush=True)
+    for profile, calls in (report["compile_at_warm_up"].get("precompiled") or {}).items():
+        print(f"{profile} compiled calls: " + "; ".join(
+            f"{name} {c['loaded']} loaded ({c['load_s']:.1f} s), {c['compiled']} compiled ({c['compile_s']:.1f} s)"
+            for name, c in calls.items()), flush=True)
     write()
     options = FLAME2VideoOptions(profile=args.profile)
     report["first_frame"] = first_frame(gen, options, args.fps)

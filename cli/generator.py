@@ -38,7 +38,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "e.g. live,hq:steps=2:size=384; default: live when --compile is given)")
     p.add_argument("--max-batch", type=int, default=4, metavar="N",
                    help="sessions of one profile a neural generator batches through one model call (default 4)")
-    p.add_argument("--compile-cache", metavar="DIR", help="where compiled kernels are kept across runs "
+    p.add_argument("--compile-cache", metavar="DIR", help="where compiled kernels and calls are kept across runs "
                    "(default $FLAMECAST_COMPILE_CACHE or ~/.cache/flamecast/compile)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
     p.add_argument("--keys", metavar="DIR", help="CURVE key folder: the worker uses worker.key_secret and admits only "

@@ -55,7 +55,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "only these")
     p.add_argument("--max-batch", type=int, metavar="N",
                    help="sessions of one profile the local worker batches through one model call (default 4)")
-    p.add_argument("--compile-cache", metavar="DIR", help="where the local worker keeps compiled kernels across "
+    p.add_argument("--compile-cache", metavar="DIR", help="where the local worker keeps compiled kernels and calls across "
                    "restarts (default $FLAMECAST_COMPILE_CACHE or ~/.cache/flamecast/compile)")
     p.add_argument("--data-dir", metavar="DIR", help="where uploaded portraits are kept across restarts "
                    "(default $FLAMECAST_DATA_DIR or ~/.local/share/flamecast)")

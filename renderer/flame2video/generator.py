@@ -8,7 +8,8 @@ renderings of the built-in head from every view (``flamecast.renderer.head`` +
 Generator settings (from the worker or ``flamecast bench``): ``device`` ("cpu", "cuda",
 "auto"), ``weights_dir`` (else $FLAMECAST_WEIGHTS, else ~/.cache/flamecast/weights),
 ``allow_random_weights`` (benchmarks only), ``compile`` (a torch.compile mode for the
-denoising UNet), ``compile_cache_dir`` (where compiled kernels are kept, compile_cache.py),
+denoising UNet), ``compile_cache_dir`` (where compiled kernels and calls are kept, compile_cache.py
+and precompile.py),
 ``warm_profiles`` (profiles ``warm_up`` builds and compiles; default the ``live`` profile when
 ``compile`` is set, none otherwise), ``max_batch`` (sessions per batched UNet call, default 4),
 ``detect_face`` (default True; False only decodes and centre-crops the portrait, for benchmark
@@ -279,9 +280,9 @@ class FLAME2VideoGenerator(Generator):
                 if self.settings.compile:
                     from .compile_cache import CompileCounts, use_compile_cache
 
-                    use_compile_cache(self.settings.compile_cache_dir)
+                    folder = use_compile_cache(self.settings.compile_cache_dir)
                     CompileCounts.now()  # counts CUDA-graph recordings from here on
-                    pipe.compile(self.settings.compile)
+                    pipe.compile(self.settings.compile, precompiled=folder / "precompiled")
                 self._pipelines[profile] = pipe
             return pipe
 
@@ -338,7 +339,9 @@ class FLAME2VideoGenerator(Generator):
     def compile_report(self) -> dict[str, Any]:
         """Compilations and CUDA-graph recordings since ``warm_up`` (all zero in a healthy
         service), with the counts at warm-up, where warm-up went and the process's compile time
-        per phase (``compile_cache.compile_phases``); empty when nothing is compiled."""
+        per phase (``compile_cache.compile_phases``) and, per profile, the compiled calls loaded
+        from the cache or compiled and written to it (``precompiled``); empty when nothing is
+        compiled."""
         if self.warm_counts is None:
             return {}
         from .compile_cache import CompileCounts, compile_phases
@@ -347,7 +350,9 @@ class FLAME2VideoGenerator(Generator):
         return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
                 "recompiles": since.graphs, "cudagraph_rerecords": since.cudagraph_recordings,
                 "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts,
-                "compile_phases_s": compile_phases()}
+                "compile_phases_s": compile_phases(),
+                "precompiled": {name: self._pipelines[p].precompiled_stats() for p, name in self._warm.items()
+                                if p in self._pipelines}}
 
     # ---- sessions -------------------------------------------------------------------------
     def open_session(self, spec: GeneratorSessionSpec) -> FLAME2VideoSession:

@@ -8,10 +8,12 @@ passes back; streaming state lives in ``stream.WindowStream``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -25,6 +27,11 @@ from .unet import MultiViewUNet
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` (the tiny decoder's call, compiled ahead of time by precompile.py)."""
+    return module(x)
 
 
 def make_scheduler(name: str):
@@ -122,15 +129,21 @@ class FLAME2VideoPipeline:
         self.reference_runs = 0
         self._model_timesteps: torch.Tensor | None = None  # the schedule on the device, for the UNet
         self._compiled = self._cudagraphs = False
+        self._unet_calls = self._decoder_calls = None  # compiled ahead of time (precompile.py)
 
-    def compile(self, mode: str | None = None, *, backend: str = "inductor") -> None:
+    def compile(self, mode: str | None = None, *, backend: str = "inductor", precompiled: str | Path | None = None) -> None:
         """Speed the denoising UNet up: fused QKV projections, cuDNN autotuning, and torch.compile
         (``mode``: None/"default", "reduce-overhead" for CUDA graphs,
         "max-autotune-no-cudagraphs") of the UNet and of the tiny decoder. Compilation happens on
         the first call of each shape: ``FLAME2VideoGenerator.warm_up`` makes those calls before
         any session opens. A ``cache``-mode session's first window (W frames, once per session)
         runs the UNet eagerly instead of costing a graph of its own. ``backend``: torch.compile's
-        (tests use Dynamo's "eager", which compiles nothing but guards and counts alike)."""
+        (tests use Dynamo's "eager", or AOTAutograd's "aot_eager" for calls compiled ahead of
+        time: neither generates kernels, both guard and count as Inductor does).
+
+        ``precompiled``: a folder for calls compiled ahead of time (precompile.py): each call
+        shape is compiled once and written there, and a later process loads it instead of
+        tracing again. Without it the modules are compiled in place and traced in every process."""
         from .attention import fuse_self_attention_projections
 
         mode = None if mode in (None, "default", True) else mode
@@ -147,11 +160,48 @@ class FLAME2VideoPipeline:
         fuse_self_attention_projections(self.unet)  # one QKV matmul instead of three
         torch.backends.cudnn.benchmark = True
         torch._inductor.config.conv_1x1_as_mm = True  # SD1.5's 1x1 proj_in/out convolutions
+        if precompiled is not None:
+            self._precompile(Path(precompiled), mode, backend)
+            return
         # compile the UNetMotionModel in place (its hooks are traced with it); the wrapper that
         # sets the per-call view count and condition stays eager
         self.unet.unet.compile(backend=backend, mode=mode, dynamic=False)
         if self.decoder is not self.vae:  # the tiny decoder runs once per window on fixed shapes
             self.decoder.decoder.compile(backend=backend, mode=mode, dynamic=False)
+
+    def _precompile(self, root: Path, mode: str | None, backend: str) -> None:
+        """The UNet's and the tiny decoder's calls compiled ahead of time, in folders named after
+        the modules' layouts, the traced code and the compile settings."""
+        from . import attention, temporal, unet
+        from .precompile import PrecompiledCalls, module_signature, source_digest
+
+        options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
+        settings = repr((backend, sorted(options.items()), str(self.dtype)))
+
+        def folder(module: torch.nn.Module, *sources) -> Path:
+            digest = hashlib.sha256(f"{module_signature(module)}|{source_digest(*sources)}|{settings}".encode())
+            return root / digest.hexdigest()[:16]
+
+        self._unet_calls = PrecompiledCalls(unet.call_unet, folder(self.unet, unet, attention, temporal),
+                                           state=self.unet.call_state, backend=backend, options=options)
+        if self.decoder is not self.vae:
+            self._decoder_calls = PrecompiledCalls(call_module, folder(self.decoder.decoder, call_module),
+                                                   backend=backend, options=options)
+
+    def precompiled_stats(self) -> dict[str, dict[str, float]]:
+        """Per precompiled function: files loaded and calls compiled (and written), with seconds."""
+        calls = {"unet": self._unet_calls, "decoder": self._decoder_calls}
+        return {name: dict(c.stats) for name, c in calls.items() if c is not None}
+
+    @contextmanager
+    def _eager_unet(self):
+        """Run the UNet's calls eagerly, whichever way it was compiled."""
+        calls, self._unet_calls = self._unet_calls, None
+        try:
+            with torch.compiler.set_stance("force_eager"):
+                yield
+        finally:
+            self._unet_calls = calls
 
     def modules(self) -> list[torch.nn.Module]:
         mods = [self.unet, self.reference_unet, self.flame_encoder, self.image_encoder, self.vae, self.decoder]
@@ -265,7 +315,7 @@ class FLAME2VideoPipeline:
         # a session's first window (cache mode: all W frames, recording the context) runs once per
         # session: eagerly, so that no graph is compiled or captured for it
         eager = self._compiled and contexts[0] is None
-        with self.timer.stage("unet"), torch.compiler.set_stance("force_eager") if eager else nullcontext():
+        with self.timer.stage("unet"), self._eager_unet() if eager else nullcontext():
             eps = self._model_output_rows(latents, t_model, [j.reference for j in jobs], [j.cond for j in jobs])
         if contexts[0] is not False:
             for job, recorded in zip(jobs, self.unet.temporal.take_rows()):
@@ -323,7 +373,7 @@ class FLAME2VideoPipeline:
         embeds = torch.cat([e for r in refs for e in ((torch.zeros_like(r.image_embeds), r.image_embeds)
                                                        if reps == 2 else (r.image_embeds,))])
         self._mark_step()
-        out = self.unet(x, t, embeds, condition=c).float()
+        out = self.unet(x, t, embeds, condition=c, calls=self._unet_calls).float()
         if reps == 2:
             out = out[0::2] + g * (out[1::2] - out[0::2])
         return [o.permute(2, 0, 1, 3, 4) for o in out]
@@ -342,7 +392,10 @@ class FLAME2VideoPipeline:
             if self.decoder is self.vae:
                 z = z / self.latent_scale
             self._mark_step()
-            images = self.decoder.decode(z).sample
+            if self._decoder_calls is not None and not (self.decoder.use_slicing or self.decoder.use_tiling):
+                images = self._decoder_calls(self.decoder.decoder, z)  # what AutoencoderTiny.decode runs
+            else:
+                images = self.decoder.decode(z).sample
             images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             images = images.permute(0, 2, 3, 1).reshape(f, v, *images.shape[2:], 3).cpu()
         return images

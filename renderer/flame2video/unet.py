@@ -20,11 +20,13 @@ views, F frames.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from torch import nn
 
-from .attention import FixedBuffers, use_short_sequence_attention
+from .attention import FixedBuffers, ReferenceJoinProcessor, use_short_sequence_attention
 from .temporal import TemporalCarry, install_temporal_carry
 
 
@@ -36,6 +38,12 @@ def motion_module_names(model: nn.Module) -> list[str]:
         if len(parts) >= 2 and parts[-2] == "motion_modules" and parts[-1].isdigit():
             names.append(name)
     return names
+
+
+def call_unet(unet: nn.Module, sample: torch.Tensor, timestep: torch.Tensor,
+              encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    """One call of the UNetMotionModel (the function ``precompile.PrecompiledCalls`` compiles)."""
+    return unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
 
 
 class MultiViewUNet(nn.Module):
@@ -50,6 +58,7 @@ class MultiViewUNet(nn.Module):
         self._skip_views = False  # profiling only: run without the view module
         self._condition: torch.Tensor | None = None
         self._fixed = FixedBuffers()
+        self._join = None
         views = dict(view_module.named_modules())
         self._pairs = []
         for name in motion_module_names(unet):
@@ -86,10 +95,26 @@ class MultiViewUNet(nn.Module):
     def _condition_hook(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return output if self._condition is None else output + self._condition
 
+    def call_state(self) -> tuple:
+        """What a call's graph depends on besides its arguments' shapes: the temporal carry's
+        mode and context shapes, the condition's shape and the reference keys/values' shapes."""
+        t = self.temporal
+        context = sorted((k, tuple(tuple(x.shape) for x in v)) for k, v in t.context.items())
+        if self._join is None:  # the processors are installed after the UNet is built
+            self._join = next((m.processor for m in self.unet.modules()
+                               if isinstance(getattr(m, "processor", None), ReferenceJoinProcessor)), False)
+        kv = [tuple(x.shape) for x in self._join.kv] if self._join and self._join.kv is not None else []
+        condition = None if self._condition is None else tuple(self._condition.shape)
+        return t.mode, t.stride, t.rows, context, condition, kv, self._views, self._frames, self._skip_views
+
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                condition: torch.Tensor | None = None) -> torch.Tensor:
+                condition: torch.Tensor | None = None, calls: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
         """sample (N, V, C, F, h, w); encoder_hidden_states (N, L, D); condition
-        (N, V, C', F, h, w) added after conv_in. Returns the model output, shaped like sample."""
+        (N, V, C', F, h, w) added after conv_in. Returns the model output, shaped like sample.
+
+        ``calls``: runs ``call_unet``'s call instead of it (the calls compiled ahead of time,
+        precompile.py). It is passed per call, not kept: Dynamo saves what the traced code can
+        reach from the UNet along with a compiled call, and compiled calls cannot be saved."""
         n, v, c, f, h, w = sample.shape
         self._views, self._frames = v, f
         if condition is not None:
@@ -100,8 +125,9 @@ class MultiViewUNet(nn.Module):
             # step's autograd graph to the previous one
             self._condition = flat if torch.is_grad_enabled() else self._fixed.hold(tuple(flat.shape), flat)
         ehs = encoder_hidden_states.repeat_interleave(v * f, dim=0)
+        args = (sample.reshape(n * v, c, f, h, w), timestep, ehs)
         try:
-            out = self.unet(sample.reshape(n * v, c, f, h, w), timestep, encoder_hidden_states=ehs).sample
+            out = (calls or call_unet)(self.unet, *args)
         finally:
             self._condition = None
         return out.view(n, v, c, f, h, w)

@@ -41,12 +41,21 @@ def address_recorder(seen: dict):
 
 
 @pytest.mark.parametrize("carry_mode", ["renoise", "cache"])
-def test_static_inputs_keep_their_addresses(carry_mode):
+@pytest.mark.parametrize("compiled", ["in place", "as an argument"])
+def test_static_inputs_keep_their_addresses(carry_mode, compiled):
+    """``in place``: the UNet module compiled (``torch.compile`` without a cache); ``as an
+    argument``: ``call_unet`` compiled with the UNet passed in, as the calls compiled ahead of
+    time are (precompile.py)."""
+    from flamecast.renderer.flame2video.unet import call_unet
+
     torch._dynamo.reset()
     seen: dict = collections.defaultdict(set)
     profile = get_profile("tiny").replace(carry_mode=carry_mode)
     pipe = FLAME2VideoPipeline(random_components(tiny_config(), seed=0), profile)
-    pipe.unet.unet.compile(backend=address_recorder(seen), dynamic=False)
+    if compiled == "in place":
+        pipe.unet.unet.compile(backend=address_recorder(seen), dynamic=False)
+    else:
+        pipe._unet_calls = torch.compile(call_unet, backend=address_recorder(seen), dynamic=False, fullgraph=True)
     g = torch.Generator().manual_seed(0)
     streams = [WindowStream(pipe, pipe.prepare_reference(torch.rand(3, 64, 64, generator=g)),
                             lambda items: torch.rand(len(items), 2, 3, 64, 64, generator=g), seed=i)
@@ -105,9 +114,9 @@ def _motion(rng: np.random.Generator, n: int, n_expr: int, start: int, extras: b
 def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
     """After ``warm_up`` a worker's life (sessions opening and closing at any time, other
     portraits, seeds, views and motion, batches of every size, frame numbers an hour into serving) runs on the
-    graphs warm-up compiled: Dynamo compiles nothing more. Dynamo's eager backend stands in for
-    Inductor (the guards, and so the recompilations, are Dynamo's); the carry mode is ``cache``,
-    the one ``live`` and ``hq`` serve with."""
+    graphs warm-up compiled: Dynamo compiles nothing more. AOTAutograd's eager backend stands in
+    for Inductor (the guards, and so the recompilations, are Dynamo's); the carry mode is
+    ``cache``, the one ``live`` and ``hq`` serve with."""
     from flamecast.plugins import GeneratorSessionSpec, OptionsRefused
     from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions, config
     from flamecast.renderer.flame2video.compile_cache import CompileCounts
@@ -117,7 +126,8 @@ def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # use_compile_cache sets them
         monkeypatch.setenv(name, str(tmp_path / name))
     monkeypatch.setitem(config.PROFILES, "tiny", config.PROFILES["tiny"].replace(carry_mode="cache"))
-    monkeypatch.setattr(FLAME2VideoPipeline, "compile", lambda self, mode=None: compile_inductor(self, backend="eager"))
+    monkeypatch.setattr(FLAME2VideoPipeline, "compile",
+                        lambda self, mode=None, **kw: compile_inductor(self, backend="aot_eager", **kw))
     torch._dynamo.reset()
     gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False, "compile": "default",
                                 "compile_cache_dir": str(tmp_path), "warm_profiles": "tiny", "max_batch": 2})
@@ -144,7 +154,10 @@ def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
         assert all(r.views.shape == (2, 64, 64, 3) for out in outs for r in out)
     report = gen.compile_report()
     assert report["since_warm_up"]["graphs"] == 0 and report["recompiles"] == 0, report
-    assert report["compile_phases_s"]["entire_frame_compile"] > 0  # Dynamo's tracing, in torch's accounting
+    # warm-up compiled the UNet for each batch size and the decoder ahead of time and wrote them
+    precompiled = report["precompiled"]["tiny"]
+    assert (precompiled["unet"]["compiled"], precompiled["decoder"]["compiled"]) == (len(batch_sizes(2)), 1), precompiled
+    assert precompiled["unet"]["saved"] == len(batch_sizes(2)) and precompiled["unet"]["loaded"] == 0
     # a session that would need graphs warm-up did not compile is refused before anything is built
     for options, says in ((FLAME2VideoOptions(profile="tiny", window=2, stride=1), "window 2 (compiled: 4)"),
                           (FLAME2VideoOptions(profile="tiny", steps=3), "steps 3 (compiled: 2); open the session without them, "
