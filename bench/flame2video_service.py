@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for profile, calls in (report["compile_at_warm_up"].get("precompiled") or {}).items():
         print(f"{profile} compiled calls: " + "; ".join(
             f"{name} {c['loaded']} loaded ({c['load_s']:.1f} s), {c['compiled']} compiled ({c['compile_s']:.1f} s)"
+            + (f", {c['in_process']} for this process only" if c.get("in_process") else "")
             for name, c in calls.items()), flush=True)
     write()
     options = FLAME2VideoOptions(profile=args.profile)

@@ -82,6 +82,8 @@ class PrecompiledCalls:
     ``reduce-overhead``'s CUDA graphs, also applied when loading).
 
     The first call of a shape loads its file, or compiles and writes it; ``stats`` counts both.
+    A call that cannot be compiled ahead of time (a graph break, a backend whose output cannot be
+    saved) is compiled by ``torch.compile`` for this process only, and traced again at each start.
     """
 
     def __init__(self, fn: Callable[..., Any], folder: str | Path, *, state: Callable[[], Any] = tuple,
@@ -89,7 +91,8 @@ class PrecompiledCalls:
         self.fn, self.folder, self.state = fn, Path(folder), state
         self.backend, self.options = backend, dict(options or {})
         self._functions: dict[str, Any] = {}
-        self.stats = {"loaded": 0, "compiled": 0, "saved": 0, "load_s": 0.0, "compile_s": 0.0}
+        # files loaded, calls compiled ahead of time (and saved), calls only this process could compile
+        self.stats = {"loaded": 0, "compiled": 0, "saved": 0, "in_process": 0, "load_s": 0.0, "compile_s": 0.0}
         if hasattr(torch._dynamo.config, "enable_aot_compile"):  # off by default in torch 2.11
             torch._dynamo.config.enable_aot_compile = True
 
@@ -134,7 +137,13 @@ class PrecompiledCalls:
         t0 = time.perf_counter()
         options = {**self.options, "guard_filter_fn": serializable_guards}
         traced = torch.compile(self.fn, fullgraph=True, dynamic=False, backend=self.backend, options=options)
-        compiled = traced.aot_compile(((module, *args), {}))
+        try:
+            compiled = traced.aot_compile(((module, *args), {}))
+        except Exception as e:  # e.g. a graph break: compile for this process only, traced at each start
+            log.warning("could not compile %s ahead of time (%s: %s); compiling it for this process only",
+                        self.fn.__name__, type(e).__name__, e)
+            self.stats["in_process"] += 1
+            return torch.compile(self.fn, dynamic=False, backend=self.backend, options=self.options or None)
         self.stats["compiled"] += 1
         self.stats["compile_s"] += time.perf_counter() - t0
         self._save(compiled, self.path(key))

@@ -111,3 +111,23 @@ def test_each_call_shape_and_state_has_a_file_of_its_own(tmp_path):
     state["mode"] = "record"
     assert calls.key((x,)) != key
     assert calls.path(key).parent == tmp_path and key in calls.path(key).name
+
+
+def test_a_call_that_cannot_be_saved_is_compiled_for_this_process_only(tmp_path):
+    """A graph break leaves no whole graph to compile ahead of time: the call still runs
+    compiled (in two graphs), and nothing is left on disk."""
+    torch._dynamo.reset()
+    module = torch.nn.Linear(3, 2)
+    calls = PrecompiledCalls(_call, tmp_path, backend="eager")
+    x = torch.randn(4, 3)
+    for _ in range(2):
+        torch.testing.assert_close(calls(module, x), module(x) * 2)
+    assert calls.stats["in_process"] == 1 and calls.stats["compiled"] == calls.stats["saved"] == 0
+    assert not list(tmp_path.iterdir())
+    torch._dynamo.reset()
+
+
+def _call(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = module(x)
+    torch._dynamo.graph_break()
+    return y * 2
