@@ -10,7 +10,8 @@ and capture every shape the profile will run), then serve. It reports
   start) until ``warm_up()`` returned, and ``warm_up_s`` on its own; a second run with the same
   compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs; ``compile_at_warm_up``
   holds ``warm_up_parts``, where warm-up went (model build, session opens, first windows, each
-  batch size's compile and capture), ``compile_phases_s``, the compile time per phase in
+  batch size's compile and capture), ``build_parts``, where the build went (the CUDA context,
+  the models, the pipeline around them, setting compilation up), ``compile_phases_s``, the compile time per phase in
   torch's own accounting (Dynamo's tracing, AOTAutograd and Inductor, code generation), and
   ``precompiled``: per profile, the UNet's and decoder's compiled calls loaded from the cache
   and those compiled (and written to it) with the seconds each took;
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s: "
           + "; ".join(f"{name} " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
                       for name, parts in gen.warm_up_parts.items()) + ")", flush=True)
+    for name, parts in gen.build_parts.items():
+        print(f"{name} build: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
     phases = report["compile_at_warm_up"].get("compile_phases_s") or {}
     if phases:
         print("compile time by phase (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), flush=True)

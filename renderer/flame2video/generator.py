@@ -232,6 +232,9 @@ class FLAME2VideoGenerator(Generator):
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
         self.warm_up_parts: dict[str, dict[str, float]] = {}  # per profile: where warm-up went (seconds)
+        # per profile: where building its pipeline went (the CUDA context, loading or making the
+        # models, the pipeline around them, setting compilation up), in seconds
+        self.build_parts: dict[str, dict[str, float]] = {}
 
     @property
     def max_batch(self) -> int:
@@ -276,13 +279,23 @@ class FLAME2VideoGenerator(Generator):
                 if not self.settings.compile:
                     for idle in [p for p in self._pipelines if not self._users.get(p) and p not in self._warm]:
                         del self._pipelines[idle]
-                pipe = FLAME2VideoPipeline(self._components(profile), profile, device=self.device)
+                clock = _PartClock(self.build_parts.setdefault(profile.name, {}))
+                if self.device.type == "cuda":  # the CUDA context, on its own
+                    import torch
+
+                    torch.empty(1, device=self.device)
+                clock.lap("device", self.device)
+                components = self._components(profile)
+                clock.lap("models", self.device)
+                pipe = FLAME2VideoPipeline(components, profile, device=self.device)
+                clock.lap("pipeline", self.device)
                 if self.settings.compile:
                     from .compile_cache import CompileCounts, use_compile_cache
 
                     folder = use_compile_cache(self.settings.compile_cache_dir)
                     CompileCounts.now()  # counts CUDA-graph recordings from here on
                     pipe.compile(self.settings.compile, precompiled=folder / "precompiled")
+                    clock.lap("compile_setup", self.device)
                 self._pipelines[profile] = pipe
             return pipe
 
@@ -349,7 +362,7 @@ class FLAME2VideoGenerator(Generator):
         since = CompileCounts.now() - self.warm_counts
         return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
                 "recompiles": since.graphs, "cudagraph_rerecords": since.cudagraph_recordings,
-                "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts,
+                "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts, "build_parts": self.build_parts,
                 "compile_phases_s": compile_phases(),
                 "precompiled": {name: self._pipelines[p].precompiled_stats() for p, name in self._warm.items()
                                 if p in self._pipelines}}
