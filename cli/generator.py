@@ -32,7 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-random-weights", action="store_true",
                    help="run neural generators with random weights when files are missing (benchmarks only; the output is noise)")
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
-                   help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; takes minutes)")
+                   help="torch.compile neural generators at start (reduce-overhead adds CUDA graphs; the first start takes "
+                   "minutes, later ones load the compiled calls from --compile-cache)")
     p.add_argument("--warm", metavar="PROFILES", help="profiles a neural generator builds and compiles before the "
                    "worker reports ready (comma list, each a profile with any option overrides its sessions use, "
                    "e.g. live,hq:steps=2:size=384; default: live when --compile is given)")

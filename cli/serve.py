@@ -49,7 +49,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-random-weights", action="store_true",
                    help="let the local worker run neural generators without weights (benchmarks only; the output is noise)")
     p.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
-                   help="torch.compile the local worker's neural generator at start (takes minutes)")
+                   help="torch.compile the local worker's neural generator at start (the first start takes minutes, "
+                   "later ones load the compiled calls from --compile-cache)")
     p.add_argument("--warm", metavar="PROFILES", help="profiles the local worker's neural generator compiles at start, "
                    "comma separated, with any option overrides (live,hq:steps=2; default: live); a compiled worker serves "
                    "only these")
