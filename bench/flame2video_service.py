@@ -10,7 +10,7 @@ and capture every shape the profile will run), then serve. It reports
   start) until ``warm_up()`` returned, and ``warm_up_s`` on its own; a second run with the same
   compile cache (``$FLAMECAST_COMPILE_CACHE``) is what a restarted worker costs; ``compile_at_warm_up``
   holds ``warm_up_parts``, where warm-up went (model build, session opens, first windows, each
-  batch size's compile and capture), ``build_parts``, where the build went (the CUDA context,
+  batch size's compile and capture), ``build_parts``, where the build went (imports, the CUDA context,
   the models, the pipeline around them, setting compilation up), ``compile_phases_s``, the compile time per phase in
   torch's own accounting (Dynamo's tracing, AOTAutograd and Inductor, code generation), and
   ``precompiled``: per profile, the UNet's and decoder's compiled calls loaded from the cache

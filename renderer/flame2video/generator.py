@@ -232,8 +232,8 @@ class FLAME2VideoGenerator(Generator):
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
         self.warm_up_parts: dict[str, dict[str, float]] = {}  # per profile: where warm-up went (seconds)
-        # per profile: where building its pipeline went (the CUDA context, loading or making the
-        # models, the pipeline around them, setting compilation up), in seconds
+        # per profile: where building its pipeline went (imports, the CUDA context, loading or
+        # making the models, the pipeline around them, setting compilation up), in seconds
         self.build_parts: dict[str, dict[str, float]] = {}
 
     @property
@@ -271,33 +271,39 @@ class FLAME2VideoGenerator(Generator):
         uncompiled generator first lets go of the pipelines that no session uses and warm-up did
         not build, so that sessions asking for other settings, one after another, do not pile
         up models in memory."""
-        from .pipeline import FLAME2VideoPipeline
-
         with self._lock:
             pipe = self._pipelines.get(profile)
             if pipe is None:
                 if not self.settings.compile:
                     for idle in [p for p in self._pipelines if not self._users.get(p) and p not in self._warm]:
                         del self._pipelines[idle]
-                clock = _PartClock(self.build_parts.setdefault(profile.name, {}))
-                if self.device.type == "cuda":  # the CUDA context, on its own
-                    import torch
-
-                    torch.empty(1, device=self.device)
-                clock.lap("device", self.device)
-                components = self._components(profile)
-                clock.lap("models", self.device)
-                pipe = FLAME2VideoPipeline(components, profile, device=self.device)
-                clock.lap("pipeline", self.device)
-                if self.settings.compile:
-                    from .compile_cache import CompileCounts, use_compile_cache
-
-                    folder = use_compile_cache(self.settings.compile_cache_dir)
-                    CompileCounts.now()  # counts CUDA-graph recordings from here on
-                    pipe.compile(self.settings.compile, precompiled=folder / "precompiled")
-                    clock.lap("compile_setup", self.device)
-                self._pipelines[profile] = pipe
+                pipe = self._pipelines[profile] = self._build(profile)
             return pipe
+
+    def _build(self, profile):
+        """Build (and set compilation up for) ``profile``'s pipeline; ``build_parts`` gets where
+        the time went."""
+        clock = _PartClock(self.build_parts.setdefault(profile.name, {}))
+        import torch  # the first build imports diffusers and transformers
+
+        from .pipeline import FLAME2VideoPipeline
+
+        clock.lap("imports")
+        if self.device.type == "cuda":  # the CUDA context, on its own
+            torch.empty(1, device=self.device)
+        clock.lap("device", self.device)
+        components = self._components(profile)
+        clock.lap("models", self.device)
+        pipe = FLAME2VideoPipeline(components, profile, device=self.device)
+        clock.lap("pipeline", self.device)
+        if self.settings.compile:
+            from .compile_cache import CompileCounts, use_compile_cache
+
+            folder = use_compile_cache(self.settings.compile_cache_dir)
+            CompileCounts.now()  # counts CUDA-graph recordings from here on
+            pipe.compile(self.settings.compile, precompiled=folder / "precompiled")
+            clock.lap("compile_setup", self.device)
+        return pipe
 
     # ---- ready before the first session -------------------------------------------------
     def warm_profiles(self) -> tuple[str, ...]:

@@ -91,7 +91,7 @@ def test_batch_sizes_and_warm_up_without_compile_do_nothing():
     assert list(parts) == ["build", "open", "first_windows", "batch_1"] and all(v >= 0 for v in parts.values())
     assert sum(parts.values()) <= gen.warm_up_s + 0.01
     build = gen.build_parts["tiny"]  # without compile: no compile setup
-    assert list(build) == ["device", "models", "pipeline"] and sum(build.values()) <= parts["build"] + 0.01
+    assert list(build) == ["imports", "device", "models", "pipeline"] and sum(build.values()) <= parts["build"] + 0.01
 
 
 def test_an_uncompiled_generator_lets_go_of_pipelines_no_session_uses():
