@@ -33,15 +33,14 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# guard kinds that name an object by identity: Dynamo cannot write them to a file
-_BY_IDENTITY = frozenset(("DICT_VERSION", "NN_MODULE", "ID_MATCH", "FUNCTION_MATCH", "CLASS_MATCH", "MODULE_MATCH",
-                          "CLOSURE_MATCH", "WEAKREF_ALIVE"))
-
-
 def serializable_guards(entries: Iterable[Any]) -> list[bool]:
     """A ``guard_filter_fn``: keep the guards a file can hold (tensors, grad mode, values read
-    through the arguments); leave out those on globals and those that name objects by identity."""
-    bad = set(getattr(torch._dynamo.guards.CheckFunctionManager, "UNSUPPORTED_SERIALIZATION_GUARD_TYPES", ())) | _BY_IDENTITY
+    through the arguments); leave out those on globals and those that name objects by identity
+    (the kinds Dynamo lists as unsupported for serialization), directly or through a guard they
+    derive from."""
+    from torch._dynamo.guards import CheckFunctionManager
+
+    bad = set(CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES)
     return [not (e.is_global or e.guard_type in bad or bad & set(e.derived_guard_types or ())) for e in entries]
 
 
@@ -90,24 +89,34 @@ class PrecompiledCalls:
                  backend: str = "inductor", options: dict[str, Any] | None = None) -> None:
         self.fn, self.folder, self.state = fn, Path(folder), state
         self.backend, self.options = backend, dict(options or {})
-        self._functions: dict[str, Any] = {}
+        self._functions: dict[tuple, Any] = {}  # by signature
         # files loaded, calls compiled ahead of time (and saved), calls only this process could compile
         self.stats = {"loaded": 0, "compiled": 0, "saved": 0, "in_process": 0, "load_s": 0.0, "compile_s": 0.0}
         if hasattr(torch._dynamo.config, "enable_aot_compile"):  # off by default in torch 2.11
             torch._dynamo.config.enable_aot_compile = True
 
+    def signature(self, args: tuple[Any, ...]) -> tuple:
+        """What picks a call's compiled function: the arguments' shapes, strides, dtypes and
+        devices, ``state()`` and grad mode (hashable; computed at every call)."""
+        return tuple(_tensor_key(a) for a in args), self.state(), torch.is_grad_enabled()
+
     def key(self, args: tuple[Any, ...]) -> str:
-        text = repr(([_tensor_key(a) for a in args], self.state(), torch.is_grad_enabled()))
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+        """The signature as a short digest: the name of its file."""
+        return self._digest(self.signature(args))
+
+    @staticmethod
+    def _digest(signature: tuple) -> str:
+        return hashlib.sha256(repr(signature).encode()).hexdigest()[:20]
 
     def path(self, key: str) -> Path:
         return self.folder / f"{self.fn.__name__}-{key}.pt"
 
     def __call__(self, module: nn.Module, *args: Any) -> Any:
-        key = self.key(args)
-        compiled = self._functions.get(key)
-        if compiled is None:
-            compiled = self._functions[key] = self._load(key, module, args) or self._compile(key, module, args)
+        signature = self.signature(args)
+        compiled = self._functions.get(signature)
+        if compiled is None:  # the first call of this shape: its file, or compile and write it
+            key = self._digest(signature)
+            compiled = self._functions[signature] = self._load(key, module, args) or self._compile(key, module, args)
         return compiled(module, *args)
 
     @property

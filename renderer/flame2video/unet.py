@@ -96,14 +96,15 @@ class MultiViewUNet(nn.Module):
         return output if self._condition is None else output + self._condition
 
     def call_state(self) -> tuple:
-        """What a call's graph depends on besides its arguments' shapes: the temporal carry's
-        mode and context shapes, the condition's shape and the reference keys/values' shapes."""
+        """What a call's graph depends on besides its arguments' shapes (hashable): the temporal
+        carry's mode and context shapes, the condition's shape and the reference keys/values'
+        shapes."""
         t = self.temporal
-        context = sorted((k, tuple(tuple(x.shape) for x in v)) for k, v in t.context.items())
+        context = tuple(sorted((k, tuple(tuple(x.shape) for x in v)) for k, v in t.context.items()))
         if self._join is None:  # the processors are installed after the UNet is built
             self._join = next((m.processor for m in self.unet.modules()
                                if isinstance(getattr(m, "processor", None), ReferenceJoinProcessor)), False)
-        kv = [tuple(x.shape) for x in self._join.kv] if self._join and self._join.kv is not None else []
+        kv = tuple(tuple(x.shape) for x in self._join.kv) if self._join and self._join.kv is not None else ()
         condition = None if self._condition is None else tuple(self._condition.shape)
         return t.mode, t.stride, t.rows, context, condition, kv, self._views, self._frames, self._skip_views
 
