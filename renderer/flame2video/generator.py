@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -231,6 +232,7 @@ class FLAME2VideoGenerator(Generator):
         self.draw_ahead = True  # False: FLAME renderings drawn in line, between windows (benchmarks)
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
+        self.cache_folder: Path | None = None  # where compiled kernels and calls are kept (compiled runs)
         self.warm_up_parts: dict[str, dict[str, float]] = {}  # per profile: where warm-up went (seconds)
         # per profile: where building its pipeline went (imports, the CUDA context, loading or
         # making the models, the pipeline around them, setting compilation up), in seconds
@@ -299,7 +301,7 @@ class FLAME2VideoGenerator(Generator):
         if self.settings.compile:
             from .compile_cache import CompileCounts, use_compile_cache
 
-            folder = use_compile_cache(self.settings.compile_cache_dir)
+            folder = self.cache_folder = use_compile_cache(self.settings.compile_cache_dir)
             CompileCounts.now()  # counts CUDA-graph recordings from here on
             pipe.compile(self.settings.compile, precompiled=folder / "precompiled")
             clock.lap("compile_setup", self.device)
@@ -359,8 +361,8 @@ class FLAME2VideoGenerator(Generator):
         """Compilations and CUDA-graph recordings since ``warm_up`` (all zero in a healthy
         service), with the counts at warm-up, where warm-up went and the process's compile time
         per phase (``compile_cache.compile_phases``) and, per profile, the compiled calls loaded
-        from the cache or compiled and written to it (``precompiled``); empty when nothing is
-        compiled."""
+        from the cache or compiled and written to it (``precompiled``) and the cache's folder
+        (``cache_folder``); empty when nothing is compiled."""
         if self.warm_counts is None:
             return {}
         from .compile_cache import CompileCounts, compile_phases
@@ -369,7 +371,7 @@ class FLAME2VideoGenerator(Generator):
         return {"at_warm_up": self.warm_counts.as_dict(), "since_warm_up": since.as_dict(),
                 "recompiles": since.graphs, "cudagraph_rerecords": since.cudagraph_recordings,
                 "warm_up_s": self.warm_up_s, "warm_up_parts": self.warm_up_parts, "build_parts": self.build_parts,
-                "compile_phases_s": compile_phases(),
+                "compile_phases_s": compile_phases(), "cache_folder": str(self.cache_folder),
                 "precompiled": {name: self._pipelines[p].precompiled_stats() for p, name in self._warm.items()
                                 if p in self._pipelines}}
 
