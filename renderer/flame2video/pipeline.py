@@ -9,6 +9,7 @@ passes back; streaming state lives in ``stream.WindowStream``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
@@ -32,6 +33,27 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 def call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` (the tiny decoder's call, compiled ahead of time by precompile.py)."""
     return module(x)
+
+
+class _EmptyFp32ListFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("There are modules in") and "should be kept in float32: []." in message)
+
+
+@contextmanager
+def quiet_empty_fp32_warnings():
+    """Drop diffusers' warning that a cast model has modules that "should be kept in float32"
+    when it has none: diffusers 0.42's ``ModelMixin.to`` logs it at every cast to a dtype, even
+    for an empty list, so building one pipeline printed nine untrue warnings. The warning for a
+    model that does list such modules still shows."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    quiet = _EmptyFp32ListFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def make_scheduler(name: str):
@@ -104,6 +126,17 @@ class FLAME2VideoPipeline:
         self.device = torch.device(device)
         self.dtype = dtype or (torch.float32 if self.device.type == "cpu" else getattr(torch, profile.dtype))
         self.profile = profile
+        with quiet_empty_fp32_warnings():  # diffusers' casts, here and in from_unet2d
+            self._place_modules(components, profile)
+        self._schedulers = [make_scheduler(profile.scheduler)]
+        self.timer = StageTimer(device=self.device)
+        self.reference_runs = 0
+        self._model_timesteps: torch.Tensor | None = None  # the schedule on the device, for the UNet
+        self._compiled = self._cudagraphs = False
+        self._unet_calls = self._decoder_calls = None  # compiled ahead of time (precompile.py)
+
+    def _place_modules(self, components: Components, profile: Profile) -> None:
+        """Every module on the device in the pipeline's dtype, eval mode, no gradients."""
         # The UNet with its motion modules is a new model filled from the 2D UNet and the motion
         # module, which are not kept afterwards. Built where they are, on the device, its random
         # initialisation (which their weights then replace) takes a GPU moment instead of the
@@ -124,12 +157,6 @@ class FLAME2VideoPipeline:
             raise ValueError("profile wants the tiny decoder but no tiny_vae is loaded")
         for m in self.modules():  # one .to() per module: each tensor is cast as it moves
             m.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-        self._schedulers = [make_scheduler(profile.scheduler)]
-        self.timer = StageTimer(device=self.device)
-        self.reference_runs = 0
-        self._model_timesteps: torch.Tensor | None = None  # the schedule on the device, for the UNet
-        self._compiled = self._cudagraphs = False
-        self._unet_calls = self._decoder_calls = None  # compiled ahead of time (precompile.py)
 
     def compile(self, mode: str | None = None, *, backend: str = "inductor", precompiled: str | Path | None = None) -> None:
         """Speed the denoising UNet up: fused QKV projections, cuDNN autotuning, and torch.compile

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
 from flamecast.renderer.flame2video.components import random_components
 from flamecast.renderer.flame2video.config import get_profile, tiny_config
-from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline
+from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline, quiet_empty_fp32_warnings
 from flamecast.renderer.flame2video.stream import WindowStream
 
 PROFILE = get_profile("tiny")  # 64 px, 2 views, W = 4, S = 2, 2 steps
@@ -213,3 +215,24 @@ def test_conditioning_stage_errors_reach_the_window(pipe):
             stream.push([2, 3])
     finally:
         stage.close()
+
+
+def test_building_a_pipeline_logs_no_untrue_float32_warnings():
+    """diffusers warns at every cast that a model "should keep" modules in float32, also when
+    it names none; those are dropped, a warning that names modules is kept."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")  # diffusers' loggers do not propagate
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    named = "There are modules in X that should be kept in float32: ['norm']. Casting directly ..."
+    try:
+        pipeline()
+        with quiet_empty_fp32_warnings():
+            logger.warning(named)
+            logger.warning("There are modules in Y that should be kept in float32: []. Casting directly ...")
+        logger.warning("There are modules in Z that should be kept in float32: []. Casting directly ...")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [named, records[-1].getMessage()]
+    assert "Z" in records[-1].getMessage()  # outside a pipeline's build, diffusers' logging is untouched
