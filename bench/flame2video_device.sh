@@ -13,7 +13,8 @@
 #     at --max-batch 1 on 2026-12-04, when the first window still had a graph of its own) happens
 #     in one call, the restarted-worker runs in the next; SERVICE_ARGS=--inline-conditions draws
 #     the FLAME renderings between windows instead of on the conditioning stage; STAGE_WINDOWS=N
-#     ends each run with N windows of one session, every stage timed (where a window's time goes)
+#     ends each run with N windows of one session, every stage timed (where a window's time goes);
+#     PREPARE=1 compiles the calls first with `flamecast generator --prepare` (PREPARE_LIMIT=S)
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -62,6 +63,13 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   if [ -n "${CACHE_IN:-}" ] && ls "$CACHE_IN"/compile.txz.part* >/dev/null 2>&1; then
     mkdir -p "$FLAMECAST_COMPILE_CACHE" && cat "$CACHE_IN"/compile.txz.part* | unxz_ | tar -xf - -C "$FLAMECAST_COMPILE_CACHE"
     echo "compile cache from $CACHE_IN: $(du -sh "$FLAMECAST_COMPILE_CACHE" | cut -f1)"
+  fi
+  # PREPARE=1: compile what the runs serve first, on its own (flamecast generator --prepare), so
+  # that every run below is a restarted worker
+  if [ -n "${PREPARE:-}" ]; then
+    timeout ${PREPARE_LIMIT:-100000} python3 -m flamecast.cli generator --prepare --device cuda --compile reduce-overhead \
+      --warm ${PROFILES:-live} --max-batch ${MAX_BATCH:-4} --allow-random-weights 2>&1 | grep --line-buffered -v "should be kept"
+    echo "prepare exit ${PIPESTATUS[0]}"
   fi
   for run in ${RUNS:-1 2}; do
     T0=$(date +%s.%N) timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_service.py --profile ${PROFILES:-live} \
