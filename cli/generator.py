@@ -185,7 +185,8 @@ def _prepare_one(name: str, factory, settings) -> str:
         except GeneratorUnavailable as exc:
             raise CommandError(str(exc)) from None
         except ValueError as exc:  # a --warm entry naming no profile or a bad option
-            raise CommandError(f"--warm: {exc}") from None
+            message = str(exc)
+            raise CommandError(message if message.startswith("warm profile") else f"--warm: {message}") from None
         report = gen.compile_report()
     finally:
         gen.close()

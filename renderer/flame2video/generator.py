@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from flamecast.plugins import (FlameFrame, Generator, GeneratorOptions, GeneratorSession, GeneratorSessionSpec, OptionsRefused,
                                RenderedFrame, split_spec)
+from flamecast.plugins.driver import format_validation_error
 
 from .config import CarryMode, ProfileName, SchedulerName
 
@@ -70,7 +71,10 @@ def warm_options(spec: str) -> FLAME2VideoOptions:
         name, overrides = split_spec(spec)
     except ValueError as exc:
         raise ValueError(f"warm profile {exc}") from None
-    return FLAME2VideoOptions.model_validate_strings({**overrides, "profile": name})
+    try:
+        return FLAME2VideoOptions.model_validate_strings({**overrides, "profile": name})
+    except ValidationError as exc:
+        raise ValueError(f"warm profile {spec!r}: {format_validation_error(exc)}") from None
 
 
 def portrait_tensor(data: bytes | None, *, detect_face: bool = True):
