@@ -6,8 +6,6 @@ import pytest
 import torch
 
 from flamecast.cli import main
-from flamecast.renderer.flame2video import config
-from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -40,16 +38,10 @@ def test_prepare_rejects_a_bad_warm_entry(capsys, tmp_path):
                            "integer, unable to parse string as an integer (got 'many')")
 
 
-def test_prepare_writes_the_calls_the_next_start_loads(capsys, monkeypatch, tmp_path):
+def test_prepare_writes_the_calls_the_next_start_loads(capsys, tmp_path, aot_eager_compile):
     """The first run compiles and writes the UNet's call for each batch size and the decoder's;
-    the second, like a worker's start after it, loads them all and compiles none. AOTAutograd's
-    eager backend stands in for Inductor, which builds C++ kernels for minutes on a CPU."""
-    compile_inductor = FLAME2VideoPipeline.compile
-    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # use_compile_cache sets them
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setitem(config.PROFILES, "tiny", config.PROFILES["tiny"].replace(carry_mode="cache"))
-    monkeypatch.setattr(FLAME2VideoPipeline, "compile",
-                        lambda self, mode=None, **kw: compile_inductor(self, backend="aot_eager", **kw))
+    the second, like a worker's start after it, loads them all and compiles none (AOTAutograd's
+    eager backend in place of Inductor)."""
     argv = ["generator", "--prepare", "--compile", "default", "--warm", "tiny", "--max-batch", "2",
             "--allow-random-weights", "--compile-cache", str(tmp_path / "cache")]
     outputs = []

@@ -111,23 +111,17 @@ def _motion(rng: np.random.Generator, n: int, n_expr: int, start: int, extras: b
             for i in range(n)]
 
 
-def test_serving_after_warm_up_compiles_nothing(monkeypatch, tmp_path):
+def test_serving_after_warm_up_compiles_nothing(tmp_path, aot_eager_compile):
     """After ``warm_up`` a worker's life (sessions opening and closing at any time, other
     portraits, seeds, views and motion, batches of every size, frame numbers an hour into serving) runs on the
     graphs warm-up compiled: Dynamo compiles nothing more. AOTAutograd's eager backend stands in
     for Inductor (the guards, and so the recompilations, are Dynamo's); the carry mode is
     ``cache``, the one ``live`` and ``hq`` serve with."""
     from flamecast.plugins import GeneratorSessionSpec, OptionsRefused
-    from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions, config
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
     from flamecast.renderer.flame2video.compile_cache import CompileCounts
     from flamecast.renderer.flame2video.generator import batch_sizes
 
-    compile_inductor = FLAME2VideoPipeline.compile
-    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):  # use_compile_cache sets them
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setitem(config.PROFILES, "tiny", config.PROFILES["tiny"].replace(carry_mode="cache"))
-    monkeypatch.setattr(FLAME2VideoPipeline, "compile",
-                        lambda self, mode=None, **kw: compile_inductor(self, backend="aot_eager", **kw))
     torch._dynamo.reset()
     gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False, "compile": "default",
                                 "compile_cache_dir": str(tmp_path), "warm_profiles": "tiny", "max_batch": 2})
