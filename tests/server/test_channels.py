@@ -69,7 +69,8 @@ async def test_external_sessions_name_their_endpoint_and_stop_publishing(worker)
         resp = await http.patch(f"/api/sessions/{session['id']}", json={"external": False})
         assert (await _json(resp))["external"] is None
         await live._publish(frame)
-        assert sent == [frame]
+        # published again (the session's own stack, running again, may have sent frames of its own)
+        assert any(f is frame for f in sent)
 
 
 async def test_an_outside_driver_drives_an_external_session_through_curve(tmp_path):
