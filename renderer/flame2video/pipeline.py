@@ -30,11 +30,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def call_module(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` (the tiny decoder's call, compiled ahead of time by precompile.py)."""
-    return module(x)
-
-
 class _EmptyFp32ListFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -200,7 +195,7 @@ class FLAME2VideoPipeline:
         """The UNet's and the tiny decoder's calls compiled ahead of time, in folders named after
         the modules' layouts, the traced code and the compile settings."""
         from . import attention, temporal, unet
-        from .precompile import PrecompiledCalls, module_signature, source_digest
+        from .precompile import PrecompiledCalls, call_module, module_signature, source_digest
 
         options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
         settings = repr((backend, sorted(options.items()), str(self.dtype)))
