@@ -14,7 +14,9 @@
 #     in one call, the restarted-worker runs in the next; SERVICE_ARGS=--inline-conditions draws
 #     the FLAME renderings between windows instead of on the conditioning stage; STAGE_WINDOWS=N
 #     ends each run with N windows of one session, every stage timed (where a window's time goes);
-#     PREPARE=1 compiles the calls first with `flamecast generator --prepare` (PREPARE_LIMIT=S)
+#     PREPARE=1 compiles the calls first with `flamecast generator --prepare` (PREPARE_LIMIT=S);
+#     QUEUE_DEPTH=4 keeps only the newest 4 due frames a turn, as a worker does (0: every frame);
+#     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -78,7 +80,8 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   for run in ${RUNS:-1 2}; do
     T0=$(date +%s.%N) timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_service.py --profile ${PROFILES:-live} \
       --sessions ${SESSIONS:-1,2,4,8} --seconds ${SECONDS_PER:-10} --max-batch ${MAX_BATCH:-4} --deadline ${DEADLINE:-0} \
-      --device cuda --compile reduce-overhead --allow-random-weights --stage-windows ${STAGE_WINDOWS:-0} ${SERVICE_ARGS:-} --json "$OUT/service_${NAME:-live}_run$run.json" 2>&1 \
+      --device cuda --compile reduce-overhead --allow-random-weights --stage-windows ${STAGE_WINDOWS:-0} \
+      --stage-batches ${STAGE_BATCHES:-1} --queue-depth ${QUEUE_DEPTH:-0} ${SERVICE_ARGS:-} --json "$OUT/service_${NAME:-live}_run$run.json" 2>&1 \
       | grep --line-buffered -v "should be kept"
     echo "run $run exit ${PIPESTATUS[0]}"
   done

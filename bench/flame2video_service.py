@@ -18,11 +18,18 @@ and capture every shape the profile will run), then serve. It reports
 * ``first_frame_s``: from asking for a session (default portrait) until its first frame
   leaves, driving frames arriving at ``--fps`` from the moment the session is open;
 * for each session count: sessions opened together, driven at ``--fps`` each for ``--seconds``,
-  windows of all sessions stepped through ``step_sessions`` (batched UNet calls); output
+  windows of all sessions stepped through ``step_sessions`` (batched UNet calls); with
+  ``--queue-depth N`` each turn takes only the newest N frames that are due and drops the older
+  ones, as a worker's input buffer does (``flamecast generator --queue``), so a GPU that cannot
+  keep up shows as frames dropped at a bounded latency instead of a latency that grows for as
+  long as the run lasts (0, the default: every frame is rendered); output
   frames/s per session over the whole run (``fps``: its time includes the last window's latency,
   so a session that keeps up stays just under the input rate) and from its first frame out to
   its last (``out_fps``: the input rate when it keeps up), latency p50/p95 (a frame's arrival
-  to its views out), and GPU memory allocated per added session;
+  to its views out), frames dropped, and GPU memory allocated per added session;
+* with ``--stage-windows N``: per batch size of ``--stage-batches``, N batched windows back to
+  back with every stage timed (where a batched window's time goes, and how it grows with the
+  sessions in it);
 * ``compile``: graphs compiled and CUDA graphs recorded after warm-up; the run fails (exit 1)
   when either is not zero.
 """
@@ -61,11 +68,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "and view modules) at narrow widths, with the tiny VAE and image encoder: what compiling and a "
                     "warm start cost for the real graph on a machine without the compute for it (a CPU); the "
                     "frames and their timings mean nothing")
+    ap.add_argument("--queue-depth", type=int, default=0,
+                    help="frames a session buffers, newest wins, as a worker's --queue: a turn renders at most this "
+                    "many and drops older ones (0: every frame is rendered, however late)")
     ap.add_argument("--stage-windows", type=int, default=0,
-                    help="after the session counts, this many windows of one session back to back with each stage "
-                    "timed: where a window's time goes (ms per window)")
+                    help="after the session counts, this many windows back to back with each stage timed: where a "
+                    "window's time goes (ms per window)")
+    ap.add_argument("--stage-batches", default="1",
+                    help="sessions per batched window for --stage-windows, e.g. 1,2,4 (each at most --max-batch)")
     ap.add_argument("--json", dest="json_out")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if any(int(b) > args.max_batch for b in args.stage_batches.split(",") if b.strip()):
+        ap.error(f"--stage-batches {args.stage_batches}: each batch at most --max-batch ({args.max_batch})")
+    return args
 
 
 def narrow_sd15(widths: tuple[int, ...] = (64, 128, 256, 256)):
@@ -84,21 +99,24 @@ def gpu_gb(torch) -> float | None:
     return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
-def drive(gen, sessions, fps: float, seconds: float, start_seq: int) -> list[dict[str, Any]]:
-    """Feed every session one frame per 1/fps (all frames that are due, if behind) through
-    ``step_sessions``; per session: output frames/s and latency from a frame's due time."""
+def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int = 0) -> list[dict[str, Any]]:
+    """Feed every session one frame per 1/fps (all frames that are due, if behind; with ``depth``,
+    only the newest ``depth`` of them, the older ones dropped) through ``step_sessions``; per
+    session: output frames/s, latency from a frame's due time, frames dropped."""
     from flamecast.renderer.flame2video.generator import warm_frames
 
     n_expr, n = gen.head.n_expression, int(seconds * fps)
     lat: list[list[float]] = [[] for _ in sessions]
     outs_at: list[list[tuple[float, int]]] = [[] for _ in sessions]  # (time, frames) of each output
-    t0, fed = time.perf_counter(), 0
+    t0, fed, dropped = time.perf_counter(), 0, 0
     while fed < n:
         due = min(n, int((time.perf_counter() - t0) * fps) + 1)
         if due <= fed:
             time.sleep(max(0.0, t0 + fed / fps - time.perf_counter()))
             continue
-        frames = warm_frames(due - fed, n_expr, start_seq + fed)
+        first = max(fed, due - depth) if depth > 0 else fed
+        dropped += first - fed
+        frames = warm_frames(due - first, n_expr, start_seq + first)
         outs = gen.step_sessions([(s, frames) for s in sessions])
         now = time.perf_counter()
         for i, out in enumerate(outs):
@@ -107,8 +125,9 @@ def drive(gen, sessions, fps: float, seconds: float, start_seq: int) -> list[dic
                 outs_at[i].append((now, len(out)))
         fed = due
     dt = time.perf_counter() - t0
-    return [{"frames_in": n, "frames_out": len(ms), "fps": len(ms) / dt, "out_fps": output_rate(at),
-             "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95), "max_ms": max(ms) if ms else None}
+    return [{"frames_in": n, "frames_dropped": dropped, "frames_out": len(ms), "fps": len(ms) / dt,
+             "out_fps": output_rate(at), "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
+             "max_ms": max(ms) if ms else None}
             for ms, at in zip(lat, outs_at)]
 
 
@@ -122,22 +141,28 @@ def output_rate(outputs: list[tuple[float, int]]) -> float | None:
     return sum(k for _, k in outputs[1:]) / span if span > 0 else None
 
 
-def stage_windows(gen, options, windows: int) -> dict[str, Any]:
-    """One session's windows back to back with every stage timed (the GPU synchronised around
-    each, which lengthens a window a little): where a window's time goes, per window in ms."""
+def stage_windows(gen, options, windows: int, batch: int = 1) -> dict[str, Any]:
+    """``batch`` sessions' windows, batched, back to back with every stage timed (the GPU
+    synchronised around each, which lengthens a window a little): where a batched window's time
+    goes, in ms per batched window."""
     from flamecast.plugins import GeneratorSessionSpec
     from flamecast.renderer.flame2video.generator import warm_frames
 
-    session = gen.open_session(GeneratorSessionSpec("stages", None, options))
-    stride = session.stream.stride
+    sessions = [gen.open_session(GeneratorSessionSpec(f"stages{i}", None, options.model_copy(update={"seed": i})))
+                for i in range(batch)]
+    stream = sessions[0].stream
     try:
-        session.step(warm_frames(session.stream.window, gen.head.n_expression))  # the first (eager) window
-        session.enable_stage_timing()
+        first = warm_frames(stream.window, gen.head.n_expression)  # the first (eager) windows, one by one
+        gen.step_sessions([(s, first) for s in sessions])
+        sessions[0].enable_stage_timing()
         for w in range(windows):
-            session.step(warm_frames(stride, gen.head.n_expression, session.stream.window + w * stride))
-        times = session.stage_times()
+            frames = warm_frames(stream.stride, gen.head.n_expression, stream.window + w * stream.stride)
+            gen.step_sessions([(s, frames) for s in sessions])
+        times = sessions[0].stage_times()
+        sessions[0].enable_stage_timing(False)
     finally:
-        session.close()
+        for s in sessions:
+            s.close()
     return {name: round(t["total_s"] * 1e3 / windows, 2) for name, t in times.items()}
 
 
@@ -174,18 +199,19 @@ def concurrent(gen, options, counts: list[int], args, report: dict, write) -> No
         base = gpu_gb(torch)
         sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
                     for i in range(k)]
-        per = drive(gen, sessions, args.fps, args.seconds, 0)
+        per = drive(gen, sessions, args.fps, args.seconds, 0, args.queue_depth)
         mem = gpu_gb(torch)
         for s in sessions:
             s.close()
         rates = [p["out_fps"] for p in per if p["out_fps"] is not None]
         row = {"sessions": k, "per_session": per, "min_fps": min(p["fps"] for p in per),
                "min_out_fps": min(rates) if rates else None,
-               "worst_p95_ms": max(p["p95_ms"] or 0 for p in per),
+               "worst_p95_ms": max(p["p95_ms"] or 0 for p in per), "frames_dropped": per[0]["frames_dropped"],
                "gpu_gb_per_session": None if base is None else (mem - base) / k}
         report["concurrent"].append(row)
         print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session ({row['min_out_fps'] or 0:.2f} from the "
               f"first frame out to the last), worst p95 {row['worst_p95_ms']:.0f} ms, "
+              f"{row['frames_dropped']} of {per[0]['frames_in']} frames dropped, "
               f"{row['gpu_gb_per_session'] or 0:.2f} GB per session", flush=True)
         write()
 
@@ -198,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
 
     report: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                              "torch": torch.__version__, "concurrent": []}
+                              "torch": torch.__version__, "queue_depth": args.queue_depth, "concurrent": []}
     if torch.cuda.is_available():
         report["device"] = torch.cuda.get_device_name()
 
@@ -240,10 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     write()
     concurrent(gen, options, [int(x) for x in args.sessions.split(",") if x.strip()], args, report, write)
     if args.stage_windows:
-        report["stage_ms_per_window"] = stage_windows(gen, options, args.stage_windows)
-        print("per window (ms, stages timed): " + ", ".join(f"{k} {v:.1f}" for k, v in report["stage_ms_per_window"].items()),
-              flush=True)
-        write()
+        for batch in [int(x) for x in args.stage_batches.split(",") if x.strip()]:
+            times = stage_windows(gen, options, args.stage_windows, batch)
+            if batch == 1:
+                report["stage_ms_per_window"] = times
+            report.setdefault("stage_ms_per_batched_window", {})[str(batch)] = times
+            print(f"per window of {batch} session(s) (ms, stages timed): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()),
+                  flush=True)
+            write()
     report["compile"] = gen.compile_report()
     write()
     bad = report["compile"].get("recompiles", 0) or report["compile"].get("cudagraph_rerecords", 0)

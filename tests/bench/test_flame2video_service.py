@@ -44,7 +44,8 @@ def test_narrow_widths_keep_every_block_layer_and_attention(service):
 def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     out = tmp_path / "service.json"
     code = service.main(["--profile", "tiny", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5",
-                         "--max-batch", "2", "--allow-random-weights", "--stage-windows", "2", "--json", str(out)])
+                         "--max-batch", "2", "--allow-random-weights", "--stage-windows", "2", "--stage-batches", "1,2",
+                         "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0
     assert report["first_frame"]["first_frame_after_open_s"] > 0
@@ -53,6 +54,47 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     assert all(c["per_session"][0]["frames_out"] > 0 for c in report["concurrent"])
     assert all(0 < p["frames_out"] <= p["frames_in"] for c in report["concurrent"] for p in c["per_session"])
     assert {"unet", "decode", "window"} <= set(report["stage_ms_per_window"])
+    assert set(report["stage_ms_per_batched_window"]) == {"1", "2"}
+    assert report["stage_ms_per_batched_window"]["2"]["unet"] > 0
+    assert report["queue_depth"] == 0 and all(c["frames_dropped"] == 0 for c in report["concurrent"])
+
+
+class _SlowGenerator:
+    """``step_sessions`` that takes ``seconds`` a turn and returns every frame it was given."""
+
+    def __init__(self, seconds: float) -> None:
+        self.head = type("Head", (), {"n_expression": 4})()
+        self.seconds, self.turns = seconds, []
+
+    def step_sessions(self, work):
+        import time
+
+        self.turns.append([f.seq for f in work[0][1]])
+        time.sleep(self.seconds)
+        return [[type("Out", (), {"source": f})() for f in frames] for _, frames in work]
+
+
+def test_a_queue_depth_renders_the_newest_frames_and_drops_the_rest(service):
+    gen = _SlowGenerator(0.1)  # 100 ms a turn, frames due every 10 ms: about 10 due per turn
+    (per,) = service.drive(gen, [object()], fps=100, seconds=1.0, start_seq=0, depth=3)
+    assert max(len(t) for t in gen.turns) == 3
+    seqs = [q for t in gen.turns for q in t]
+    assert seqs == sorted(seqs) and seqs[-1] == 99  # the newest, in order, up to the last frame
+    assert per["frames_dropped"] == 100 - len(seqs) > 0
+    assert per["frames_out"] == len(seqs)
+
+
+def test_without_a_queue_depth_every_frame_is_rendered(service):
+    gen = _SlowGenerator(0.1)
+    (per,) = service.drive(gen, [object()], fps=100, seconds=0.5, start_seq=0)
+    assert [q for t in gen.turns for q in t] == list(range(50))
+    assert per["frames_dropped"] == 0 and per["frames_out"] == 50
+
+
+def test_stage_batches_above_max_batch_are_refused(service, capsys):
+    with pytest.raises(SystemExit):
+        service.parse_args(["--max-batch", "2", "--stage-batches", "1,4"])
+    assert "at most --max-batch (2)" in capsys.readouterr().err
 
 
 def test_output_rate_leaves_out_the_first_output_and_the_latency_before_it(service):
