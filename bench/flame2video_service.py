@@ -207,12 +207,15 @@ def concurrent(gen, options, counts: list[int], args, report: dict, write) -> No
         row = {"sessions": k, "per_session": per, "min_fps": min(p["fps"] for p in per),
                "min_out_fps": min(rates) if rates else None,
                "worst_p95_ms": max(p["p95_ms"] or 0 for p in per), "frames_dropped": per[0]["frames_dropped"],
-               "gpu_gb_per_session": None if base is None else (mem - base) / k}
+               "gpu_gb_per_session": None if base is None else (mem - base) / k,
+               # so far, kept with each row: a run stopped part-way still says what it compiled
+               "compile_since_warm_up": {key: gen.compile_report().get(key) for key in ("recompiles", "cudagraph_rerecords")}}
         report["concurrent"].append(row)
         print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session ({row['min_out_fps'] or 0:.2f} from the "
               f"first frame out to the last), worst p95 {row['worst_p95_ms']:.0f} ms, "
               f"{row['frames_dropped']} of {per[0]['frames_in']} frames dropped, "
-              f"{row['gpu_gb_per_session'] or 0:.2f} GB per session", flush=True)
+              f"{row['gpu_gb_per_session'] or 0:.2f} GB per session; since warm-up: "
+              + ", ".join(f"{v} {k}" for k, v in row["compile_since_warm_up"].items()), flush=True)
         write()
 
 

@@ -57,6 +57,7 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     assert set(report["stage_ms_per_batched_window"]) == {"1", "2"}
     assert report["stage_ms_per_batched_window"]["2"]["unet"] > 0
     assert report["queue_depth"] == 0 and all(c["frames_dropped"] == 0 for c in report["concurrent"])
+    assert all(set(c["compile_since_warm_up"]) == {"recompiles", "cudagraph_rerecords"} for c in report["concurrent"])
 
 
 class _SlowGenerator:
