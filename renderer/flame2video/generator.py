@@ -95,7 +95,8 @@ def portrait_tensor(data: bytes | None, *, detect_face: bool = True):
         side = min(img.shape[:2])
         box = ((img.shape[1] - side) // 2, (img.shape[0] - side) // 2, side)
     crop = _crop(img, *box)
-    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0
+    # converted on the NumPy side: a new, writable array (the default portrait's pixels are read-only)
+    return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).permute(2, 0, 1) / 255.0
 
 
 def _face_box(landmarks: np.ndarray) -> tuple[int, int, int]:

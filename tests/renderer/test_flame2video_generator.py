@@ -98,3 +98,21 @@ def test_tiny_profile_through_the_generator_worker(weights_dir, monkeypatch):
             assert sorted(seen) == [0, 1, 2, 3]
         finally:
             client.close()
+
+
+def test_a_read_only_portrait_becomes_a_tensor_without_a_warning(monkeypatch):
+    import warnings
+
+    import torch
+
+    from flamecast.renderer import portrait as portraits
+    from flamecast.renderer.flame2video import generator
+
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    img.flags.writeable = False  # square: the crop is the array itself, not a copy
+    monkeypatch.setattr(portraits, "decode_image", lambda data: img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = generator.portrait_tensor(b"image bytes", detect_face=False)
+    assert t.dtype == torch.float32 and t.shape == (3, 64, 64)
+    assert torch.equal(t * 255, torch.from_numpy(img.copy()).permute(2, 0, 1).float())
