@@ -204,12 +204,13 @@ def concurrent(gen, options, counts: list[int], args, report: dict, write) -> No
         for s in sessions:
             s.close()
         rates = [p["out_fps"] for p in per if p["out_fps"] is not None]
+        compiled = gen.compile_report()
         row = {"sessions": k, "per_session": per, "min_fps": min(p["fps"] for p in per),
                "min_out_fps": min(rates) if rates else None,
                "worst_p95_ms": max(p["p95_ms"] or 0 for p in per), "frames_dropped": per[0]["frames_dropped"],
                "gpu_gb_per_session": None if base is None else (mem - base) / k,
                # so far, kept with each row: a run stopped part-way still says what it compiled
-               "compile_since_warm_up": {key: gen.compile_report().get(key) for key in ("recompiles", "cudagraph_rerecords")}}
+               "compile_since_warm_up": {key: compiled.get(key) for key in ("recompiles", "cudagraph_rerecords")}}
         report["concurrent"].append(row)
         print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session ({row['min_out_fps'] or 0:.2f} from the "
               f"first frame out to the last), worst p95 {row['worst_p95_ms']:.0f} ms, "
