@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def flops():
-    spec = importlib.util.spec_from_file_location("flame2video_flops", ROOT / "bench" / "flame2video_flops.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("flame2video_flops")
 
 
 def test_summary_multiplies_the_unet_by_the_steps_and_the_rate_by_the_sessions(flops):

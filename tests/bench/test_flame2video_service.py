@@ -3,23 +3,18 @@ one uncompiled pass of the tiny profile writes its report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def service():
-    spec = importlib.util.spec_from_file_location("flame2video_service", ROOT / "bench" / "flame2video_service.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("flame2video_service")
 
 
 def _layout(config) -> Counter:
