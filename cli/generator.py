@@ -182,11 +182,9 @@ def _prepare_one(name: str, factory, settings) -> str:
             raise CommandError(f"generator {name!r} compiles nothing; --prepare is for neural generators (flame2video)")
         try:
             gen.warm_up()
-        except GeneratorUnavailable as exc:
+        # missing weights, or a --warm entry naming no profile or a bad option (the message names the entry)
+        except (GeneratorUnavailable, ValueError) as exc:
             raise CommandError(str(exc)) from None
-        except ValueError as exc:  # a --warm entry naming no profile or a bad option
-            message = str(exc)
-            raise CommandError(message if message.startswith("warm profile") else f"--warm: {message}") from None
         report = gen.compile_report()
     finally:
         gen.close()
