@@ -14,7 +14,8 @@
 #     in one call, the restarted-worker runs in the next; SERVICE_ARGS=--inline-conditions draws
 #     the FLAME renderings between windows instead of on the conditioning stage; STAGE_WINDOWS=N
 #     ends each run with N windows of one session, every stage timed (where a window's time goes);
-#     PREPARE=1 compiles the calls first with `flamecast generator --prepare` (PREPARE_LIMIT=S);
+#     PREPARE=1 compiles the calls first with `flamecast generator --prepare` (PREPARE_LIMIT=S;
+#     PREPARE_JOBS=N: --jobs N, one process per batch size);
 #     QUEUE_DEPTH=4 keeps only the newest 4 due frames a turn, as a worker does (0: every frame);
 #     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes
 # Results go to $OUT (default /tmp/flamecast-bench).
@@ -74,7 +75,8 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   # that every run below is a restarted worker
   if [ -n "${PREPARE:-}" ]; then
     timeout ${PREPARE_LIMIT:-100000} python3 -m flamecast.cli generator --prepare --device cuda --compile reduce-overhead \
-      --warm ${PROFILES:-live} --max-batch ${MAX_BATCH:-4} --allow-random-weights 2>&1 | grep --line-buffered -v "should be kept"
+      --warm ${PROFILES:-live} --max-batch ${MAX_BATCH:-4} --jobs ${PREPARE_JOBS:-1} --allow-random-weights 2>&1 \
+      | grep --line-buffered -v "should be kept"
     echo "prepare exit ${PIPESTATUS[0]}"
   fi
   for run in ${RUNS:-1 2}; do

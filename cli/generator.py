@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import time
 from pathlib import Path
 
 from flamecast.plugins import Command, CommandError
@@ -46,6 +45,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="compile what --warm names into --compile-cache and exit, binding nothing: run it once per machine "
                    "with the worker's --device, --compile, --warm and --max-batch, and every start after it loads the "
                    "compiled calls instead of compiling for minutes")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="with --prepare: compile in N processes at once, one per --warm profile and batch size (each "
+                   "loads the models, so N times the memory; docs/generator.md)")
+    p.add_argument("--prepare-batch", type=int, help=argparse.SUPPRESS)  # one job's share of --prepare --jobs
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
     p.add_argument("--keys", metavar="DIR", help="CURVE key folder: the worker uses worker.key_secret and admits only "
                    "the server holding server.key_secret (docs/generator.md, Authentication)")
@@ -143,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     host = make_plugin_host()
     _check_backends_named(tuple(args.backend), host)
     if args.prepare:
+        from .prepare import prepare
+
         return prepare(args, host)
     settings = settings_from_args(args)
     _check_device(settings.device)
@@ -154,60 +159,6 @@ def run(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         raise CommandError(f"{exc}: pick other endpoints (--input/--output) or stop the process using them") from None
     return 0
-
-
-def prepare(args: argparse.Namespace, host) -> int:
-    """``--prepare``: warm each backend up (``--backend``, default flame2video) as a worker
-    would, print what was compiled or loaded, and exit. No sockets, so no keys."""
-    if not args.compile:
-        raise CommandError("--prepare compiles what a worker serves: give the --compile mode the worker will run with")
-    _check_device(args.device)
-    settings = _generator_settings(args).replace(device=args.device)
-    for name in tuple(dict.fromkeys(args.backend)) or ("flame2video",):
-        _check_backends_named((name,), host)
-        print(_prepare_one(name, host.generators.get(name), settings))
-    return 0
-
-
-def _prepare_one(name: str, factory, settings) -> str:
-    from flamecast.plugins import GeneratorUnavailable
-
-    t0 = time.perf_counter()
-    try:
-        gen = factory(settings)
-    except GeneratorUnavailable as exc:
-        raise CommandError(str(exc)) from None
-    try:
-        if not callable(getattr(gen, "compile_report", None)):
-            raise CommandError(f"generator {name!r} compiles nothing; --prepare is for neural generators (flame2video)")
-        try:
-            gen.warm_up()
-        # missing weights, or a --warm entry naming no profile or a bad option (the message names the entry)
-        except (GeneratorUnavailable, ValueError) as exc:
-            raise CommandError(str(exc)) from None
-        report = gen.compile_report()
-    finally:
-        gen.close()
-    return prepared_summary(name, report, time.perf_counter() - t0)
-
-
-def prepared_summary(name: str, report: dict, seconds: float) -> str:
-    """What ``--prepare`` did, in lines: per warmed profile the compiled calls loaded from the
-    cache or compiled and written to it, and calls that no file can hold."""
-    lines = [f"{name}: compiled calls ready in {seconds:.1f} s under {report.get('cache_folder', '?')}"]
-    for profile, calls in (report.get("precompiled") or {}).items():
-        loaded = sum(int(c["loaded"]) for c in calls.values())
-        written = sum(int(c["saved"]) for c in calls.values())
-        load_s, compile_s = (sum(c[k] for c in calls.values()) for k in ("load_s", "compile_s"))
-        line = (f"  {profile}: {loaded} loaded from the cache ({load_s:.1f} s), "
-                f"{written} compiled and written ({compile_s:.1f} s)")
-        in_process = sum(int(c["in_process"]) for c in calls.values())
-        if in_process:
-            line += f"; {in_process} could not be written and are compiled at every start"
-        lines.append(line)
-    if len(lines) == 1:
-        lines.append("  nothing was compiled: --warm names no profile")
-    return "\n".join(lines)
 
 
 COMMAND = Command(

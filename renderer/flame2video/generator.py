@@ -319,42 +319,58 @@ class FLAME2VideoGenerator(Generator):
             names = ("live",) if self.settings.compile else ()
         return tuple(n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip())
 
-    def warm_up(self) -> None:
+    def warm_up(self, batches: Sequence[int] | None = None) -> None:
         """Build the pipelines of ``warm_profiles`` and run every compiled shape once (windows
         batched 1, 2, 4, ... up to ``max_batch`` sessions, after each session's first window,
         which runs eagerly), so that compilation and CUDA-graph capture happen here, before the
         worker reports ready, and never on a session's window. Does nothing without
-        ``warm_profiles`` or ``compile``."""
+        ``warm_profiles`` or ``compile``. ``batches``: only these of the batch sizes (processes
+        that each compile a part of the cache, ``flamecast generator --prepare --jobs``)."""
+        sizes = self.warm_batches(batches)
         t0 = time.perf_counter()
         for spec in self.warm_profiles():
-            self.warm_up_profile(warm_options(spec), spec)
+            self.warm_up_profile(warm_options(spec), spec, sizes)
         if self.settings.compile:
             from .compile_cache import CompileCounts
 
             self.warm_counts = CompileCounts.now()
         self.warm_up_s = time.perf_counter() - t0
 
-    def warm_up_profile(self, options: FLAME2VideoOptions, spec: str | None = None) -> None:
-        """Run the windows of sessions with ``options`` in every batch size this generator uses;
-        ``warm_up_parts[profile]`` says where the time went: ``build`` (loading the models),
-        ``open`` (the sessions' portraits and reference passes), ``first_windows`` and
-        ``batch_N`` (compiling, capturing and running the windows of N sessions). ``spec``: the
-        ``warm_profiles`` entry the options came from (``warm_options``)."""
+    def warm_batches(self, batches: Sequence[int] | None = None) -> tuple[int, ...]:
+        """The batch sizes warm-up runs: ``batches`` (each one this generator pads to, else a
+        ValueError naming those), or all of them."""
+        sizes = batch_sizes(self.max_batch)
+        if batches is None:
+            return sizes
+        wrong = sorted(set(batches) - set(sizes))
+        if wrong or not batches:
+            raise ValueError(f"batch size(s) {', '.join(map(str, wrong)) or 'none'} not served: with max_batch "
+                             f"{self.max_batch} windows are batched {', '.join(map(str, sizes))} at a time")
+        return tuple(sorted(set(batches)))
+
+    def warm_up_profile(self, options: FLAME2VideoOptions, spec: str | None = None,
+                        sizes: Sequence[int] | None = None) -> None:
+        """Run the windows of sessions with ``options`` in every batch size this generator uses
+        (or ``sizes`` of them); ``warm_up_parts[profile]`` says where the time went: ``build``
+        (loading the models), ``open`` (the sessions' portraits and reference passes),
+        ``first_windows`` and ``batch_N`` (compiling, capturing and running the windows of N
+        sessions). ``spec``: the ``warm_profiles`` entry the options came from (``warm_options``)."""
+        sizes = tuple(sizes or batch_sizes(self.max_batch))
         profile = resolve_profile(options)
         parts = self.warm_up_parts.setdefault(spec or profile.name, {})
         clock = _PartClock(parts)
         pipe = self.pipeline(profile)
         self._warm[profile] = spec or profile.name
         clock.lap("build")
-        log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, batch_sizes(self.max_batch))
+        log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, sizes)
         opening = GeneratorSessionSpec("warm-up", None, options)
-        sessions = [self._open(opening, detect_face=False) for _ in range(self.max_batch)]
+        sessions = [self._open(opening, detect_face=False) for _ in range(max(sizes))]
         clock.lap("open", pipe.device)
         n_expr, seq = self.head.n_expression, 0
         for session in sessions:  # first windows: one at a time, eagerly
             session.step(warm_frames(profile.stride, n_expr))
         clock.lap("first_windows", pipe.device)
-        for size in batch_sizes(self.max_batch):
+        for size in sizes:
             for _ in range(3):  # warm-up run, CUDA-graph recording, a replay
                 seq += profile.stride
                 self.step_sessions([(s, warm_frames(profile.stride, n_expr, seq)) for s in sessions[:size]])
