@@ -37,6 +37,7 @@ and capture every shape the profile will run), then serve. It reports
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -50,7 +51,8 @@ T_START = time.time()
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="live")
+    ap.add_argument("--profile", default="live",
+                    help="a profile, with option overrides after colons as sessions ask for them (live:steps=2)")
     ap.add_argument("--sessions", default="1,2,4,8", help="concurrent session counts, in order (\"\": none)")
     ap.add_argument("--seconds", type=float, default=10.0, help="driving time per session count")
     ap.add_argument("--fps", type=float, default=30.0, help="driving frames per second per session")
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = float(os.environ.get("T0") or T_START)
     import torch
 
-    from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator
+    from flamecast.renderer.flame2video.generator import resolve_profile, warm_options
 
     report: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "torch": torch.__version__, "queue_depth": args.queue_depth, "concurrent": []}
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             + (f", {c['in_process']} for this process only" if c.get("in_process") else "")
             for name, c in calls.items()), flush=True)
     write()
-    options = FLAME2VideoOptions(profile=args.profile)
+    options = warm_options(args.profile)
+    report["profile"] = {"spec": args.profile, **dataclasses.asdict(resolve_profile(options))}
     report["first_frame"] = first_frame(gen, options, args.fps)
     print("first frame: " + ", ".join(f"{k} {v:.2f}" for k, v in report["first_frame"].items()), flush=True)
     write()

@@ -38,11 +38,12 @@ def test_narrow_widths_keep_every_block_layer_and_attention(service):
 
 def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     out = tmp_path / "service.json"
-    code = service.main(["--profile", "tiny", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5",
+    code = service.main(["--profile", "tiny:steps=1", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5",
                          "--max-batch", "2", "--allow-random-weights", "--stage-windows", "2", "--stage-batches", "1,2",
                          "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0
+    assert report["profile"]["spec"] == "tiny:steps=1" and report["profile"]["steps"] == 1  # an override, as sessions ask
     assert report["first_frame"]["first_frame_after_open_s"] > 0
     assert [c["sessions"] for c in report["concurrent"]] == [1, 2]
     assert all(c["min_fps"] > 0 for c in report["concurrent"])
