@@ -44,14 +44,38 @@ def count_window(profile: str) -> dict[str, Any]:
     stream, n_expr = session.stream, gen.head.n_expression
     try:
         session.step(warm_frames(stream.window, n_expr))  # the first window: all W frames, recording the context
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, depth=None) as counter:
             out = session.step(warm_frames(stream.stride, n_expr, stream.window))
         counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     finally:
         session.close()
         gen.close()
     return {"frames": len(out), "views": len(out[0].view_ids) if out else None, "total": counts.get("Global", 0),
-            "unet": counts.get("MultiViewUNet", 0)}
+            "unet": counts.get("MultiViewUNet", 0), "unet_parts": unet_parts(counts)}
+
+
+# the UNet's parts, by the first of these words in a module's path
+UNET_PARTS = (("view_module", "view modules"), ("motion_modules", "motion modules"),
+              ("attentions", "spatial transformers"), ("resnets", "ResNet blocks"),
+              ("samplers", "up- and downsampling"))
+
+
+def unet_parts(counts: dict[str, int]) -> dict[str, int]:
+    """The UNet's operations by part: the innermost modules' counts (the layers: convolutions,
+    projections), summed by ``UNET_PARTS``. A module's count includes whatever ran inside its
+    call, hooks of other modules too, so only modules with no listed module inside their path
+    are summed; what the UNet counted outside them (attention products in a module that also
+    holds layers) is "other"."""
+    names = [n for n in counts if n.startswith("MultiViewUNet.")]
+    parts: dict[str, int] = {}
+    for name in names:
+        if any(other.startswith(name + ".") for other in names):
+            continue
+        words = name.split(".")
+        label = next((label for key, label in UNET_PARTS if any(key in w for w in words)), "other")
+        parts[label] = parts.get(label, 0) + counts[name]
+    parts["other"] = parts.get("other", 0) + counts.get("MultiViewUNet", 0) - sum(parts.values())
+    return parts
 
 
 def summarize(counted: dict[str, Any], steps: int, fps: float, sessions: list[int]) -> dict[str, Any]:
@@ -66,6 +90,7 @@ def summarize(counted: dict[str, Any], steps: int, fps: float, sessions: list[in
         "other_tflop_per_window": rest / 1e12, "tflop_per_window": window / 1e12,
         "tflop_per_frame": window / frames / 1e12,
         "tflop_per_s_needed": {str(k): window / frames * fps * k / 1e12 for k in sessions},
+        "unet_tflop_per_step_by_part": {k: v / 1e12 for k, v in counted.get("unet_parts", {}).items()},
     }
 
 
@@ -87,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['steps']} steps: UNet {report['unet_tflop_per_step']:.2f} TFLOP a step, "
           f"{report['unet_tflop_per_window']:.2f} a window; the rest {report['other_tflop_per_window']:.2f}; "
           f"{report['tflop_per_frame']:.2f} TFLOP a frame")
+    for part, tflop in sorted(report["unet_tflop_per_step_by_part"].items(), key=lambda kv: -kv[1]):
+        print(f"  UNet step, {part}: {tflop:.2f} TFLOP ({tflop / report['unet_tflop_per_step']:.0%})")
     for k, need in report["tflop_per_s_needed"].items():
         print(f"  {k} session(s) at {args.fps:g} frames/s: {need:.0f} TFLOP/s")
     if args.json_out:
