@@ -367,8 +367,8 @@ class FLAME2VideoGenerator(Generator):
         sessions = [self._open(opening, detect_face=False) for _ in range(max(sizes))]
         clock.lap("open", pipe.device)
         n_expr, seq = self.head.n_expression, 0
-        for session in sessions:  # first windows: one at a time, eagerly
-            session.step(warm_frames(profile.stride, n_expr))
+        # first windows: eagerly (cache mode), batched as sessions opening together are
+        self.step_sessions([(s, warm_frames(profile.stride, n_expr)) for s in sessions])
         clock.lap("first_windows", pipe.device)
         for size in sizes:
             for _ in range(3):  # warm-up run, CUDA-graph recording, a replay
@@ -463,8 +463,9 @@ class FLAME2VideoGenerator(Generator):
 
     def step_sessions(self, work: Sequence[tuple[FLAME2VideoSession, Sequence[FlameFrame]]]) -> list[list[RenderedFrame]]:
         """``session.step(frames)`` for several sessions at once: windows of sessions that share
-        a profile go through the UNet together (padded to a compiled batch size); a session's
-        first window runs alone. Returns each session's finished frames, in order."""
+        a profile go through the UNet together (padded to a compiled batch size); first windows
+        of sessions that opened together run together too, eagerly in ``cache`` mode. Returns
+        each session's finished frames, in order."""
         from .stream import run_windows
 
         t0 = time.perf_counter_ns()
@@ -473,7 +474,7 @@ class FLAME2VideoGenerator(Generator):
             session.stream.add(frames)
         while ready := [s for s, _ in work if s.stream is not None and s.stream.ready()]:
             for group in self._batches(ready):
-                outs = run_windows([s.stream for s in group], rows=self._padded(len(group)))
+                outs = run_windows([s.stream for s in group], rows=self._padded(group))
                 for s, out in zip(group, outs):
                     done[id(s)].extend(out)
         dt = time.perf_counter_ns() - t0
@@ -483,15 +484,15 @@ class FLAME2VideoGenerator(Generator):
     def _batches(self, sessions: list[FLAME2VideoSession]) -> list[list[FLAME2VideoSession]]:
         groups: dict[tuple, list] = {}
         for s in sessions:
-            key = s.stream.batch_key()
-            if key[-1] == "record":  # first windows (eager, once per session) run alone
-                key = (*key, id(s))
-            groups.setdefault(key, []).append(s)
+            groups.setdefault(s.stream.batch_key(), []).append(s)
         m = self.max_batch
         return [g[i:i + m] for g in groups.values() for i in range(0, len(g), m)]
 
-    def _padded(self, n: int) -> int:
-        if not self.settings.compile:
+    def _padded(self, group: list[FLAME2VideoSession]) -> int:
+        """The batch size ``group``'s windows run at: a compiled one, unless they run eagerly
+        (no ``compile``, or first windows in ``cache`` mode, which record the carried context)."""
+        n = len(group)
+        if not self.settings.compile or group[0].stream.batch_key()[-1] == "record":
             return n  # eager: any batch size costs nothing extra
         return next(b for b in batch_sizes(self.max_batch) if b >= n)
 

@@ -44,8 +44,9 @@ def test_batched_windows_equal_each_session_alone(carry_mode):
     for w in range(3):
         for s, its in zip(streams, items):
             s.pending.extend(its[w])
-        if w == 0 and carry_mode == "cache":  # first windows (all W frames) run alone
-            outs = [run_windows([s])[0] for s in streams]
+        if w == 0 and carry_mode == "cache":  # first windows (all W frames, eager): together, unpadded
+            outs = run_windows(streams)
+            assert rows[-1] == 2
         else:
             assert len({s.batch_key() for s in streams}) == 1
             outs = run_windows(streams, rows=3)  # padded to a batch size of 3
@@ -68,7 +69,7 @@ def test_generator_steps_sessions_of_a_profile_together():
     sessions = [gen._open(spec(i), detect_face=False) for i in range(2)]
     rows = unet_rows(gen.pipeline(sessions[0].stream.pipeline.profile))
     first = gen.step_sessions([(s, warm_frames(2, n_expr)) for s in sessions])
-    assert rows == [1] * 4  # first windows alone: 2 steps each, one session per call
+    assert rows == [2] * 2  # first windows together: 2 steps, both sessions in each call
     rows.clear()
     rest = gen.step_sessions([(s, warm_frames(4, n_expr, 2)) for s in sessions])
     assert rows == [2] * 4  # two windows of both sessions together, 2 steps each
