@@ -149,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         from .prepare import prepare
 
         return prepare(args, host)
+    if args.jobs != 1:
+        raise CommandError("--jobs splits the compiling of --prepare; a worker compiles in its own process")
     settings = settings_from_args(args)
     _check_device(settings.device)
     worker = GeneratorWorker(settings, host=host)

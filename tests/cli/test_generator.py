@@ -106,3 +106,8 @@ def test_prepare_jobs_refuse_a_bad_warm_entry_before_starting_any(capsys, tmp_pa
 def test_prepare_jobs_must_be_positive(capsys, tmp_path):
     err = _error(capsys, ["generator", "--prepare", "--compile", "default", "--jobs", "0", "--allow-random-weights"])
     assert "--jobs must be at least 1" in err
+
+
+def test_jobs_belong_to_prepare(capsys):
+    err = _error(capsys, ["generator", "--jobs", "3", "--insecure"])
+    assert "--jobs splits the compiling of --prepare" in err
