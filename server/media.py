@@ -314,9 +314,9 @@ AUDIO_GAP_S = 0.1  # audio that starts this much after the previous chunk ended 
 class Mp4Writer:
     """An MP4 file of ``videos`` video streams (H.264, all the size of the first picture) and one
     audio stream (AAC, 48 kHz stereo), timed on one clock: ``video(picture, t, index)`` and
-    ``audio(samples, rate, t)`` take seconds since the recording's start. Audio plays
-    continuously; a chunk that starts more than 0.1 s after the previous one ended leaves
-    silence; audio before the first picture is dropped. Blocking: call it from a thread. A
+    ``audio(samples, rate, t)`` take seconds since the recording's start. Audio starts at its
+    first chunk's time and plays continuously; a chunk that starts more than 0.1 s after the
+    previous one ended leaves silence; audio before the first picture is dropped. Blocking: call it from a thread. A
     recording without audio gets silence as long as its video."""
 
     def __init__(self, path: Path, *, audio: bool = True, videos: int = 1, fps_hint: float = 25.0) -> None:
@@ -357,9 +357,12 @@ class Mp4Writer:
         start = self._next_sample if t is None else int(round(t * AUDIO_RATE))
         if start + samples.shape[0] * AUDIO_RATE // rate <= 0:
             return  # before the first picture
+        # the first chunk starts at its time; later ones play on from the last unless they
+        # leave a gap (chunks arrive with some jitter, and sound must not stutter)
+        gap = AUDIO_GAP_S * AUDIO_RATE if self._next_sample else 0
         if start < 0:
             samples = samples[int(-start * rate / AUDIO_RATE):]
-        elif start > self._next_sample + AUDIO_GAP_S * AUDIO_RATE:
+        elif start > self._next_sample + gap:
             self._silence(start - self._next_sample)
         pcm = np.ascontiguousarray(samples, dtype=np.int16)
         channels = min(pcm.shape[1], 2)

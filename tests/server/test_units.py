@@ -91,6 +91,32 @@ def test_recorder_keeps_frames_closer_than_a_nominal_frame_period(tmp_path):
     with av.open(str(path)) as c:
         assert len(list(c.decode(video=0))) == 7
 
+def test_recorder_starts_the_audio_at_its_capture_time(tmp_path):
+    """Audio whose first chunk was captured 60 ms after the first picture starts 60 ms in, not
+    at zero (later chunks play on from it)."""
+    import av
+
+    from flamecast.server.media import AUDIO_RATE, Mp4Writer
+
+    path = tmp_path / "late.mp4"
+    writer = Mp4Writer(path)
+    tone = (np.sin(np.arange(960) / 5) * 20000).astype(np.int16)[:, None].repeat(2, axis=1)  # 20 ms
+    for i in range(25):
+        writer.video(np.zeros((64, 64, 3), np.uint8), i * 0.04)
+        for t in (0.04 * i, 0.04 * i + 0.02):  # 20-ms chunks from 60 ms on: a tone, then silence
+            if t >= 0.059:
+                writer.audio(tone if t < 0.07 else np.zeros_like(tone), AUDIO_RATE, t)
+    writer.close()
+    with av.open(str(path)) as c:
+        for frame in c.decode(audio=0):
+            pcm = frame.to_ndarray()[0]
+            loud = np.flatnonzero(np.abs(pcm) > 0.2)
+            if loud.size:
+                onset = float(frame.pts * frame.time_base) + loud[0] / frame.sample_rate
+                break
+    assert abs(onset - 0.06) < 0.01, onset
+
+
 def test_worker_start_up_noise_is_dropped_and_everything_else_kept():
     import io
 
