@@ -15,7 +15,8 @@
 #     the FLAME renderings between windows instead of on the conditioning stage; STAGE_WINDOWS=N
 #     ends each run with N windows of one session, every stage timed (where a window's time goes);
 #     PREPARE=1 compiles the calls first with `flamecast generator --prepare` (PREPARE_LIMIT=S;
-#     PREPARE_JOBS=N: --jobs N, one process per batch size);
+#     PREPARE_JOBS=N: --jobs N, one process per batch size; PREPARE_BESIDE="--warm hq --max-batch 1": another
+#     --prepare at the same time);
 #     QUEUE_DEPTH=4 keeps only the newest 4 due frames a turn, as a worker does (0: every frame);
 #     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes
 # Results go to $OUT (default /tmp/flamecast-bench).
@@ -74,10 +75,16 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   # PREPARE=1: compile what the runs serve first, on its own (flamecast generator --prepare), so
   # that every run below is a restarted worker
   if [ -n "${PREPARE:-}" ]; then
-    timeout ${PREPARE_LIMIT:-100000} python3 -m flamecast.cli generator --prepare --device cuda --compile reduce-overhead \
-      --warm ${PROFILES:-live} --max-batch ${MAX_BATCH:-4} --jobs ${PREPARE_JOBS:-1} --allow-random-weights 2>&1 \
-      | grep --line-buffered -v "should be kept"
-    echo "prepare exit ${PIPESTATUS[0]}"
+    prepare_() {
+      timeout ${PREPARE_LIMIT:-100000} python3 -m flamecast.cli generator --prepare --device cuda --compile reduce-overhead \
+        --allow-random-weights "$@" 2>&1 | grep --line-buffered -v "should be kept"
+      echo "prepare exit ${PIPESTATUS[0]}"
+    }
+    # PREPARE_BESIDE="--warm hq --max-batch 1": a second --prepare at the same time, printed after
+    [ -z "${PREPARE_BESIDE:-}" ] || prepare_ $PREPARE_BESIDE > "$OUT/prepare_beside.txt" &
+    prepare_ --warm ${PROFILES:-live} --max-batch ${MAX_BATCH:-4} --jobs ${PREPARE_JOBS:-1}
+    wait
+    [ -z "${PREPARE_BESIDE:-}" ] || { echo "beside it, $PREPARE_BESIDE:"; cat "$OUT/prepare_beside.txt"; }
   fi
   for run in ${RUNS:-1 2}; do
     T0=$(date +%s.%N) timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_service.py --profile ${PROFILES:-live} \
