@@ -154,7 +154,7 @@ def stage_windows(gen, options, windows: int, batch: int = 1) -> dict[str, Any]:
                 for i in range(batch)]
     stream = sessions[0].stream
     try:
-        first = warm_frames(stream.window, gen.head.n_expression)  # the first (eager) windows, one by one
+        first = warm_frames(stream.window, gen.head.n_expression)  # the first windows, eagerly
         gen.step_sessions([(s, first) for s in sessions])
         sessions[0].enable_stage_timing()
         for w in range(windows):

@@ -58,7 +58,10 @@ def _prepare_one(name: str, factory, settings, batches: tuple[int, ...] | None =
         if not callable(getattr(gen, "compile_report", None)):
             raise CommandError(f"generator {name!r} compiles nothing; --prepare is for neural generators (flame2video)")
         try:
-            gen.warm_up() if batches is None else gen.warm_up(batches=batches)
+            if batches is None:
+                gen.warm_up()
+            else:
+                gen.warm_up(batches=batches)
         # missing weights, a --warm entry naming no profile or a bad option (the message names the
         # entry), a batch size the generator does not serve
         except (GeneratorUnavailable, ValueError) as exc:
@@ -154,12 +157,19 @@ def run_jobs(args: argparse.Namespace, backends: tuple[str, ...], settings) -> i
     jobs = split_jobs(backends, settings.warm_profiles, settings.max_batch)
     env, t0 = _job_env(args.jobs), time.perf_counter()
     procs: list[subprocess.Popen] = []
-    failed: list[str] = []
+    errors: list[str] = []
+    stopping = threading.Event()  # set: no further job starts
     lock = threading.Lock()
+
+    def stop_all() -> None:  # with the lock held
+        stopping.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
 
     def run_one(job: Job) -> None:
         with lock:
-            if failed:
+            if stopping.is_set():
                 return
             proc = subprocess.Popen([*JOB_COMMAND, *job_argv(args, job)], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, env=env)
@@ -168,11 +178,9 @@ def run_jobs(args: argparse.Namespace, backends: tuple[str, ...], settings) -> i
         with lock:
             if proc.returncode == 0:
                 print(f"[{job.label()}] {out.strip()}", flush=True)
-            elif not failed:
-                failed.append(f"{job.label()}: {_error_line(err)}")
-                for other in procs:
-                    if other.poll() is None:
-                        other.terminate()
+            elif not stopping.is_set():
+                errors.append(f"{job.label()}: {_error_line(err)}")
+                stop_all()
 
     print(f"--prepare: {len(jobs)} jobs, {min(args.jobs, len(jobs))} at a time", flush=True)
     pool = ThreadPoolExecutor(max_workers=args.jobs)
@@ -181,12 +189,9 @@ def run_jobs(args: argparse.Namespace, backends: tuple[str, ...], settings) -> i
             future.result()
     finally:  # also when interrupted (Ctrl-C): no job outlives the command
         with lock:
-            failed.append("interrupted")  # starts no further job
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
+            stop_all()
         pool.shutdown(wait=True)
-    if failed[:-1]:
-        raise CommandError(f"--prepare job {failed[0]}")
+    if errors:
+        raise CommandError(f"--prepare job {errors[0]}")
     print(f"--prepare: all {len(jobs)} jobs done in {time.perf_counter() - t0:.1f} s", flush=True)
     return 0

@@ -316,8 +316,8 @@ class Mp4Writer:
     audio stream (AAC, 48 kHz stereo), timed on one clock: ``video(picture, t, index)`` and
     ``audio(samples, rate, t)`` take seconds since the recording's start. Audio starts at its
     first chunk's time and plays continuously; a chunk that starts more than 0.1 s after the
-    previous one ended leaves silence; audio before the first picture is dropped. Blocking: call it from a thread. A
-    recording without audio gets silence as long as its video."""
+    previous one ended leaves silence; audio before the first picture is dropped. Blocking: call
+    it from a thread. A recording without audio gets silence as long as its video."""
 
     def __init__(self, path: Path, *, audio: bool = True, videos: int = 1, fps_hint: float = 25.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -355,7 +355,7 @@ class FLAME2VideoGenerator(Generator):
         (loading the models), ``open`` (the sessions' portraits and reference passes),
         ``first_windows`` and ``batch_N`` (compiling, capturing and running the windows of N
         sessions). ``spec``: the ``warm_profiles`` entry the options came from (``warm_options``)."""
-        sizes = tuple(sizes or batch_sizes(self.max_batch))
+        sizes = self.warm_batches(sizes)
         profile = resolve_profile(options)
         parts = self.warm_up_parts.setdefault(spec or profile.name, {})
         clock = _PartClock(parts)
