@@ -234,6 +234,9 @@ class FLAME2VideoGenerator(Generator):
         self._users: dict[Any, int] = {}  # open sessions per profile
         self._lock = threading.Lock()
         self._conditioning = None  # ConditioningStage, on a GPU
+        # FlameConditioner per (views, size, device) and the open sessions using it: sessions
+        # that share one have their frames drawn together (conditioning.draw_together)
+        self._conditioners: dict[tuple, list] = {}
         self.draw_ahead = True  # False: FLAME renderings drawn in line, between windows (benchmarks)
         self.warm_counts = None  # CompileCounts after warm_up (compiled runs)
         self.warm_up_s: float | None = None
@@ -414,15 +417,42 @@ class FLAME2VideoGenerator(Generator):
         views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
         if len(views) != profile.views:
             raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
-        conditioner = FlameConditioner(views, profile.size, pipe.device)
         reference = pipe.prepare_reference(portrait)
-        stream = WindowStream(pipe, reference, conditioner, seed=options.seed, stage=self._stage(pipe.device))
+        key = (tuple(views), profile.size, str(pipe.device))
+        conditioner = self._conditioner(key)
+        try:
+            stream = WindowStream(pipe, reference, conditioner, seed=options.seed, stage=self._stage(pipe.device))
+        except BaseException:
+            self._release_conditioner(key)
+            raise
         self._count_user(profile, 1)
-        return FLAME2VideoSession(stream, tuple(views), on_close=lambda: self._count_user(profile, -1))
+
+        def closed() -> None:
+            self._count_user(profile, -1)
+            self._release_conditioner(key)
+
+        return FLAME2VideoSession(stream, tuple(views), on_close=closed)
 
     def _count_user(self, profile, n: int) -> None:
         with self._lock:
             self._users[profile] = self._users.get(profile, 0) + n
+
+    def _conditioner(self, key: tuple) -> FlameConditioner:
+        """The conditioner for (views, size, device), shared by the open sessions that use it."""
+        with self._lock:
+            entry = self._conditioners.get(key)
+            if entry is None:
+                entry = self._conditioners[key] = [FlameConditioner(list(key[0]), key[1], key[2]), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def _release_conditioner(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._conditioners.get(key)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._conditioners[key]
 
     def _check_served(self, profile) -> None:
         """A worker that compiled its profiles at start serves those, as they were compiled: a
@@ -462,16 +492,20 @@ class FLAME2VideoGenerator(Generator):
             return self._conditioning
 
     def step_sessions(self, work: Sequence[tuple[FLAME2VideoSession, Sequence[FlameFrame]]]) -> list[list[RenderedFrame]]:
-        """``session.step(frames)`` for several sessions at once: windows of sessions that share
-        a profile go through the UNet together (padded to a compiled batch size); first windows
-        of sessions that opened together run together too, eagerly in ``cache`` mode. Returns
-        each session's finished frames, in order."""
+        """``session.step(frames)`` for several sessions at once: the frames of sessions that
+        share views and size are drawn together; windows of sessions that share a profile go
+        through the FLAME encoder and the UNet together (padded to a compiled batch size) and
+        are copied to the host together; first windows of sessions that opened together run
+        together too, eagerly in ``cache`` mode. Returns each session's finished frames, in
+        order."""
+        from .conditioning import draw_together
         from .stream import run_windows
 
         t0 = time.perf_counter_ns()
         done: dict[int, list] = {id(s): [] for s, _ in work}
-        for session, frames in work:
-            session.stream.add(frames)
+        added = [(s.stream, list(frames)) for s, frames in work if s.stream is not None]
+        for (stream, frames), drawing in zip(added, draw_together([(st.renders, f) for st, f in added])):
+            stream.add(frames, drawing)
         while ready := [s for s, _ in work if s.stream is not None and s.stream.ready()]:
             for group in self._batches(ready):
                 outs = run_windows([s.stream for s in group], rows=self._padded(group))

@@ -408,16 +408,31 @@ class FLAME2VideoPipeline:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (F, V, 4, h, w) -> uint8 views (F, V, H, W, 3) on the CPU."""
-        f, v = latents.shape[:2]
+        return self.decode_rows([latents])[0]
+
+    @torch.no_grad()
+    def decode_rows(self, rows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each session's latents (F, V, 4, h, w) -> its uint8 views (F, V, H, W, 3) on the CPU.
+
+        One decoder call per session (the shape the decoder was compiled for), and one copy of
+        all their views to the host at the end: the host waits for the GPU once per batched
+        window, not once per session."""
         with self.timer.stage("decode"):
-            z = latents.flatten(0, 1).to(self.dtype)
-            if self.decoder is self.vae:
-                z = z / self.latent_scale
-            self._mark_step()
-            if self._decoder_calls is not None and not (self.decoder.use_slicing or self.decoder.use_tiling):
-                images = self._decoder_calls(self.decoder.decoder, z)  # what AutoencoderTiny.decode runs
-            else:
-                images = self.decoder.decode(z).sample
-            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            images = images.permute(0, 2, 3, 1).reshape(f, v, *images.shape[2:], 3).cpu()
-        return images
+            views = [self._decode_on_device(x) for x in rows]
+            host = torch.cat(views).cpu() if len(views) > 1 else views[0].cpu()
+        return list(host.split([v.shape[0] for v in views]))
+
+    def _decode_on_device(self, latents: torch.Tensor) -> torch.Tensor:
+        f, v = latents.shape[:2]
+        z = latents.flatten(0, 1).to(self.dtype)
+        if self.decoder is self.vae:
+            z = z / self.latent_scale
+        self._mark_step()
+        if self._decoder_calls is not None and not (self.decoder.use_slicing or self.decoder.use_tiling):
+            images = self._decoder_calls(self.decoder.decoder, z)  # what AutoencoderTiny.decode runs
+        else:
+            images = self.decoder.decode(z).sample
+        # to uint8 at once: a CUDA-graph replay of the next session's decoder call reuses the
+        # memory of this one's output
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).reshape(f, v, *images.shape[2:], 3)

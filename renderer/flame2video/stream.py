@@ -53,10 +53,11 @@ class WindowStream:
         """``cache``: the carried frames' per-step temporal context (None before the first window)."""
         return self.carry.context if isinstance(self.carry, CachedContextCarry) else None
 
-    def add(self, items: Sequence[Any]) -> None:
-        """Buffer ``items`` (their renderings start now, with a conditioning stage)."""
+    def add(self, items: Sequence[Any], drawing: tuple[Any, int] | None = None) -> None:
+        """Buffer ``items`` (their renderings start now, with a stage; ``drawing``: a drawing
+        already submitted with them, ``conditioning.Renders.add``)."""
         self.pending.extend(items)
-        self.renders.add(items)
+        self.renders.add(items, drawing)
 
     def push(self, items: Sequence[Any]) -> list[tuple[Any, torch.Tensor]]:
         """Buffer ``items``; return (item, views (V, H, W, 3) uint8) for every finished frame."""
@@ -74,35 +75,40 @@ class WindowStream:
         """Streams with equal keys can run their next windows in one batched call."""
         return (id(self.pipeline), *self.carry.next_window(self.stride))
 
-    def prepare(self) -> tuple[list[Any], WindowJob]:
-        """Take the next window's frames and build its denoising job."""
-        p = self.pipeline
+    def take_window(self) -> tuple[list[Any], torch.Tensor]:
+        """Take the next window's S frames and their renderings (S, V, 3, H, W)."""
         items, self.pending = self.pending[: self.stride], self.pending[self.stride:]
-        with p.timer.stage("rasterize"):  # with a stage: the wait for what is not drawn yet
-            renders = self.renders.take(items)
-        cond = self.carry.window_condition(p.encode_conditions(renders))
-        return items, WindowJob(cond, self.reference, self.carry, self.generator)
+        with self.pipeline.timer.stage("rasterize"):  # with a stage: the wait for what is not drawn yet
+            return items, self.renders.take(items)
 
-    def finish(self, items: list[Any], job: WindowJob, latents: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
-        """Keep the carried frames, decode the new ones."""
+    def job(self, features: torch.Tensor) -> WindowJob:
+        """The window's denoising job from its new frames' FLAME features (S, V, C, h, w)."""
+        return WindowJob(self.carry.window_condition(features), self.reference, self.carry, self.generator)
+
+    def finish(self, job: WindowJob, latents: torch.Tensor) -> torch.Tensor:
+        """Keep the carried frames; return the new frames' latents (S, V, 4, h, w)."""
         self.windows += 1
-        images = self.pipeline.decode(self.carry.finish(latents, job.cond))
-        return list(zip(items, images))
+        return self.carry.finish(latents, job.cond)
 
 
 def run_windows(streams: Sequence[WindowStream], rows: int | None = None) -> list[list[tuple[Any, torch.Tensor]]]:
     """The next window of every stream (each ``ready()``, all with one ``batch_key()``), their
-    UNet calls batched; returns each stream's finished frames.
+    FLAME encoder, UNet and decoder work batched; returns each stream's finished frames.
 
     ``rows`` pads the batch to that many sessions (compiled graphs exist for a few batch sizes
-    only) with copies of the last window whose results are dropped and whose carry is a copy."""
+    only) with copies of the last window whose results are dropped and whose carry is a copy;
+    the FLAME encoder runs at the padded size too, so that its shapes are the ones warm-up ran."""
     pipe = streams[0].pipeline
+    rows = max(rows or 0, len(streams))
     with pipe.timer.stage("window"):
-        prepared = [s.prepare() for s in streams]
-        jobs = [job for _, job in prepared]
-        jobs += [_padding(jobs[-1]) for _ in range((rows or len(jobs)) - len(jobs))]
+        taken = [s.take_window() for s in streams]
+        renders = [r for _, r in taken]
+        features = pipe.encode_conditions(torch.cat(renders + renders[-1:] * (rows - len(streams))))
+        jobs = [s.job(f) for s, f in zip(streams, features.split(streams[0].stride))]
+        jobs += [_padding(jobs[-1]) for _ in range(rows - len(jobs))]
         latents = pipe.denoise_windows(jobs)
-        return [s.finish(items, job, x) for s, (items, job), x in zip(streams, prepared, latents)]
+        images = pipe.decode_rows([s.finish(job, x) for s, job, x in zip(streams, jobs, latents)])
+        return [list(zip(items, views)) for (items, _), views in zip(taken, images)]
 
 
 def _padding(job: WindowJob) -> WindowJob:

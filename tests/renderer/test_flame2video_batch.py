@@ -14,7 +14,7 @@ from flamecast.renderer.flame2video.config import CARRY_MODES
 from flamecast.renderer.flame2video.generator import batch_sizes, warm_frames
 from flamecast.renderer.flame2video.stream import WindowStream, run_windows
 
-from .test_flame2video_stream import conditioner, pipeline
+from .test_flame2video_stream import PROFILE, conditioner, pipeline
 
 
 def unet_rows(pipe) -> list[int]:
@@ -126,3 +126,72 @@ def test_warm_profiles_may_carry_the_options_sessions_will_ask_for():
         warm_options("hq:steps")
     with pytest.raises(ValueError, match="steps"):
         warm_options("hq:steps=none")
+
+
+def test_sessions_sharing_a_conditioner_draw_encode_and_decode_together():
+    """Frames handed to sessions in one turn are drawn in one drawing when the sessions share a
+    conditioner; a batched window runs the FLAME encoder once, at the padded batch's size; each
+    session still gets its frames as if it ran alone."""
+    from flamecast.renderer.flame2video.conditioning import ConditioningStage, draw_together
+
+    pipe = pipeline(carry_mode="cache")
+    refs = [pipe.prepare_reference(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i))) for i in range(2)]
+    turns = [([0, 1], [10, 11]), ([2, 3, 4], [12, 13, 14]), ([5], [15])]
+    alone = []
+    for i, ref in enumerate(refs):
+        s = WindowStream(pipe, ref, conditioner, seed=20 + i)
+        alone.append([f for turn in turns for f in s.push(turn[i])])
+    drawings: list[list] = []
+
+    def watched(items):
+        drawings.append(list(items))
+        return conditioner(items)
+
+    encoded = []
+    pipe.flame_encoder.register_forward_pre_hook(lambda m, args: encoded.append(args[0].shape[0]))
+    stage = ConditioningStage(torch.device("cpu"))
+    got: list[list] = [[], []]
+    try:
+        streams = [WindowStream(pipe, ref, watched, seed=20 + i, stage=stage) for i, ref in enumerate(refs)]
+        for turn in turns:
+            for s, items, drawing in zip(streams, turn, draw_together([(s.renders, t) for s, t in zip(streams, turn)])):
+                s.add(items, drawing)
+            while all(s.ready() for s in streams):
+                first = streams[0].batch_key()[-1] == "record"
+                for g, out in zip(got, run_windows(streams, rows=None if first else 3)):
+                    g.extend(out)
+    finally:
+        stage.close()
+    assert drawings == [[0, 1, 10, 11], [2, 3, 4, 12, 13, 14], [5, 15]]  # one drawing per turn
+    per_window = PROFILE.stride * PROFILE.views  # images a session's window encodes
+    assert encoded == [2 * per_window, 3 * per_window, 3 * per_window]  # once per window, padded to 3 after the first
+    for g, want in zip(got, alone):
+        assert_same_frames(g, want)
+
+
+def test_sessions_with_the_same_views_share_one_conditioner_until_the_last_closes(monkeypatch):
+    from flamecast.renderer.flame2video import generator as g
+    from flamecast.renderer.flame2video.conditioning import ConditioningStage
+
+    gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False, "max_batch": 2})
+    stage = ConditioningStage(torch.device("cpu"))  # what a GPU gets: frames drawn as they arrive
+    monkeypatch.setattr(gen, "_stage", lambda device: stage)
+    drawn: list[int] = []
+    call = g.FlameConditioner.__call__
+    monkeypatch.setattr(g.FlameConditioner, "__call__", lambda self, frames: drawn.append(len(frames)) or call(self, frames))
+    options = FLAME2VideoOptions(profile="tiny", views=("front", "left30"))
+    try:
+        a, b = (gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
+                for i in range(2))
+        other = gen.open_session(GeneratorSessionSpec("o", None, options.model_copy(update={"views": ("front", "right30")})))
+        assert a.stream.conditioner is b.stream.conditioner is not other.stream.conditioner
+        outs = gen.step_sessions([(a, warm_frames(2, gen.head.n_expression)), (b, warm_frames(2, gen.head.n_expression)),
+                                  (other, warm_frames(2, gen.head.n_expression))])
+        assert [len(o) for o in outs] == [2, 2, 2]
+        assert sorted(drawn) == [2, 4]  # a's and b's frames in one drawing, other's in its own
+        a.close()
+        assert len(gen._conditioners) == 2  # b still uses it
+        b.close(), other.close()
+        assert gen._conditioners == {}
+    finally:
+        stage.close()
