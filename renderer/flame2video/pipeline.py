@@ -60,6 +60,17 @@ def make_scheduler(name: str):
     return getattr(diffusers, SCHEDULER_CLASSES[name])(**SCHEDULER_CONFIG)
 
 
+@contextmanager
+def _cudnn_autotuning(on: bool):
+    """``torch.backends.cudnn.benchmark`` set to ``on`` inside, what it was after."""
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was
+
+
 @dataclass
 class StageTimer:
     """Accumulated wall time per stage; synchronises the device around each stage when on."""
@@ -217,10 +228,13 @@ class FLAME2VideoPipeline:
 
     @contextmanager
     def _eager_unet(self):
-        """Run the UNet's calls eagerly, whichever way it was compiled."""
+        """Run the UNet's calls eagerly, whichever way it was compiled, and without cuDNN's
+        autotuning: an eager window (a session's first) comes in batch sizes warm-up may not have
+        run, and autotuning each new convolution shape would stall it, and every session in the
+        batch, for seconds."""
         calls, self._unet_calls = self._unet_calls, None
         try:
-            with torch.compiler.set_stance("force_eager"):
+            with torch.compiler.set_stance("force_eager"), _cudnn_autotuning(False):
                 yield
         finally:
             self._unet_calls = calls

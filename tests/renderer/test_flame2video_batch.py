@@ -195,3 +195,20 @@ def test_sessions_with_the_same_views_share_one_conditioner_until_the_last_close
         assert gen._conditioners == {}
     finally:
         stage.close()
+
+
+def test_eager_first_windows_run_without_cudnn_autotuning(monkeypatch):
+    """A compiled pipeline runs a session's first window eagerly, in batch sizes warm-up may not
+    have run: cuDNN's autotuning of each new convolution shape would stall it, so it is off for
+    that window and back on (as the compile settings set it) for the compiled steady windows."""
+    pipe = pipeline(carry_mode="cache")
+    pipe._compiled = True  # as after compile(): first windows run under _eager_unet
+    seen: list[bool] = []
+    pipe.unet.register_forward_pre_hook(lambda m, args: seen.append(torch.backends.cudnn.benchmark))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    stream = WindowStream(pipe, pipe.prepare_reference(torch.rand(3, 64, 64)), conditioner)
+    assert len(stream.push([0, 1])) == 2  # the first window: eager
+    first, seen[:] = list(seen), []
+    assert len(stream.push([2, 3])) == 2  # a steady window
+    assert first == [False] * PROFILE.steps and seen == [True] * PROFILE.steps
+    assert torch.backends.cudnn.benchmark is True
