@@ -22,6 +22,7 @@ up to ``max_batch``), so no batch size is compiled while serving.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -355,9 +356,9 @@ class FLAME2VideoGenerator(Generator):
                         sizes: Sequence[int] | None = None) -> None:
         """Run the windows of sessions with ``options`` in every batch size this generator uses
         (or ``sizes`` of them); ``warm_up_parts[profile]`` says where the time went: ``build``
-        (loading the models), ``open`` (the sessions' portraits and reference passes),
-        ``first_windows`` and ``batch_N`` (compiling, capturing and running the windows of N
-        sessions). ``spec``: the ``warm_profiles`` entry the options came from (``warm_options``)."""
+        (loading the models), ``open`` (a session's portrait and reference pass),
+        ``first_windows`` (its first window; the other warm-up sessions start from its state) and
+        ``batch_N`` (compiling, capturing and running the windows of N sessions). ``spec``: the ``warm_profiles`` entry the options came from (``warm_options``)."""
         sizes = self.warm_batches(sizes)
         profile = resolve_profile(options)
         parts = self.warm_up_parts.setdefault(spec or profile.name, {})
@@ -366,12 +367,14 @@ class FLAME2VideoGenerator(Generator):
         self._warm[profile] = spec or profile.name
         clock.lap("build")
         log.info("warming up flame2video profile %s (batch sizes %s)", profile.name, sizes)
-        opening = GeneratorSessionSpec("warm-up", None, options)
-        sessions = [self._open(opening, detect_face=False) for _ in range(max(sizes))]
+        first = self._open(GeneratorSessionSpec("warm-up", None, options), detect_face=False)
         clock.lap("open", pipe.device)
         n_expr, seq = self.head.n_expression, 0
-        # first windows: eagerly (cache mode), batched as sessions opening together are
-        self.step_sessions([(s, warm_frames(profile.stride, n_expr)) for s in sessions])
+        # one first window (eager in cache mode: nothing of it is compiled); the other warm-up
+        # sessions start from its state, since what warm-up needs is every compiled shape run,
+        # not other portraits
+        self.step_sessions([(first, warm_frames(profile.stride, n_expr))])
+        sessions = [first] + [self._twin(first, seed) for seed in range(1, max(sizes))]
         clock.lap("first_windows", pipe.device)
         for size in sizes:
             for _ in range(3):  # warm-up run, CUDA-graph recording, a replay
@@ -406,8 +409,6 @@ class FLAME2VideoGenerator(Generator):
     def _open(self, spec: GeneratorSessionSpec, *, detect_face: bool) -> FLAME2VideoSession:
         from flamecast.renderer.raster import DEFAULT_VIEWS
 
-        from .stream import WindowStream
-
         options = spec.options if isinstance(spec.options, FLAME2VideoOptions) else FLAME2VideoOptions.model_validate(
             spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
         profile = resolve_profile(options)
@@ -417,21 +418,35 @@ class FLAME2VideoGenerator(Generator):
         views = options.views or tuple(v.id for v in DEFAULT_VIEWS[: profile.views])
         if len(views) != profile.views:
             raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
-        reference = pipe.prepare_reference(portrait)
-        key = (tuple(views), profile.size, str(pipe.device))
+        return self._session(pipe, pipe.prepare_reference(portrait), tuple(views), options.seed)
+
+    def _session(self, pipe, reference, views: tuple[str, ...], seed: int) -> FLAME2VideoSession:
+        """A session streaming ``reference`` (a portrait's, prepared) from ``views``."""
+        from .stream import WindowStream
+
+        key = (views, pipe.profile.size, str(pipe.device))
         conditioner = self._conditioner(key)
         try:
-            stream = WindowStream(pipe, reference, conditioner, seed=options.seed, stage=self._stage(pipe.device))
+            stream = WindowStream(pipe, reference, conditioner, seed=seed, stage=self._stage(pipe.device))
         except BaseException:
             self._release_conditioner(key)
             raise
-        self._count_user(profile, 1)
+        self._count_user(pipe.profile, 1)
 
         def closed() -> None:
-            self._count_user(profile, -1)
+            self._count_user(pipe.profile, -1)
             self._release_conditioner(key)
 
-        return FLAME2VideoSession(stream, tuple(views), on_close=closed)
+        return FLAME2VideoSession(stream, views, on_close=closed)
+
+    def _twin(self, session: FLAME2VideoSession, seed: int) -> FLAME2VideoSession:
+        """A session in ``session``'s state after its windows so far: its portrait's reference
+        and its carried frames, without a portrait or a first window of its own (warm-up)."""
+        twin = self._session(session.stream.pipeline, session.stream.reference, session.view_ids, seed)
+        # a carry's tensors are replaced by each window, never written into: sharing them is safe
+        twin.stream.carry = copy.copy(session.stream.carry)
+        twin.stream.windows = session.stream.windows
+        return twin
 
     def _count_user(self, profile, n: int) -> None:
         with self._lock:

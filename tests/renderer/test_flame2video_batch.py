@@ -212,3 +212,21 @@ def test_eager_first_windows_run_without_cudnn_autotuning(monkeypatch):
     assert len(stream.push([2, 3])) == 2  # a steady window
     assert first == [False] * PROFILE.steps and seen == [True] * PROFILE.steps
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_warm_up_opens_one_session_and_runs_one_first_window(monkeypatch):
+    """Warm-up needs every batch size's windows, not several portraits: one session's portrait
+    and first window, the other sessions starting from its state, then each batch size."""
+    from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline
+
+    references, windows = [], []
+    prepare, denoise = FLAME2VideoPipeline.prepare_reference, FLAME2VideoPipeline.denoise_windows
+    monkeypatch.setattr(FLAME2VideoPipeline, "prepare_reference", lambda self, p: references.append(1) or prepare(self, p))
+    monkeypatch.setattr(FLAME2VideoPipeline, "denoise_windows", lambda self, jobs: windows.append(
+        (len(jobs), jobs[0].carry.context is None)) or denoise(self, jobs))
+    gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "warm_profiles": "tiny:carry_mode=cache",
+                                "max_batch": 2})
+    gen.warm_up()
+    assert len(references) == 1
+    assert windows == [(1, True)] + [(1, False)] * 3 + [(2, False)] * 3  # one first window, then each batch size
+    assert gen._conditioners == {} and all(n == 0 for n in gen._users.values())  # every warm-up session closed
