@@ -358,7 +358,8 @@ class FLAME2VideoGenerator(Generator):
         (or ``sizes`` of them); ``warm_up_parts[profile]`` says where the time went: ``build``
         (loading the models), ``open`` (a session's portrait and reference pass),
         ``first_windows`` (its first window; the other warm-up sessions start from its state) and
-        ``batch_N`` (compiling, capturing and running the windows of N sessions). ``spec``: the ``warm_profiles`` entry the options came from (``warm_options``)."""
+        ``batch_N`` (compiling, capturing and running the windows of N sessions). ``spec``: the
+        ``warm_profiles`` entry the options came from (``warm_options``)."""
         sizes = self.warm_batches(sizes)
         profile = resolve_profile(options)
         parts = self.warm_up_parts.setdefault(spec or profile.name, {})
