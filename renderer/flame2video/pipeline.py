@@ -420,11 +420,6 @@ class FLAME2VideoPipeline:
 
     # ---- decode -------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (F, V, 4, h, w) -> uint8 views (F, V, H, W, 3) on the CPU."""
-        return self.decode_rows([latents])[0]
-
-    @torch.no_grad()
     def decode_rows(self, rows: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each session's latents (F, V, 4, h, w) -> its uint8 views (F, V, H, W, 3) on the CPU.
 
