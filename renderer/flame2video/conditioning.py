@@ -95,8 +95,12 @@ class Renders:
         (future, row) of a drawing already submitted that holds their renderings from that row
         on (``draw_together``)."""
         if self.stage is not None and items:
-            future, row = drawing or (self.stage.submit(self.conditioner, items, self._after), 0)
+            future, row = drawing or (self.submit(items), 0)
             self._parts.append([len(items), future, row])
+
+    def submit(self, items: Sequence[Any]) -> Future:
+        """Start drawing ``items`` with this session's conditioner on the stage."""
+        return self.stage.submit(self.conditioner, items, self._after)
 
     def take(self, items: Sequence[Any]) -> torch.Tensor:
         """The renderings (n, V, 3, H, W) of ``items``, the next n pending frames."""
@@ -130,8 +134,7 @@ def draw_together(work: Sequence[tuple[Renders, Sequence[Any]]]) -> list[tuple[F
             groups.setdefault((id(renders.stage), id(renders.conditioner)), []).append(i)
     drawings: list[tuple[Future, int] | None] = [None] * len(work)
     for members in groups.values():
-        first = work[members[0]][0]
-        future = first.stage.submit(first.conditioner, [x for i in members for x in work[i][1]], first._after)
+        future = work[members[0]][0].submit([x for i in members for x in work[i][1]])
         row = 0
         for i in members:
             drawings[i] = (future, row)
