@@ -18,16 +18,29 @@
 #     PREPARE_JOBS=N: --jobs N, one process per batch size; PREPARE_BESIDE="--warm hq --max-batch 1": another
 #     --prepare at the same time);
 #     QUEUE_DEPTH=4 keeps only the newest 4 due frames a turn, as a worker does (0: every frame);
-#     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes
+#     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes;
+#     PROFILE_START=1 profiles a restarted worker's imports and start (importtime.txt, start.prof)
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
 MODE=${1:-eager}
+# Byte-code, as an installed server has it: this machine's torch environment comes without it and
+# its environment sets PYTHONDONTWRITEBYTECODE=1, so every process compiled ~2,300 modules from
+# source as it imported them (a restarted worker's imports took 8-14 s on 2026-12-05). The
+# byte-code goes to /tmp/pycache instead, compiled once per machine, as pip does at install.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/pycache
+if [ ! -f /tmp/pycache/.done ]; then
+  t0=$(date +%s)
+  python3 -m compileall -q -j 0 $(python3 -c 'import sysconfig as s; print(s.get_paths()["stdlib"], s.get_paths()["purelib"])') \
+    >/dev/null 2>&1
+  touch /tmp/pycache/.done && echo "byte-code for the torch environment in $(( $(date +%s) - t0 )) s"
+fi
 if ! PYTHONPATH=/tmp/site python3 -c "import diffusers" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  # byte-compiled once, as a normal install is: without it every process compiles the carried
-  # packages' sources (diffusers' above all) as it imports them; on this project's CPU the
-  # pipeline's imports took 9.7 s without any byte-code and 4.6 s with it
+  # byte-compiled once (into /tmp/pycache), as a normal install is: without it every process
+  # compiles the carried packages' sources (diffusers' above all) as it imports them; on this
+  # project's CPU the pipeline's imports took 9.7 s without any byte-code and 4.6 s with it
   python3 -m compileall -q -j 0 /tmp/site >/dev/null
 fi
 # flamecast itself, fresh every time (the working tree changes between calls)
@@ -71,6 +84,14 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   if [ -n "${CACHE_IN:-}" ] && ls "$CACHE_IN"/compile.txz.part* >/dev/null 2>&1; then
     mkdir -p "$FLAMECAST_COMPILE_CACHE" && cat "$CACHE_IN"/compile.txz.part* | unxz_ | tar -xf - -C "$FLAMECAST_COMPILE_CACHE"
     echo "compile cache from $CACHE_IN: $(du -sh "$FLAMECAST_COMPILE_CACHE" | cut -f1)"
+    # a cache is kept per torch, Triton, CUDA, diffusers and GPU model (compile_cache.cache_key):
+    # one made on an H100 does not serve an H200, and its runs would compile for minutes
+    key=$(python3 -c "from flamecast.renderer.flame2video.compile_cache import cache_key; print(cache_key())" 2>/dev/null)
+    if [ -z "${PREPARE:-}" ] && [ ! -d "$FLAMECAST_COMPILE_CACHE/$key" ]; then
+      echo "the carried cache holds $(ls "$FLAMECAST_COMPILE_CACHE" | tr '\n' ' ')but this machine needs $key" \
+        "(another GPU model or library version): add PREPARE=1 to compile first"
+      exit 3
+    fi
   fi
   # PREPARE=1: compile what the runs serve first, on its own (flamecast generator --prepare), so
   # that every run below is a restarted worker
@@ -85,6 +106,18 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
     prepare_ --warm ${PROFILES:-live} --max-batch ${MAX_BATCH:-4} --jobs ${PREPARE_JOBS:-1}
     wait
     [ -z "${PREPARE_BESIDE:-}" ] || { echo "beside it, $PREPARE_BESIDE:"; cat "$OUT/prepare_beside.txt"; }
+  fi
+  # PROFILE_START=1: where a restarted worker's start goes: the imports (python -X importtime, the
+  # second of two), then one start to ready under cProfile (no sessions), to $OUT
+  if [ -n "${PROFILE_START:-}" ]; then
+    for i in 1 2; do
+      python3 -X importtime -c "import torch; from flamecast.renderer.flame2video.pipeline import FLAME2VideoPipeline" \
+        2> "$OUT/importtime.txt"
+    done
+    timeout ${RUN_LIMIT:-100000} python3 -m cProfile -o "$OUT/start.prof" bench/flame2video_service.py \
+      --profile ${PROFILES:-live} --sessions "" --max-batch ${MAX_BATCH:-4} --device cuda --compile reduce-overhead \
+      --allow-random-weights --json "$OUT/service_start_profiled.json" 2>&1 | grep --line-buffered -v "should be kept"
+    echo "profiled start exit ${PIPESTATUS[0]}"
   fi
   for run in ${RUNS:-1 2}; do
     T0=$(date +%s.%N) timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_service.py --profile ${PROFILES:-live} \
