@@ -207,6 +207,29 @@ def warm_frames(n: int, n_expression: int, start: int = 0) -> list[FlameFrame]:
     return out
 
 
+def without_bytecode(*modules) -> list[str]:
+    """The names of ``modules`` whose source has no byte-code where Python looks for it (next to
+    it, or under ``PYTHONPYCACHEPREFIX``): each process compiles such a package's sources again
+    as it imports them."""
+    import importlib.util
+    import os
+
+    missing = []
+    for module in modules:
+        source = getattr(module, "__file__", None)
+        if source and source.endswith(".py") and not os.path.exists(importlib.util.cache_from_source(source)):
+            missing.append(module.__name__)
+    return missing
+
+
+def _warn_without_bytecode(*modules) -> None:
+    missing = without_bytecode(*modules)
+    if missing:
+        log.warning("%s %s no byte-code (a read-only environment, or PYTHONDONTWRITEBYTECODE set): every start "
+                    "compiles their sources again, seconds of the time to ready; compile it once (docs/generator.md, "
+                    "'Byte-code')", ", ".join(missing), "has" if len(missing) == 1 else "have")
+
+
 class _PartClock:
     """Seconds between laps, written into ``parts`` (the device's queued work included)."""
 
@@ -297,9 +320,12 @@ class FLAME2VideoGenerator(Generator):
         clock = _PartClock(self.build_parts.setdefault(profile.name, {}))
         import torch  # the first build imports diffusers and transformers
 
+        import diffusers
+
         from .pipeline import FLAME2VideoPipeline
 
         clock.lap("imports")
+        _warn_without_bytecode(torch, diffusers)
         if self.device.type == "cuda":  # the CUDA context, on its own
             torch.empty(1, device=self.device)
         clock.lap("device", self.device)

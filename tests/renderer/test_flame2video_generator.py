@@ -11,6 +11,7 @@ from flamecast.plugins import FlameFrame, GeneratorSessionSpec
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.manager import make_plugin_host
 from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
+from flamecast.renderer.flame2video import generator as gen_module
 from flamecast.renderer.flame2video.components import random_components, save_components
 from flamecast.renderer.flame2video.config import tiny_config
 from flamecast.renderer.flame2video.weights import MissingWeightsError, flame2video_root
@@ -65,6 +66,31 @@ def test_random_weights_only_with_the_flag(tmp_path):
     session = gen.open_session(GeneratorSessionSpec("s", None, FLAME2VideoOptions(profile="tiny", views=("front",))))
     assert session.view_ids == ("front",)
     assert len(session.step(frames(2))) == 2
+
+
+def test_packages_without_bytecode_are_named(tmp_path, monkeypatch):
+    import importlib
+    import py_compile
+    import sys
+
+    (tmp_path / "fc_plain_module.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    module = importlib.import_module("fc_plain_module")
+    monkeypatch.delitem(sys.modules, "fc_plain_module")
+    assert gen_module.without_bytecode(module, np) == ["fc_plain_module"]
+    py_compile.compile(module.__file__)  # where the import system looks for it
+    assert gen_module.without_bytecode(module, np) == []
+
+
+def test_a_build_without_bytecode_says_what_to_do(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(gen_module, "without_bytecode", lambda *modules: [m.__name__ for m in modules])
+    gen = FLAME2VideoGenerator({"device": "cpu", "weights_dir": str(tmp_path), "allow_random_weights": True})
+    with caplog.at_level("WARNING", logger=gen_module.__name__):
+        gen.open_session(GeneratorSessionSpec("s", None, FLAME2VideoOptions(profile="tiny", views=("front",))))
+    [record] = [r for r in caplog.records if "byte-code" in r.getMessage()]
+    assert "torch, diffusers have no byte-code" in record.getMessage()
+    assert "docs/generator.md" in record.getMessage()
 
 
 def test_options_are_checked():
