@@ -318,9 +318,8 @@ class FLAME2VideoGenerator(Generator):
         """Build (and set compilation up for) ``profile``'s pipeline; ``build_parts`` gets where
         the time went."""
         clock = _PartClock(self.build_parts.setdefault(profile.name, {}))
-        import torch  # the first build imports diffusers and transformers
-
-        import diffusers
+        import diffusers  # the first build imports diffusers and transformers
+        import torch
 
         from .pipeline import FLAME2VideoPipeline
 
