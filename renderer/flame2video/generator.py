@@ -217,13 +217,7 @@ def without_bytecode(*modules) -> list[str]:
     missing = []
     for module in modules:
         source = getattr(module, "__file__", None)
-        if not (source and source.endswith(".py")):
-            continue
-        try:
-            cached = importlib.util.cache_from_source(source)
-        except (NotImplementedError, ValueError):  # an interpreter that keeps no byte-code cache
-            continue
-        if not os.path.exists(cached):
+        if source and source.endswith(".py") and not os.path.exists(importlib.util.cache_from_source(source)):
             missing.append(module.__name__)
     return missing
 
