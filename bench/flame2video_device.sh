@@ -7,6 +7,7 @@
 #   PROFILES=live,paper bash bench/flame2video_device.sh carry   # replay check + compiled run
 #   PROFILES=live NAME=a TRACE_ARGS="--inductor coordinate_descent_tuning=True" bash bench/flame2video_device.sh trace
 #   PROFILES=live SESSIONS=1,2,4,8 bash bench/flame2video_device.sh service   # bench/flame2video_service.py, twice
+#     SECONDS_PER=20 drives each session count 20 s (SECONDS_PER=180,20,20,20: one value per count);
 #     RUN_LIMIT=S stops each run after S seconds; CACHE_OUT=1 writes the compile cache to $OUT as
 #     xz-compressed 15 MiB parts (compile.txz.part*; live's 341 MB cache is 12 MB), CACHE_IN=DIR
 #     (carried, e.g. runs/f2v-cache) starts from those parts: the cold compile (404 s for `live`

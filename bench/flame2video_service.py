@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile", default="live",
                     help="a profile, with option overrides after colons as sessions ask for them (live:steps=2)")
     ap.add_argument("--sessions", default="1,2,4,8", help="concurrent session counts, in order (\"\": none)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="driving time per session count")
+    ap.add_argument("--seconds", default="10",
+                    help="driving time per session count: one value for all, or one per count (180,20,20,20)")
     ap.add_argument("--fps", type=float, default=30.0, help="driving frames per second per session")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", default="reduce-overhead")
@@ -187,12 +188,22 @@ def first_frame(gen, options, fps: float) -> dict[str, float]:
     return {"open_s": opened - t0, "first_frame_s": done - t0, "first_frame_after_open_s": done - opened}
 
 
+def seconds_per_count(seconds: str, counts: list[int]) -> list[float]:
+    """``--seconds`` for each session count: one value for all of them, or one each."""
+    values = [float(x) for x in seconds.split(",") if x.strip()]
+    if len(values) == 1:
+        return values * len(counts)
+    if len(values) != len(counts):
+        raise SystemExit(f"--seconds has {len(values)} values for {len(counts)} session counts: give one, or one per count")
+    return values
+
+
 def concurrent(gen, options, counts: list[int], args, report: dict, write) -> None:
     import torch
 
     from flamecast.plugins import GeneratorSessionSpec
 
-    for k in counts:
+    for k, seconds in zip(counts, seconds_per_count(args.seconds, counts)):
         if args.deadline and time.time() - T_START > args.deadline:
             report["skipped"] = report.get("skipped", []) + [k]
             continue
@@ -201,13 +212,13 @@ def concurrent(gen, options, counts: list[int], args, report: dict, write) -> No
         base = gpu_gb(torch)
         sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
                     for i in range(k)]
-        per = drive(gen, sessions, args.fps, args.seconds, 0, args.queue_depth)
+        per = drive(gen, sessions, args.fps, seconds, 0, args.queue_depth)
         mem = gpu_gb(torch)
         for s in sessions:
             s.close()
         rates = [p["out_fps"] for p in per if p["out_fps"] is not None]
         compiled = gen.compile_report()
-        row = {"sessions": k, "per_session": per, "min_fps": min(p["fps"] for p in per),
+        row = {"sessions": k, "seconds": seconds, "per_session": per, "min_fps": min(p["fps"] for p in per),
                "min_out_fps": min(rates) if rates else None,
                "worst_p95_ms": max(p["p95_ms"] or 0 for p in per), "frames_dropped": per[0]["frames_dropped"],
                "gpu_gb_per_session": None if base is None else (mem - base) / k,
@@ -225,6 +236,8 @@ def concurrent(gen, options, counts: list[int], args, report: dict, write) -> No
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = float(os.environ.get("T0") or T_START)
+    counts = [int(x) for x in args.sessions.split(",") if x.strip()]
+    seconds_per_count(args.seconds, counts)  # a mismatch stops the run before the worker starts
     import torch
 
     from flamecast.renderer.flame2video import FLAME2VideoGenerator
@@ -272,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     report["first_frame"] = first_frame(gen, options, args.fps)
     print("first frame: " + ", ".join(f"{k} {v:.2f}" for k, v in report["first_frame"].items()), flush=True)
     write()
-    concurrent(gen, options, [int(x) for x in args.sessions.split(",") if x.strip()], args, report, write)
+    concurrent(gen, options, counts, args, report, write)
     if args.stage_windows:
         for batch in [int(x) for x in args.stage_batches.split(",") if x.strip()]:
             times = stage_windows(gen, options, args.stage_windows, batch)

@@ -38,7 +38,7 @@ def test_narrow_widths_keep_every_block_layer_and_attention(service):
 
 def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     out = tmp_path / "service.json"
-    code = service.main(["--profile", "tiny:steps=1", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5",
+    code = service.main(["--profile", "tiny:steps=1", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5,0.4",
                          "--max-batch", "2", "--allow-random-weights", "--stage-windows", "2", "--stage-batches", "1,2",
                          "--json", str(out)])
     report = json.loads(out.read_text())
@@ -46,6 +46,7 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     assert report["profile"]["spec"] == "tiny:steps=1" and report["profile"]["steps"] == 1  # an override, as sessions ask
     assert report["first_frame"]["first_frame_after_open_s"] > 0
     assert [c["sessions"] for c in report["concurrent"]] == [1, 2]
+    assert [c["seconds"] for c in report["concurrent"]] == [0.5, 0.4]
     assert all(c["min_fps"] > 0 for c in report["concurrent"])
     assert all(c["per_session"][0]["frames_out"] > 0 for c in report["concurrent"])
     assert all(0 < p["frames_out"] <= p["frames_in"] for c in report["concurrent"] for p in c["per_session"])
@@ -99,3 +100,10 @@ def test_output_rate_leaves_out_the_first_output_and_the_latency_before_it(servi
     assert service.output_rate([(10.0, 4), (10.0, 4)]) is None  # no time between them
     assert service.output_rate([(10.0, 4)]) is None
     assert service.output_rate([]) is None
+
+
+def test_seconds_take_one_value_for_all_counts_or_one_each(service):
+    assert service.seconds_per_count("20", [1, 2, 4]) == [20.0, 20.0, 20.0]
+    assert service.seconds_per_count("180,20,20,20", [1, 2, 4, 8]) == [180.0, 20.0, 20.0, 20.0]
+    with pytest.raises(SystemExit, match="2 values for 3 session counts"):
+        service.seconds_per_count("180,20", [1, 2, 4])
