@@ -437,6 +437,7 @@ class FLAME2VideoGenerator(Generator):
 
         options = spec.options if isinstance(spec.options, FLAME2VideoOptions) else FLAME2VideoOptions.model_validate(
             spec.options.model_dump() if hasattr(spec.options, "model_dump") else dict(spec.options or {}))
+        options = self.session_options(options)
         profile = resolve_profile(options)
         self._check_served(profile)
         pipe = self.pipeline(profile)  # first: missing weights are reported before any portrait work
@@ -445,6 +446,16 @@ class FLAME2VideoGenerator(Generator):
         if len(views) != profile.views:
             raise ValueError(f"profile {profile.name} renders {profile.views} views; give that many view ids")
         return self._session(pipe, pipe.prepare_reference(portrait), tuple(views), options.seed)
+
+    def session_options(self, options: FLAME2VideoOptions) -> FLAME2VideoOptions:
+        """A session that names no profile gets the worker's first ``warm_profiles`` entry, with
+        that entry's overrides (``live:steps=1``) and the session's own options on top: what the
+        worker was started to serve, not a profile it would refuse. Without warm profiles, or
+        with a profile named, the options stay as they are."""
+        warm = self.warm_profiles()
+        if "profile" in options.model_fields_set or not warm:
+            return options
+        return warm_options(warm[0]).model_copy(update={k: getattr(options, k) for k in options.model_fields_set})
 
     def _session(self, pipe, reference, views: tuple[str, ...], seed: int) -> FLAME2VideoSession:
         """A session streaming ``reference`` (a portrait's, prepared) from ``views``."""

@@ -100,6 +100,36 @@ def test_options_are_checked():
         FLAME2VideoOptions(steps=0)
 
 
+def test_a_session_that_names_no_profile_gets_the_first_warm_profile(weights_dir):
+    """A worker started with ``--warm tiny:steps=1`` serves a browser's session (no profile
+    asked for) as ``tiny`` at one step, keeps what a session does ask for, and a worker with no
+    warm profiles keeps the options' own default."""
+    gen = FLAME2VideoGenerator({"weights_dir": str(weights_dir), "device": "cpu", "detect_face": False,
+                                "warm_profiles": "tiny:steps=1,tiny"})
+
+    def opened(raw: dict):
+        session = gen.open_session(GeneratorSessionSpec("s", None, FLAME2VideoOptions.model_validate(raw)))
+        try:
+            return session.stream.pipeline.profile
+        finally:
+            session.close()
+
+    profile = opened({})
+    assert (profile.name, profile.steps) == ("tiny", 1)
+    assert opened({"seed": 4, "steps": 2}).steps == 2  # the session's own options on top of the warm entry's
+    assert opened({"profile": "tiny"}).steps == tiny_profile_steps()  # a profile named is taken as it is
+    bare = FLAME2VideoGenerator({"weights_dir": str(weights_dir), "device": "cpu", "detect_face": False})
+    assert bare.session_options(FLAME2VideoOptions.model_validate({})).profile == "live"
+
+
+def tiny_profile_steps() -> int:
+    from flamecast.renderer.flame2video.config import get_profile
+
+    steps = get_profile("tiny").steps
+    assert steps != 1  # else the test above could not tell the warm entry's steps from the profile's
+    return steps
+
+
 def test_tiny_profile_through_the_generator_worker(weights_dir, monkeypatch):
     from flamecast.renderer.worker import GeneratorWorker, WorkerSettings
     from tests.renderer.test_worker import Client, flame
