@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 class FLAME2VideoOptions(GeneratorOptions):
     """Per-session options. ``size`` and ``views`` default to the profile's."""
 
-    profile: ProfileName = Field("live", description="sampling profile (docs/flame2video.md)")
+    profile: ProfileName = Field("live", description="sampling profile (docs/flame2video.md); when not given, "
+                                                     "the worker's first warm profile, else live")
     steps: int | None = Field(None, ge=1, le=50, description="denoising steps (default: the profile's)")
     window: int | None = Field(None, ge=1, le=24, description="W: frames denoised together")
     stride: int | None = Field(None, ge=1, le=24, description="S: new frames per window (<= W)")
