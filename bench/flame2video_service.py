@@ -198,12 +198,13 @@ def seconds_per_count(seconds: str, counts: list[int]) -> list[float]:
     return values
 
 
-def concurrent(gen, options, counts: list[int], args, report: dict, write) -> None:
+def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, write) -> None:
+    """``runs``: (concurrent sessions, seconds of driving) in order."""
     import torch
 
     from flamecast.plugins import GeneratorSessionSpec
 
-    for k, seconds in zip(counts, seconds_per_count(args.seconds, counts)):
+    for k, seconds in runs:
         if args.deadline and time.time() - T_START > args.deadline:
             report["skipped"] = report.get("skipped", []) + [k]
             continue
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = float(os.environ.get("T0") or T_START)
     counts = [int(x) for x in args.sessions.split(",") if x.strip()]
-    seconds_per_count(args.seconds, counts)  # a mismatch stops the run before the worker starts
+    # a mismatch stops the run here, before the worker starts
+    runs = list(zip(counts, seconds_per_count(args.seconds, counts)))
     import torch
 
     from flamecast.renderer.flame2video import FLAME2VideoGenerator
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     report["first_frame"] = first_frame(gen, options, args.fps)
     print("first frame: " + ", ".join(f"{k} {v:.2f}" for k, v in report["first_frame"].items()), flush=True)
     write()
-    concurrent(gen, options, counts, args, report, write)
+    concurrent(gen, options, runs, args, report, write)
     if args.stage_windows:
         for batch in [int(x) for x in args.stage_batches.split(",") if x.strip()]:
             times = stage_windows(gen, options, args.stage_windows, batch)
