@@ -26,7 +26,9 @@ and capture every shape the profile will run), then serve. It reports
   frames/s per session over the whole run (``fps``: its time includes the last window's latency,
   so a session that keeps up stays just under the input rate) and from its first frame out to
   its last (``out_fps``: the input rate when it keeps up), latency p50/p95 (a frame's arrival
-  to its views out), frames dropped, and GPU memory allocated per added session;
+  to its views out), frames dropped and when (``drops``, ``last_drop_s``: a session's first
+  window is slower, and frames dropped only then are a start, not a GPU that cannot keep up),
+  and GPU memory allocated per added session;
 * with ``--stage-windows N``: per batch size of ``--stage-batches``, N batched windows back to
   back with every stage timed (where a batched window's time goes, and how it grows with the
   sessions in it);
@@ -105,13 +107,15 @@ def gpu_gb(torch) -> float | None:
 def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int = 0) -> list[dict[str, Any]]:
     """Feed every session one frame per 1/fps (all frames that are due, if behind; with ``depth``,
     only the newest ``depth`` of them, the older ones dropped) through ``step_sessions``; per
-    session: output frames/s, latency from a frame's due time, frames dropped."""
+    session: output frames/s, latency from a frame's due time, frames dropped and when (``drops``:
+    seconds from the start and frames dropped, one pair per turn that dropped any)."""
     from flamecast.renderer.flame2video.generator import warm_frames
 
     n_expr, n = gen.head.n_expression, int(seconds * fps)
     lat: list[list[float]] = [[] for _ in sessions]
     outs_at: list[list[tuple[float, int]]] = [[] for _ in sessions]  # (time, frames) of each output
     t0, fed, dropped = time.perf_counter(), 0, 0
+    drops: list[tuple[float, int]] = []
     while fed < n:
         due = min(n, int((time.perf_counter() - t0) * fps) + 1)
         if due <= fed:
@@ -119,6 +123,8 @@ def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int 
             continue
         first = max(fed, due - depth) if depth > 0 else fed
         dropped += first - fed
+        if first > fed:
+            drops.append((round(time.perf_counter() - t0, 3), first - fed))
         frames = warm_frames(due - first, n_expr, start_seq + first)
         outs = gen.step_sessions([(s, frames) for s in sessions])
         now = time.perf_counter()
@@ -128,7 +134,7 @@ def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int 
                 outs_at[i].append((now, len(out)))
         fed = due
     dt = time.perf_counter() - t0
-    return [{"frames_in": n, "frames_dropped": dropped, "frames_out": len(ms), "fps": len(ms) / dt,
+    return [{"frames_in": n, "frames_dropped": dropped, "drops": drops, "frames_out": len(ms), "fps": len(ms) / dt,
              "out_fps": output_rate(at), "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
              "max_ms": max(ms) if ms else None}
             for ms, at in zip(lat, outs_at)]
@@ -222,14 +228,16 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
         row = {"sessions": k, "seconds": seconds, "per_session": per, "min_fps": min(p["fps"] for p in per),
                "min_out_fps": min(rates) if rates else None,
                "worst_p95_ms": max(p["p95_ms"] or 0 for p in per), "frames_dropped": per[0]["frames_dropped"],
+               "last_drop_s": per[0]["drops"][-1][0] if per[0]["drops"] else None,
                "gpu_gb_per_session": None if base is None else (mem - base) / k,
                # so far, kept with each row: a run stopped part-way still says what it compiled
                "compile_since_warm_up": {key: compiled.get(key) for key in ("recompiles", "cudagraph_rerecords")}}
         report["concurrent"].append(row)
         print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session ({row['min_out_fps'] or 0:.2f} from the "
               f"first frame out to the last), worst p95 {row['worst_p95_ms']:.0f} ms, "
-              f"{row['frames_dropped']} of {per[0]['frames_in']} frames dropped, "
-              f"{row['gpu_gb_per_session'] or 0:.2f} GB per session; since warm-up: "
+              f"{row['frames_dropped']} of {per[0]['frames_in']} frames dropped"
+              + (f" (the last {row['last_drop_s']:.1f} s in), " if row["last_drop_s"] is not None else ", ")
+              + f"{row['gpu_gb_per_session'] or 0:.2f} GB per session; since warm-up: "
               + ", ".join(f"{v} {k}" for k, v in row["compile_since_warm_up"].items()), flush=True)
         write()
 

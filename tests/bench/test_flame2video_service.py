@@ -60,15 +60,15 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
 class _SlowGenerator:
     """``step_sessions`` that takes ``seconds`` a turn and returns every frame it was given."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, first: float | None = None) -> None:
         self.head = type("Head", (), {"n_expression": 4})()
-        self.seconds, self.turns = seconds, []
+        self.seconds, self.first, self.turns = seconds, first, []
 
     def step_sessions(self, work):
         import time
 
         self.turns.append([f.seq for f in work[0][1]])
-        time.sleep(self.seconds)
+        time.sleep(self.first if self.first is not None and len(self.turns) == 1 else self.seconds)
         return [[type("Out", (), {"source": f})() for f in frames] for _, frames in work]
 
 
@@ -80,6 +80,16 @@ def test_a_queue_depth_renders_the_newest_frames_and_drops_the_rest(service):
     assert seqs == sorted(seqs) and seqs[-1] == 99  # the newest, in order, up to the last frame
     assert per["frames_dropped"] == 100 - len(seqs) > 0
     assert per["frames_out"] == len(seqs)
+    assert sum(k for _, k in per["drops"]) == per["frames_dropped"]
+
+
+def test_drops_say_when_they_happened(service):
+    gen = _SlowGenerator(0.001, first=0.4)  # a slow first turn, as a session's first window is
+    (per,) = service.drive(gen, [object()], fps=50, seconds=1.0, start_seq=0, depth=8)
+    when, count = per["drops"][0]
+    assert when >= 0.4 and count >= 20 - 8  # 20 or more due after it, the newest 8 kept
+    assert len(gen.turns[1]) == 8 and gen.turns[1][0] == 1 + count  # the frames after the dropped ones
+    assert sum(k for _, k in per["drops"]) == per["frames_dropped"]
 
 
 def test_without_a_queue_depth_every_frame_is_rendered(service):
