@@ -96,7 +96,8 @@ def build_settings(args: argparse.Namespace):
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     if not settings.loopback_only and not settings.token:
-        settings = settings.replace(token=secrets.token_urlsafe(24))
+        # hex: a token never starts with "-", so `flamecast record --token TOKEN` takes it as a value
+        settings = settings.replace(token=secrets.token_hex(24))
     if settings.data_dir is None:
         from flamecast.server.outputs import data_dir
 

@@ -110,9 +110,10 @@ class WorkerLink:
                 sock.close()
 
     def wire_id(self, session_id: str) -> str:
-        """The session's address on the wire: a token made for it, never its HTTP id."""
+        """The session's address on the wire: a token made for it, never its HTTP id. Hex, so that
+        it never starts with ``-`` and a command line takes it as a value (``--session TOKEN``)."""
         if session_id not in self._tokens:
-            self._tokens[session_id] = secrets.token_urlsafe(24)
+            self._tokens[session_id] = secrets.token_hex(24)
         return self._tokens[session_id]
 
     def attach(self, session_id: str, sink: SessionSink) -> None:

@@ -86,6 +86,14 @@ def test_off_loopback_gets_a_token_unless_given():
     assert build_settings(_args("--host", "0.0.0.0", "--token", "abc")).token == "abc"
 
 
+def test_a_generated_token_is_taken_as_a_value_on_a_command_line():
+    # a token that started with "-" would read as an option: `flamecast record --token -x...` fails
+    tokens = {build_settings(_args("--host", "0.0.0.0")).token for _ in range(200)}
+    assert len(tokens) == 200 and all(re.fullmatch(r"[0-9a-f]{48}", t) for t in tokens)
+    token = tokens.pop()
+    assert build_parser().parse_args(["record", "--token", token, "out.mp4"]).token == token
+
+
 def test_generator_flags_are_handed_to_the_local_worker():
     from flamecast.cli.serve import worker_args
 

@@ -4,6 +4,7 @@ by anything but its own wire token. Every wait here waits on an event or a condi
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -107,6 +108,8 @@ async def test_sessions_travel_by_a_token_no_client_sees(worker):
         sid = await _session(http)
         token = http.app[LINK].wire_id(sid)
         assert token != sid and len(token) >= 32
+        # hex, never starting with "-": an outside driver's `--session TOKEN` takes it as a value
+        assert re.fullmatch(r"[0-9a-f]{48}", token)
         body = await (await http.get(f"/api/sessions/{sid}")).text()
         assert token not in body
         assert token in worker.stats()["sessions"] and sid not in worker.stats()["sessions"]
