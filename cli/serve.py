@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import signal
 import sys
 from pathlib import Path
@@ -96,8 +95,9 @@ def build_settings(args: argparse.Namespace):
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     if not settings.loopback_only and not settings.token:
-        # hex: a token never starts with "-", so `flamecast record --token TOKEN` takes it as a value
-        settings = settings.replace(token=secrets.token_hex(24))
+        from flamecast.server.security import new_token
+
+        settings = settings.replace(token=new_token())
     if settings.data_dir is None:
         from flamecast.server.outputs import data_dir
 

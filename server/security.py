@@ -239,6 +239,12 @@ def _refused_origin(settings: Any, request: web.Request) -> web.Response | None:
 # --- the token ------------------------------------------------------------------------------
 
 
+def new_token() -> str:
+    """A secret the server hands out (API token, a session's wire token): 48 hex digits, so it
+    never starts with ``-`` and a command line takes it as a value (``--token``, ``--session``)."""
+    return secrets.token_hex(24)
+
+
 def given_token(request: web.Request) -> tuple[str | None, bool]:
     """The token a request carries and whether it came in the Authorization header."""
     auth = request.headers.get("Authorization")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from typing import Any, Mapping, Protocol
 
@@ -26,6 +25,7 @@ import zmq.asyncio
 
 from flamecast.plugins import protocol as wire
 from flamecast.plugins.publish import CurveKeys, secure_client
+from flamecast.server.security import new_token
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,9 @@ class WorkerLink:
                 sock.close()
 
     def wire_id(self, session_id: str) -> str:
-        """The session's address on the wire: a token made for it, never its HTTP id. Hex, so that
-        it never starts with ``-`` and a command line takes it as a value (``--session TOKEN``)."""
+        """The session's address on the wire: a token made for it (``new_token``), never its HTTP id."""
         if session_id not in self._tokens:
-            self._tokens[session_id] = secrets.token_hex(24)
+            self._tokens[session_id] = new_token()
         return self._tokens[session_id]
 
     def attach(self, session_id: str, sink: SessionSink) -> None:
