@@ -28,7 +28,9 @@ and capture every shape the profile will run), then serve. It reports
   its last (``out_fps``: the input rate when it keeps up), latency p50/p95 (a frame's arrival
   to its views out), frames dropped and when (``drops``, ``last_drop_s``: a session's first
   window is slower, and frames dropped only then are a start, not a GPU that cannot keep up),
-  and GPU memory allocated per added session;
+  and GPU memory allocated per added session; with ``--vary`` each of those sessions has a
+  portrait of its own (scikit-image's sample pictures in turn, each at its own size), views of
+  its own and random driving motion of its own, as different users' sessions would;
 * with ``--stage-windows N``: per batch size of ``--stage-batches``, N batched windows back to
   back with every stage timed (where a batched window's time goes, and how it grows with the
   sessions in it);
@@ -81,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "window's time goes (ms per window)")
     ap.add_argument("--stage-batches", default="1",
                     help="sessions per batched window for --stage-windows, e.g. 1,2,4 (each at most --max-batch)")
+    ap.add_argument("--vary", action="store_true",
+                    help="each session of the session counts gets a portrait of its own, views of its own and random "
+                    "driving motion of its own (pose, expression, eyelids, translation), as different users' sessions "
+                    "do; without it every session has the default portrait, the profile's views and one head turn")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args(argv)
     if any(int(b) > args.max_batch for b in args.stage_batches.split(",") if b.strip()):
@@ -100,18 +106,60 @@ def narrow_sd15(widths: tuple[int, ...] = (64, 128, 256, 256)):
                        flame_encoder=dict(tiny.flame_encoder, out_channels=widths[0]))
 
 
+#: scikit-image's sample pictures a varied session's portrait is taken from, in turn: sizes from
+#: 300x451 to 427x640, colour and grey, a face or none (the bench's generator centre-crops)
+SAMPLE_PICTURES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
+#: view ids a varied session's views are taken from, in turn
+VIEW_POOL = ("front", "left30", "right30", "up15", "left15", "right15", "down10", "left45", "right45", "right45up15")
+
+
+def varied_spec(i: int, options, n_views: int):
+    """Session ``i``'s portrait (encoded, as a client sends it) and options: a sample picture of
+    its own and ``n_views`` views of its own, both taken in turn."""
+    import numpy as np
+    from skimage import data
+
+    from flamecast.renderer.portrait import encode_png
+
+    image = getattr(data, SAMPLE_PICTURES[i % len(SAMPLE_PICTURES)])()
+    image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+    views = tuple(VIEW_POOL[(i * n_views + k) % len(VIEW_POOL)] for k in range(n_views))
+    return encode_png(image), options.model_copy(update={"seed": i, "views": views})
+
+
+def random_motion(rng, n: int, n_expression: int, start: int, extras: bool) -> list:
+    """``n`` random driving frames from ``start``: pose and expression, and (``extras``) eyelids
+    and translation, as a webcam or a plugin may send them."""
+    import numpy as np
+
+    from flamecast.plugins import FlameFrame
+
+    return [FlameFrame(session_id="varied", seq=start + i, capture_ns=0,
+                       pose=rng.normal(0, 0.2, 15).astype(np.float32),
+                       expression=rng.normal(0, 1, n_expression).astype(np.float32),
+                       eyelids=rng.uniform(0, 1, 2).astype(np.float32) if extras else None,
+                       translation=rng.normal(0, 0.01, 3).astype(np.float32) if extras else None)
+            for i in range(n)]
+
+
 def gpu_gb(torch) -> float | None:
     return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
-def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int = 0) -> list[dict[str, Any]]:
+def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int = 0,
+          motion=None) -> list[dict[str, Any]]:
     """Feed every session one frame per 1/fps (all frames that are due, if behind; with ``depth``,
     only the newest ``depth`` of them, the older ones dropped) through ``step_sessions``; per
     session: output frames/s, latency from a frame's due time, frames dropped and when (``drops``:
-    seconds from the start and frames dropped, one pair per turn that dropped any)."""
+    seconds from the start and frames dropped, one pair per turn that dropped any).
+
+    ``motion(i, n, start)``: session ``i``'s ``n`` frames from ``start``; default one head turn
+    for all of them."""
     from flamecast.renderer.flame2video.generator import warm_frames
 
     n_expr, n = gen.head.n_expression, int(seconds * fps)
+    if motion is None:
+        motion = lambda i, count, start: warm_frames(count, n_expr, start)  # noqa: E731
     lat: list[list[float]] = [[] for _ in sessions]
     outs_at: list[list[tuple[float, int]]] = [[] for _ in sessions]  # (time, frames) of each output
     t0, fed, dropped = time.perf_counter(), 0, 0
@@ -125,8 +173,7 @@ def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int 
         dropped += first - fed
         if first > fed:
             drops.append((round(time.perf_counter() - t0, 3), first - fed))
-        frames = warm_frames(due - first, n_expr, start_seq + first)
-        outs = gen.step_sessions([(s, frames) for s in sessions])
+        outs = gen.step_sessions([(s, motion(i, due - first, start_seq + first)) for i, s in enumerate(sessions)])
         now = time.perf_counter()
         for i, out in enumerate(outs):
             lat[i] += [1e3 * (now - (t0 + (r.source.seq - start_seq) / fps)) for r in out]
@@ -206,10 +253,13 @@ def seconds_per_count(seconds: str, counts: list[int]) -> list[float]:
 
 def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, write) -> None:
     """``runs``: (concurrent sessions, seconds of driving) in order."""
+    import numpy as np
     import torch
 
     from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.renderer.flame2video.generator import resolve_profile
 
+    opened, n_views = 0, resolve_profile(options).views  # varied sessions opened so far
     for k, seconds in runs:
         if args.deadline and time.time() - T_START > args.deadline:
             report["skipped"] = report.get("skipped", []) + [k]
@@ -217,9 +267,17 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         base = gpu_gb(torch)
-        sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
-                    for i in range(k)]
-        per = drive(gen, sessions, args.fps, seconds, 0, args.queue_depth)
+        if args.vary:  # each session its own portrait, views and motion; other ones each pass
+            specs = [varied_spec(opened + i, options, n_views) for i in range(k)]
+            sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", portrait, opts)) for i, (portrait, opts) in enumerate(specs)]
+            rngs = [np.random.default_rng(opened + i) for i in range(k)]
+            motion = lambda i, n, start: random_motion(rngs[i], n, gen.head.n_expression, start, extras=i % 2 == 1)  # noqa: E731
+            opened += k
+        else:
+            sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
+                        for i in range(k)]
+            motion = None
+        per = drive(gen, sessions, args.fps, seconds, 0, args.queue_depth, motion)
         mem = gpu_gb(torch)
         for s in sessions:
             s.close()
@@ -228,6 +286,7 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
         row = {"sessions": k, "seconds": seconds, "per_session": per, "min_fps": min(p["fps"] for p in per),
                "min_out_fps": min(rates) if rates else None,
                "worst_p95_ms": max(p["p95_ms"] or 0 for p in per), "frames_dropped": per[0]["frames_dropped"],
+               "varied": args.vary,
                "last_drop_s": per[0]["drops"][-1][0] if per[0]["drops"] else None,
                "gpu_gb_per_session": None if base is None else (mem - base) / k,
                # so far, kept with each row: a run stopped part-way still says what it compiled

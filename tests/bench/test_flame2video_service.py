@@ -57,6 +57,33 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     assert all(set(c["compile_since_warm_up"]) == {"recompiles", "cudagraph_rerecords"} for c in report["concurrent"])
 
 
+def test_varied_sessions_each_have_their_own_portrait_views_and_motion(service, tmp_path):
+    import numpy as np
+
+    from flamecast.renderer.flame2video import FLAME2VideoOptions
+    from flamecast.renderer.portrait import decode_image
+    from flamecast.renderer.raster.cameras import view_from_id
+
+    options = FLAME2VideoOptions(profile="live")
+    specs = [service.varied_spec(i, options, 4) for i in range(5)]
+    sizes = {decode_image(portrait).shape for portrait, _ in specs}
+    assert len(sizes) >= 4 and all(len(s) == 3 and s[2] == 3 for s in sizes)  # colour, whatever the picture
+    views = [opts.views for _, opts in specs]
+    assert all(len(set(v)) == 4 for v in views) and len(set(views)) == 5
+    assert all(view_from_id(v) for vs in views for v in vs)
+    assert len({opts.seed for _, opts in specs}) == 5
+    rngs = [np.random.default_rng(i) for i in range(2)]
+    a, b = (service.random_motion(rngs[i], 3, 10, 7, extras=i == 1) for i in range(2))
+    assert [f.seq for f in a] == [7, 8, 9] and not np.allclose(a[0].pose, b[0].pose)
+    assert a[0].eyelids is None and b[0].eyelids.shape == (2,) and b[0].translation.shape == (3,)
+    out = tmp_path / "varied.json"
+    code = service.main(["--profile", "tiny:steps=1", "--device", "cpu", "--compile", "", "--sessions", "2,1",
+                         "--seconds", "0.4", "--max-batch", "2", "--allow-random-weights", "--vary", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0 and all(c["varied"] for c in report["concurrent"])
+    assert all(p["frames_out"] > 0 for c in report["concurrent"] for p in c["per_session"])
+
+
 class _SlowGenerator:
     """``step_sessions`` that takes ``seconds`` a turn and returns every frame it was given."""
 
@@ -90,6 +117,18 @@ def test_drops_say_when_they_happened(service):
     assert when >= 0.4 and count >= 20 - 8  # 20 or more due after it, the newest 8 kept
     assert len(gen.turns[1]) == 8 and gen.turns[1][0] == 1 + count  # the frames after the dropped ones
     assert sum(k for _, k in per["drops"]) == per["frames_dropped"]
+
+
+def test_each_session_gets_the_motion_made_for_it(service):
+    gen, given = _SlowGenerator(0.01), []
+
+    def motion(i, n, start):
+        given.append((i, n, start))
+        return [type("Frame", (), {"seq": start + k})() for k in range(n)]
+
+    service.drive(gen, [object(), object()], fps=100, seconds=0.2, start_seq=5, motion=motion)
+    assert {i for i, _, _ in given} == {0, 1}
+    assert sum(n for i, n, _ in given if i == 1) == 20 and min(s for _, _, s in given) == 5
 
 
 def test_without_a_queue_depth_every_frame_is_rendered(service):
