@@ -106,8 +106,9 @@ def narrow_sd15(widths: tuple[int, ...] = (64, 128, 256, 256)):
                        flame_encoder=dict(tiny.flame_encoder, out_channels=widths[0]))
 
 
-#: scikit-image's sample pictures a varied session's portrait is taken from, in turn: sizes from
-#: 300x451 to 427x640, colour and grey, a face or none (the bench's generator centre-crops)
+#: scikit-image's sample pictures a varied session's portrait is taken from, in turn: 512x512,
+#: 512x512 (grey), 451x300, 600x400 and 640x427 pixels, a face or none (the bench's generator
+#: centre-crops)
 SAMPLE_PICTURES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 #: view ids a varied session's views are taken from, in turn
 VIEW_POOL = ("front", "left30", "right30", "up15", "left15", "right15", "down10", "left45", "right45", "right45up15")
