@@ -128,21 +128,6 @@ def varied_spec(i: int, options, n_views: int):
     return encode_png(image), options.model_copy(update={"seed": i, "views": views})
 
 
-def random_motion(rng, n: int, n_expression: int, start: int, extras: bool) -> list:
-    """``n`` random driving frames from ``start``: pose and expression, and (``extras``) eyelids
-    and translation, as a webcam or a plugin may send them."""
-    import numpy as np
-
-    from flamecast.plugins import FlameFrame
-
-    return [FlameFrame(session_id="varied", seq=start + i, capture_ns=0,
-                       pose=rng.normal(0, 0.2, 15).astype(np.float32),
-                       expression=rng.normal(0, 1, n_expression).astype(np.float32),
-                       eyelids=rng.uniform(0, 1, 2).astype(np.float32) if extras else None,
-                       translation=rng.normal(0, 0.01, 3).astype(np.float32) if extras else None)
-            for i in range(n)]
-
-
 def gpu_gb(torch) -> float | None:
     return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
@@ -258,7 +243,7 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
     import torch
 
     from flamecast.plugins import GeneratorSessionSpec
-    from flamecast.renderer.flame2video.generator import resolve_profile
+    from flamecast.renderer.flame2video.generator import random_frames, resolve_profile
 
     opened, n_views = 0, resolve_profile(options).views  # varied sessions opened so far
     for k, seconds in runs:
@@ -272,7 +257,7 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
             specs = [varied_spec(opened + i, options, n_views) for i in range(k)]
             sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", portrait, opts)) for i, (portrait, opts) in enumerate(specs)]
             rngs = [np.random.default_rng(opened + i) for i in range(k)]
-            motion = lambda i, n, start: random_motion(rngs[i], n, gen.head.n_expression, start, extras=i % 2 == 1)  # noqa: E731
+            motion = lambda i, n, start: random_frames(rngs[i], n, gen.head.n_expression, start, extras=i % 2 == 1)  # noqa: E731
             opened += k
         else:
             sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))

@@ -208,6 +208,19 @@ def warm_frames(n: int, n_expression: int, start: int = 0) -> list[FlameFrame]:
     return out
 
 
+def random_frames(rng: np.random.Generator, n: int, n_expression: int, start: int = 0,
+                  extras: bool = False) -> list[FlameFrame]:
+    """``n`` random driving frames from ``start`` (checks and benchmarks: motion unlike warm-up's):
+    pose and expression, and with ``extras`` eyelids and translation, as a webcam or a plugin
+    may send them."""
+    return [FlameFrame(session_id="random", seq=start + i, capture_ns=0,
+                       pose=rng.normal(0, 0.2, 15).astype(np.float32),
+                       expression=rng.normal(0, 1, n_expression).astype(np.float32),
+                       eyelids=rng.uniform(0, 1, 2).astype(np.float32) if extras else None,
+                       translation=rng.normal(0, 0.01, 3).astype(np.float32) if extras else None)
+            for i in range(n)]
+
+
 def without_bytecode(*modules) -> list[str]:
     """The names of ``modules`` whose source has no byte-code where Python looks for it (next to
     it, or under ``PYTHONPYCACHEPREFIX``): each process compiles such a package's sources again

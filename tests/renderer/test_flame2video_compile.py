@@ -99,18 +99,6 @@ def _portrait_png(seed: int, size: tuple[int, int]) -> bytes:
     return encode_png(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
-def _motion(rng: np.random.Generator, n: int, n_expr: int, start: int, extras: bool) -> list:
-    """Random driving frames: pose, expression, and (``extras``) eyelids and translation."""
-    from flamecast.plugins import FlameFrame
-
-    return [FlameFrame(session_id="s", seq=start + i, capture_ns=0,
-                       pose=rng.normal(0, 0.2, 15).astype(np.float32),
-                       expression=rng.normal(0, 1, n_expr).astype(np.float32),
-                       eyelids=rng.uniform(0, 1, 2).astype(np.float32) if extras else None,
-                       translation=rng.normal(0, 0.01, 3).astype(np.float32) if extras else None)
-            for i in range(n)]
-
-
 def test_serving_after_warm_up_compiles_nothing(tmp_path, aot_eager_compile):
     """After ``warm_up`` a worker's life (sessions opening and closing at any time, other
     portraits, seeds, views and motion, batches of every size, frame numbers an hour into serving) runs on the
@@ -120,7 +108,7 @@ def test_serving_after_warm_up_compiles_nothing(tmp_path, aot_eager_compile):
     from flamecast.plugins import GeneratorSessionSpec, OptionsRefused
     from flamecast.renderer.flame2video import FLAME2VideoGenerator, FLAME2VideoOptions
     from flamecast.renderer.flame2video.compile_cache import CompileCounts
-    from flamecast.renderer.flame2video.generator import batch_sizes
+    from flamecast.renderer.flame2video.generator import batch_sizes, random_frames
 
     torch._dynamo.reset()
     gen = FLAME2VideoGenerator({"device": "cpu", "allow_random_weights": True, "detect_face": False, "compile": "default",
@@ -142,7 +130,7 @@ def test_serving_after_warm_up_compiles_nothing(tmp_path, aot_eager_compile):
             sessions[turn] = open_session(turn, ("right30", "up15") if turn % 2 else ("left45", "front"))
         if turn in (6, 8):
             sessions.pop(min(sessions)).close()
-        work = [(s, _motion(rng, int(rng.integers(1, 5)), n_expr, seq, extras=bool(k % 2))) for k, s in sessions.items()]
+        work = [(s, random_frames(rng, int(rng.integers(1, 5)), n_expr, seq, extras=bool(k % 2))) for k, s in sessions.items()]
         seq += 4
         outs = gen.step_sessions(work)
         assert all(r.views.shape == (2, 64, 64, 3) for out in outs for r in out)

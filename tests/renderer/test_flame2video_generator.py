@@ -93,6 +93,15 @@ def test_a_build_without_bytecode_says_what_to_do(tmp_path, monkeypatch, caplog)
     assert "docs/generator.md" in record.getMessage()
 
 
+def test_random_frames_number_on_from_start_and_carry_extras_when_asked():
+    a = gen_module.random_frames(np.random.default_rng(0), 3, 10, 7)
+    b = gen_module.random_frames(np.random.default_rng(1), 3, 10, 7, extras=True)
+    assert [f.seq for f in a] == [7, 8, 9] and a[0].expression.shape == (10,)
+    assert not np.allclose(a[0].pose, b[0].pose) and not np.allclose(a[0].pose, a[1].pose)
+    assert a[0].eyelids is None and a[0].translation is None
+    assert b[0].eyelids.shape == (2,) and b[0].translation.shape == (3,)
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError):
         FLAME2VideoOptions(profile="ultra")
