@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -114,18 +115,24 @@ SAMPLE_PICTURES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 VIEW_POOL = ("front", "left30", "right30", "up15", "left15", "right15", "down10", "left45", "right45", "right45up15")
 
 
-def varied_spec(i: int, options, n_views: int):
-    """Session ``i``'s portrait (encoded, as a client sends it) and options: a sample picture of
-    its own and ``n_views`` views of its own, both taken in turn."""
+@functools.cache
+def sample_png(name: str) -> bytes:
+    """scikit-image's sample picture ``name`` in colour, encoded as a client sends a portrait
+    (read and encoded once a run, however many sessions use it)."""
     import numpy as np
     from skimage import data
 
     from flamecast.renderer.portrait import encode_png
 
-    image = getattr(data, SAMPLE_PICTURES[i % len(SAMPLE_PICTURES)])()
-    image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+    image = getattr(data, name)()
+    return encode_png(np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3])
+
+
+def varied_spec(i: int, options, n_views: int):
+    """Session ``i``'s portrait (encoded, as a client sends it) and options: a sample picture of
+    its own and ``n_views`` views of its own, both taken in turn."""
     views = tuple(VIEW_POOL[(i * n_views + k) % len(VIEW_POOL)] for k in range(n_views))
-    return encode_png(image), options.model_copy(update={"seed": i, "views": views})
+    return sample_png(SAMPLE_PICTURES[i % len(SAMPLE_PICTURES)]), options.model_copy(update={"seed": i, "views": views})
 
 
 def gpu_gb(torch) -> float | None:
@@ -144,8 +151,6 @@ def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int 
     from flamecast.renderer.flame2video.generator import warm_frames
 
     n_expr, n = gen.head.n_expression, int(seconds * fps)
-    if motion is None:
-        motion = lambda i, count, start: warm_frames(count, n_expr, start)  # noqa: E731
     lat: list[list[float]] = [[] for _ in sessions]
     outs_at: list[list[tuple[float, int]]] = [[] for _ in sessions]  # (time, frames) of each output
     t0, fed, dropped = time.perf_counter(), 0, 0
@@ -159,7 +164,12 @@ def drive(gen, sessions, fps: float, seconds: float, start_seq: int, depth: int 
         dropped += first - fed
         if first > fed:
             drops.append((round(time.perf_counter() - t0, 3), first - fed))
-        outs = gen.step_sessions([(s, motion(i, due - first, start_seq + first)) for i, s in enumerate(sessions)])
+        if motion is None:  # one head turn, made once a turn and handed to every session
+            frames = warm_frames(due - first, n_expr, start_seq + first)
+            work = [(s, frames) for s in sessions]
+        else:
+            work = [(s, motion(i, due - first, start_seq + first)) for i, s in enumerate(sessions)]
+        outs = gen.step_sessions(work)
         now = time.perf_counter()
         for i, out in enumerate(outs):
             lat[i] += [1e3 * (now - (t0 + (r.source.seq - start_seq) / fps)) for r in out]
