@@ -20,7 +20,9 @@
 #     --prepare at the same time);
 #     QUEUE_DEPTH=4 keeps only the newest 4 due frames a turn, as a worker does (0: every frame);
 #     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes;
-#     PROFILE_START=1 profiles a restarted worker's imports and start (importtime.txt, start.prof)
+#     PROFILE_START=1 profiles a restarted worker's imports and start (importtime.txt, start.prof);
+#     FP8="--batch 4" (with RUNS=" ") times batched windows with float8 linear layers against bf16
+#     (bench/flame2video_fp8.py; torchao's wheel in .whl/)
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -119,6 +121,15 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
       --profile ${PROFILES:-live} --sessions "" --max-batch ${MAX_BATCH:-4} --device cuda --compile reduce-overhead \
       --allow-random-weights --json "$OUT/service_start_profiled.json" 2>&1 | grep --line-buffered -v "should be kept"
     echo "profiled start exit ${PIPESTATUS[0]}"
+  fi
+  # FP8="--batch 4": bench/flame2video_fp8.py, bf16 against float8 linear layers (torchao, carried in
+  # .whl/), once per process of FP8_RUNS (default "1 2")
+  if [ -n "${FP8:-}" ]; then
+    for run in ${FP8_RUNS:-1 2}; do
+      timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_fp8.py --profile ${PROFILES:-live} $FP8 \
+        --json "$OUT/fp8_${NAME:-live}_run$run.json" 2>&1 | grep --line-buffered -v "should be kept"
+      echo "fp8 run $run exit ${PIPESTATUS[0]}"
+    done
   fi
   for run in ${RUNS:-1 2}; do
     T0=$(date +%s.%N) timeout ${RUN_LIMIT:-100000} python3 bench/flame2video_service.py --profile ${PROFILES:-live} \

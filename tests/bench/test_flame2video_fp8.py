@@ -1,0 +1,62 @@
+"""``bench/flame2video_fp8.py`` on a CPU: which layers it would quantize, that it refuses float8
+where there is no GPU for it, and that an uncompiled bf16 pass of the tiny profile writes its
+report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.bench.helpers import load_bench
+
+
+@pytest.fixture(scope="module")
+def fp8():
+    return load_bench("flame2video_fp8")
+
+
+@pytest.mark.parametrize(("module", "name", "chosen"), [
+    (torch.nn.Linear(320, 960), "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_qkv", True),
+    (torch.nn.Linear(1280, 320), "up_blocks.3.attentions.0.transformer_blocks.0.ff.net.2", True),
+    (torch.nn.Linear(320, 1280), "time_embedding.linear_1", False),
+    (torch.nn.Linear(768, 320), "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v", False),
+    (torch.nn.Linear(40, 320), "down_blocks.0.attentions.0.proj_in", False),
+    (torch.nn.Conv2d(320, 320, 3), "down_blocks.0.resnets.0.conv1", False),
+])
+def test_only_large_linear_layers_outside_the_time_embedding_and_cross_attention(fp8, module, name, chosen):
+    assert fp8.fp8_filter(module, name) is chosen
+
+
+def test_unknown_variant_is_refused(fp8, capsys):
+    with pytest.raises(SystemExit):
+        fp8.parse_args(["--variants", "bf16,int4"])
+    assert "choose from bf16, fp8" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no GPU")
+def test_fp8_without_a_gpu_says_what_to_do(fp8, capsys):
+    assert fp8.main(["--profile", "tiny", "--device", "cpu"]) == 2
+    assert "compute capability 8.9" in capsys.readouterr().err
+
+
+def test_frame_distance(fp8):
+    a = [[[np.zeros((2, 4, 4, 3), np.uint8)]]]
+    b = [[[np.full((2, 4, 4, 3), 10, np.uint8)]]]
+    assert fp8.frame_distance(a, a) == {"psnr_db": math.inf, "mad": 0.0}
+    far = fp8.frame_distance(a, b)
+    assert far["mad"] == 10.0 and far["psnr_db"] == pytest.approx(10 * math.log10(255 ** 2 / 100))
+
+
+def test_tiny_bf16_pass_writes_its_report(fp8, tmp_path):
+    out = tmp_path / "fp8.json"
+    code = fp8.main(["--profile", "tiny", "--device", "cpu", "--compile", "", "--variants", "bf16", "--batch", "2",
+                     "--windows", "2", "--compare-windows", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["batch"] == 2
+    bf16 = report["variants"]["bf16"]
+    assert bf16["window_ms"] > 0 and bf16["fps_per_session"] > 0
+    assert {"unet", "decode", "window"} <= set(bf16["stage_ms_per_window"])
