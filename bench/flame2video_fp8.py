@@ -19,7 +19,11 @@ included), the wall time of ``--windows`` batched windows back to back (the GPU 
 once, at the end) and per-session frames/s from it, each stage's time in a pass with stages
 timed, and, against the first variant, the frames' PSNR and mean absolute difference over the
 same windows of the same sessions. Float8 needs a GPU of compute capability 8.9 or later
-(H100, H200); torchao is carried to the GPU machine as a wheel (``bench/flame2video_device.sh``).
+(H100, H200). A GPU machine without network gets torchao as a wheel in ``.whl/``, which
+``bench/flame2video_device.sh`` installs with the others:
+
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 -d .whl torchao==0.17.0
 """
 
 from __future__ import annotations
