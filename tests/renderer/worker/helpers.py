@@ -132,9 +132,15 @@ class Client:
                 return env
         raise AssertionError(f"timed out; received {[(e.topic, e.type, dict(e.meta)) for e in self.received][-5:]}")
 
-    def open(self, sid: str, portrait: bytes | None = None, generator: str = "fake", **options) -> wire.Envelope:
+    def open(self, sid: str, portrait: bytes | None = None, generator: str = "fake", until=None,
+             **options) -> wire.Envelope:
+        """Send session.open until ``sid``'s status comes (and ``until(meta)`` holds). The open is
+        sent again every 0.2 s, and each copy the worker gets is answered: statuses answering an
+        earlier open of ``sid`` can still arrive, so an open with new settings names the status
+        it waits for with ``until``."""
         msg = wire.session_open_message(sid, generator=generator, options=options, portrait=portrait)
-        return self.wait_for(lambda e: e.topic == sid and e.type == wire.SESSION_STATUS, resend=msg)
+        return self.wait_for(lambda e: e.topic == sid and e.type == wire.SESSION_STATUS
+                             and (until is None or until(e.meta)), resend=msg)
 
     def close(self) -> None:
         self.pub.close(linger=0)

@@ -142,8 +142,9 @@ def test_open_twice_is_idempotent_and_new_settings_reopen(worker, client):
     opens = worker.stats()["opens"]
     again = client.open(sid, size=16)  # same settings: "ready" again, nothing rebuilt
     assert again.meta["state"] == "ready" and worker.stats()["opens"] == opens
-    reopened = client.open(sid, size=24, views=["front"])  # new settings: reopened
-    assert reopened.meta["state"] == "ready" and reopened.meta["size"] == [24, 24]
+    # new settings: reopened (the status for them, not one still answering the opens above)
+    reopened = client.open(sid, size=24, views=["front"], until=lambda meta: meta.get("size") == [24, 24])
+    assert reopened.meta["state"] == "ready" and reopened.meta["view_ids"] == ["front"]
     assert worker.stats()["opens"] == opens + 1
     v = video_frames(client, sid, 1, lambda seq: client.send(flame(sid, seq)))[-1]
     assert v.views.shape == (1, 24, 24, 3) and v.view_ids == ("front",)
