@@ -21,7 +21,8 @@
 #     QUEUE_DEPTH=4 keeps only the newest 4 due frames a turn, as a worker does (0: every frame);
 #     STAGE_BATCHES=1,2,4 times STAGE_WINDOWS batched windows of each of those batch sizes;
 #     PROFILE_START=1 profiles a restarted worker's imports and start (importtime.txt, start.prof);
-#     FP8="--batch 4" (with RUNS=" ") times batched windows with float8 linear layers against bf16
+#     FP8="--batch 4" (with RUNS=" ") times batched windows with float8 linear layers against bf16;
+#     FP8="--layers --batch 4" times those layers' shapes alone, bf16 against float8
 #     (bench/flame2video_fp8.py; torchao's wheel in .whl/)
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u

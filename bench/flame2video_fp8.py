@@ -2,6 +2,7 @@
 frames move from bfloat16 (random weights).
 
     python bench/flame2video_fp8.py --profile live --batch 4 --device cuda --json out.json
+    python bench/flame2video_fp8.py --layers --profile live --batch 4 --json layers.json
 
 For each variant, one generator in this process, compiled (``reduce-overhead``) and warmed up
 for windows of ``--batch`` sessions only:
@@ -14,7 +15,16 @@ for windows of ``--batch`` sessions only:
   scaled per row at run time (``Float8DynamicActivationFloat8WeightConfig``). The convolutions
   stay bfloat16. The UNet is compiled in place (its calls are not written to the cache).
 
-Both build the same random weights (seed 0). Reported per variant: warm-up seconds (compiling
+``--layers`` compiles no UNet: it records the shape of every call of those linear layers over
+one steady batched window (eager, QKV fused as when compiled), then times each shape on its own
+with CUDA events: the bfloat16 product with its bias, the float8 product with scales per row
+(``torch._scaled_mm``, what torchao's per-row float8 runs), and the activation's quantization to
+float8 (compiled, one kernel per shape). Summed over the window's calls, the bfloat16 total is
+the linear layers' share of a window's UNet time and the float8 totals bound what float8 can
+save: the product alone if the quantization fused into the layer before it, product and
+quantization if it did not.
+
+Both variants build the same random weights (seed 0). Reported per variant: warm-up seconds (compiling
 included), the wall time of ``--windows`` batched windows back to back (the GPU synchronised
 once, at the end) and per-session frames/s from it, each stage's time in a pass with stages
 timed, and, against the first variant, the frames' PSNR and mean absolute difference over the
@@ -49,14 +59,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variants", default="bf16,fp8", help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", default="reduce-overhead", help="torch.compile mode ('' for eager)")
+    ap.add_argument("--layers", action="store_true",
+                    help="time the linear layers' shapes alone, bf16 against float8 (no UNet compiled)")
+    ap.add_argument("--reps", type=int, default=50, help="--layers: timed repetitions of each shape")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args(argv)
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     wrong = sorted(set(args.variant_list) - set(VARIANTS))
     if wrong or not args.variant_list:
         ap.error(f"--variants: choose from {', '.join(VARIANTS)}; got {args.variants!r}")
-    if args.batch < 1 or args.windows < 1 or args.compare_windows < 1:
-        ap.error("--batch, --windows and --compare-windows must be at least 1")
+    if args.batch < 1 or args.windows < 1 or args.compare_windows < 1 or args.reps < 1:
+        ap.error("--batch, --windows, --compare-windows and --reps must be at least 1")
     return args
 
 
@@ -179,20 +192,156 @@ def run_variant(variant: str, args: argparse.Namespace) -> tuple[dict[str, Any],
     return report, frames
 
 
+Shape = tuple[int, int, int, bool]  # rows, in features, out features, bias
+
+
+def linear_calls(args: argparse.Namespace) -> tuple[dict[Shape, int], int, int]:
+    """Every call of the denoising UNet's float8-eligible linear layers (``fp8_filter``) over
+    one steady window of ``--batch`` sessions batched, eager, with the QKV projections fused as
+    a compiled UNet has them: (rows, in, out, bias) -> calls; how many such layers there are,
+    and how many of them were called (the separate Q, K and V projections stay beside the
+    fused ones for the reference features, computed once per session)."""
+    from collections import Counter
+
+    from flamecast.renderer.flame2video import FLAME2VideoGenerator
+    from flamecast.renderer.flame2video.attention import fuse_self_attention_projections
+    from flamecast.renderer.flame2video.generator import warm_frames, warm_options
+
+    gen = FLAME2VideoGenerator({"device": args.device, "compile": None, "allow_random_weights": True,
+                                "detect_face": False, "max_batch": args.batch})
+    sessions = open_sessions(gen, warm_options(args.profile), args.batch)
+    calls: Counter = Counter()
+    called: set[int] = set()
+
+    def count(module, args, kwargs, _output) -> None:
+        x = args[0] if args else kwargs["input"]
+        called.add(id(module))
+        calls[(x.numel() // x.shape[-1], module.in_features, module.out_features, module.bias is not None)] += 1
+
+    try:
+        stream = sessions[0].stream
+        unet = stream.pipeline.unet
+        fuse_self_attention_projections(unet)
+        gen.step_sessions([(s, warm_frames(stream.window, gen.head.n_expression)) for s in sessions])
+        layers = [m for n, m in unet.named_modules() if fp8_filter(m, n)]
+        hooks = [m.register_forward_hook(count, with_kwargs=True) for m in layers]
+        try:
+            drive_windows(gen, sessions, 1, stream.window)
+        finally:
+            for h in hooks:
+                h.remove()
+    finally:
+        for s in sessions:
+            s.close()
+        gen.close()
+    return dict(calls), len(layers), len(called)
+
+
+def rowwise_fp8(t: Any) -> tuple[Any, Any]:
+    """``t`` (rows, k) as float8 (e4m3) with one float32 scale per row: (values, scales (rows, 1))."""
+    import torch
+
+    top = torch.finfo(torch.float8_e4m3fn).max
+    scale = t.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / top
+    return (t.float() / scale).clamp(-top, top).to(torch.float8_e4m3fn), scale
+
+
+def timed_ms(fn, reps: int, device: str) -> float:
+    """Mean milliseconds of ``fn`` over ``reps`` calls after three untimed: on the GPU's clock
+    (CUDA events), or the host's where there is no GPU."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    if not device.startswith("cuda"):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / reps
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def time_shape(shape: Shape, reps: int, quantize, device: str = "cuda") -> dict[str, Any]:
+    """One linear shape timed alone: bf16 product with bias, float8 product (per-row scales,
+    the bias in the product where ``_scaled_mm`` takes it, added after where not), and the
+    activation's quantization (``quantize``, compiled)."""
+    import torch
+
+    rows, k, n, bias = shape
+    x = torch.randn(rows, k, device=device, dtype=torch.bfloat16)
+    w = (torch.randn(n, k, device=device) * k ** -0.5).to(torch.bfloat16)
+    b = torch.randn(n, device=device, dtype=torch.bfloat16) if bias else None
+    x8, sx = quantize(x)
+    w8, sw = rowwise_fp8(w)
+    wt, swt = w8.t(), sw.reshape(1, n).contiguous()
+    bias_in = b is not None
+
+    def fp8() -> Any:
+        return torch._scaled_mm(x8, wt, scale_a=sx, scale_b=swt, bias=b if bias_in else None, out_dtype=torch.bfloat16)
+
+    try:
+        ref = fp8()
+    except RuntimeError:
+        bias_in = False
+        ref = fp8()
+    gemm = (lambda: fp8().add_(b)) if b is not None and not bias_in else fp8
+    exact = torch.nn.functional.linear(x, w, b).float()
+    err = ((ref.float() + (b.float() if b is not None and not bias_in else 0) - exact).norm() / exact.norm()).item()
+    return {"rows": rows, "in": k, "out": n, "bias": bias, "bias_in_product": bias_in,
+            "bf16_ms": timed_ms(lambda: torch.nn.functional.linear(x, w, b), reps, device),
+            "fp8_product_ms": timed_ms(gemm, reps, device),
+            "fp8_quantize_ms": timed_ms(lambda: quantize(x), reps, device),
+            "fp8_relative_error": err}
+
+
+def layers_report(args: argparse.Namespace) -> dict[str, Any]:
+    """``--layers``: the window's linear calls, each shape timed alone, and the per-window sums
+    (the quantization compiled on a GPU, eager elsewhere)."""
+    import torch
+
+    calls, layers, called = linear_calls(args)
+    gpu = args.device.startswith("cuda")
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)  # one graph a shape
+    quantize = torch.compile(rowwise_fp8, dynamic=False) if gpu else rowwise_fp8
+    shapes = []
+    for shape, count in sorted(calls.items()):
+        row = {**time_shape(shape, args.reps, quantize, args.device), "calls": count}
+        shapes.append(row)
+        print(json.dumps(row), flush=True)
+    total = {key: round(sum(r[key] * r["calls"] for r in shapes), 2)
+             for key in ("bf16_ms", "fp8_product_ms", "fp8_quantize_ms")}
+    total["fp8_product_and_quantize_ms"] = round(total["fp8_product_ms"] + total["fp8_quantize_ms"], 2)
+    return {"linears": layers, "linears_called": called, "calls_per_window": sum(calls.values()), "per_window": total, "shapes": shapes}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    if "fp8" in args.variant_list:
+    if "fp8" in args.variant_list or args.layers:
         ok = args.device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
         if not ok:
-            print("fp8 needs a CUDA GPU of compute capability 8.9 or later (H100, H200): use --variants bf16 here",
+            print("fp8 needs a CUDA GPU of compute capability 8.9 or later (H100, H200): use --variants bf16 without --layers here",
                   file=sys.stderr)
             return 2
     report: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "torch": torch.__version__, "batch": args.batch, "windows": args.windows, "variants": {}}
     if torch.cuda.is_available():
         report["device"] = torch.cuda.get_device_name()
+    if args.layers:
+        report.update(profile=args.profile, **layers_report(args))
+        del report["windows"], report["variants"]
+        print("per window: " + json.dumps(report["per_window"]), flush=True)
+        if args.json_out:
+            with open(args.json_out, "w") as fh:
+                json.dump(report, fh, indent=2)
+        return 0
     baseline = None
     for variant in args.variant_list:
         result, frames = run_variant(variant, args)

@@ -60,3 +60,28 @@ def test_tiny_bf16_pass_writes_its_report(fp8, tmp_path):
     bf16 = report["variants"]["bf16"]
     assert bf16["window_ms"] > 0 and bf16["fps_per_session"] > 0
     assert {"unet", "decode", "window"} <= set(bf16["stage_ms_per_window"])
+
+
+def test_layers_counts_every_linear_call_of_a_steady_window(fp8):
+    from flamecast.renderer.flame2video.config import PROFILES
+
+    tiny = PROFILES["tiny"]
+    args = fp8.parse_args(["--layers", "--profile", "tiny", "--device", "cpu", "--batch", "2", "--reps", "1"])
+    report = fp8.layers_report(args)
+    shapes = report["shapes"]
+    # each layer the UNet uses runs once per denoising step; the unfused Q, K and V stay unused
+    assert report["calls_per_window"] == tiny.steps * report["linears_called"] == sum(r["calls"] for r in shapes)
+    assert 0 < report["linears_called"] < report["linears"]
+    frames = tiny.window if tiny.carry_mode == "renoise" else tiny.stride
+    assert max(r["rows"] for r in shapes) == 2 * frames * tiny.views * (tiny.size // 8) ** 2
+    assert any(r["out"] == 3 * r["in"] and not r["bias"] for r in shapes)  # the fused QKV projection
+    assert all(r["fp8_relative_error"] < 0.1 for r in shapes)
+    assert report["per_window"]["bf16_ms"] == pytest.approx(sum(r["bf16_ms"] * r["calls"] for r in shapes), abs=0.01)
+
+
+def test_rowwise_fp8_keeps_each_rows_scale(fp8):
+    x = torch.tensor([[1.0, -2.0, 0.5], [1000.0, 10.0, -250.0]])
+    q, scale = fp8.rowwise_fp8(x)
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (2, 1)
+    assert q.float().abs().amax(dim=1).tolist() == [448.0, 448.0]
+    assert torch.allclose(q.float() * scale, x, rtol=0.07)
