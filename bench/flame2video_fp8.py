@@ -24,6 +24,10 @@ the linear layers' share of a window's UNet time and the float8 totals bound wha
 save: the product alone if the quantization fused into the layer before it, product and
 quantization if it did not.
 
+``--trace N`` ends each variant with N batched windows under the PyTorch profiler and reports
+the GPU's kernel time per window by kind (Inductor's fused kernels, cuDNN's attention and
+convolutions, cuBLAS's matrix products, copies) and the longest kernels.
+
 Both variants build the same random weights (seed 0). Reported per variant: warm-up seconds (compiling
 included), the wall time of ``--windows`` batched windows back to back (the GPU synchronised
 once, at the end) and per-session frames/s from it, each stage's time in a pass with stages
@@ -59,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--variants", default="bf16,fp8", help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--compile", default="reduce-overhead", help="torch.compile mode ('' for eager)")
+    ap.add_argument("--trace", type=int, default=0, metavar="N",
+                    help="then N batched windows under the profiler: GPU kernel time by kind")
     ap.add_argument("--layers", action="store_true",
                     help="time the linear layers' shapes alone, bf16 against float8 (no UNet compiled)")
     ap.add_argument("--reps", type=int, default=50, help="--layers: timed repetitions of each shape")
@@ -68,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     wrong = sorted(set(args.variant_list) - set(VARIANTS))
     if wrong or not args.variant_list:
         ap.error(f"--variants: choose from {', '.join(VARIANTS)}; got {args.variants!r}")
-    if args.batch < 1 or args.windows < 1 or args.compare_windows < 1 or args.reps < 1:
+    if args.batch < 1 or args.windows < 1 or args.compare_windows < 1 or args.reps < 1 or args.trace < 0:
         ap.error("--batch, --windows, --compare-windows and --reps must be at least 1")
     return args
 
@@ -138,6 +144,50 @@ def drive_windows(gen, sessions, windows: int, start: int) -> list:
     return out
 
 
+# what a kernel's name says it is, first match wins: Inductor's own kernels first (their names
+# carry the ops they fused, "convolution" or "cudnn_attention" among them), then cuDNN's
+# attention and convolutions (whose names say "gemm" too), then cuBLAS's matrix products
+KERNEL_KINDS = (
+    ("inductor", ("triton",)),
+    ("attention", ("sdpa", "flash", "fmha")),
+    ("convolution", ("fprop", "conv", "winograd")),
+    ("matrix product", ("nvjet", "gemm", "cutlass", "xmma")),
+    ("copy", ("memcpy", "memset")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, marks in KERNEL_KINDS if any(m in low for m in marks)), "other")
+
+
+def kernel_time(gen, sessions, windows: int, start: int, top: int = 25) -> dict[str, Any]:
+    """``windows`` batched windows under the profiler: GPU kernel milliseconds per window, in
+    all, by ``kernel_kind`` and for the ``top`` kernels (none where there is no GPU)."""
+    from collections import defaultdict
+
+    import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if gen.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        drive_windows(gen, sessions, windows, start)
+        if gen.device.type == "cuda":
+            torch.cuda.synchronize()
+    by_name: dict[str, float] = defaultdict(float)
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith("flame2video."):
+            by_name[e.name] += e.time_range.elapsed_us() / 1e3 / windows
+    kinds: dict[str, float] = defaultdict(float)
+    for name, ms in by_name.items():
+        kinds[kernel_kind(name)] += ms
+    return {"kernel_ms_per_window": round(sum(by_name.values()), 2),
+            "by_kind_ms_per_window": {k: round(v, 2) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "top_kernels_ms_per_window": [[n[:100], round(ms, 3)] for n, ms in
+                                          sorted(by_name.items(), key=lambda kv: -kv[1])[:top]]}
+
+
 def frame_distance(a: list, b: list) -> dict[str, float]:
     """PSNR (dB) and mean absolute difference (of 255) between two runs' frames."""
     import numpy as np
@@ -183,11 +233,15 @@ def run_variant(variant: str, args: argparse.Namespace) -> tuple[dict[str, Any],
         drive_windows(gen, sessions, args.windows, start + args.windows * stream.stride)
         stages = {k: round(t["total_s"] * 1e3 / args.windows, 2) for k, t in sessions[0].stage_times().items()}
         sessions[0].enable_stage_timing(False)
+        if args.trace:
+            trace = kernel_time(gen, sessions, args.trace, start + 2 * args.windows * stream.stride)
     finally:
         for s in sessions:
             s.close()
     report.update(window_ms=round(window_ms, 2), fps_per_session=round(stream.stride * 1e3 / window_ms, 2),
                   stage_ms_per_window=stages, compile=gen.compile_report().get("recompiles"))
+    if args.trace:
+        report["trace"] = trace
     gen.close()
     return report, frames
 

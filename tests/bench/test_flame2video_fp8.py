@@ -54,12 +54,26 @@ def test_frame_distance(fp8):
 def test_tiny_bf16_pass_writes_its_report(fp8, tmp_path):
     out = tmp_path / "fp8.json"
     code = fp8.main(["--profile", "tiny", "--device", "cpu", "--compile", "", "--variants", "bf16", "--batch", "2",
-                     "--windows", "2", "--compare-windows", "1", "--json", str(out)])
+                     "--windows", "2", "--compare-windows", "1", "--trace", "1", "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0 and report["batch"] == 2
     bf16 = report["variants"]["bf16"]
     assert bf16["window_ms"] > 0 and bf16["fps_per_session"] > 0
     assert {"unet", "decode", "window"} <= set(bf16["stage_ms_per_window"])
+    assert bf16["trace"]["kernel_ms_per_window"] == 0  # no GPU kernels on a CPU
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("nvjet_sm90_tst_168x128_64x5_1x2_h_bz_coopA_bias_TNN", "matrix product"),
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "convolution"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64", "attention"),
+    ("triton_poi_fused_convolution_silu_104", "inductor"),
+    ("triton_poi_fused__scaled_dot_product_cudnn_attention__unsafe_view_cat", "inductor"),
+    ("Memcpy DtoD (Device -> Device)", "copy"),
+    ("void at::native::elementwise_kernel<128, 2>", "other"),
+])
+def test_kernel_kinds_by_name(fp8, name, kind):
+    assert fp8.kernel_kind(name) == kind
 
 
 def test_layers_counts_every_linear_call_of_a_steady_window(fp8):
