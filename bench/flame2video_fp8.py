@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if wrong or not args.variant_list:
         ap.error(f"--variants: choose from {', '.join(VARIANTS)}; got {args.variants!r}")
     if args.batch < 1 or args.windows < 1 or args.compare_windows < 1 or args.reps < 1 or args.trace < 0:
-        ap.error("--batch, --windows, --compare-windows and --reps must be at least 1")
+        ap.error("--batch, --windows, --compare-windows and --reps must be at least 1, --trace at least 0")
     return args
 
 
@@ -267,8 +267,8 @@ def linear_calls(args: argparse.Namespace) -> tuple[dict[Shape, int], int, int]:
     calls: Counter = Counter()
     called: set[int] = set()
 
-    def count(module, args, kwargs, _output) -> None:
-        x = args[0] if args else kwargs["input"]
+    def count(module, positional, keywords, _output) -> None:
+        x = positional[0] if positional else keywords["input"]
         called.add(id(module))
         calls[(x.numel() // x.shape[-1], module.in_features, module.out_features, module.bias is not None)] += 1
 
