@@ -1,6 +1,9 @@
-"""Shared test configuration: GPU tests skip where there is no CUDA device."""
+"""Shared test configuration: GPU tests skip where there is no CUDA device; there, Triton
+kernels run in Triton's interpreter (numpy on the CPU)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -20,3 +23,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    # before anything imports Triton: its language functions take the interpreter at import
+    if not _cuda_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
+from . import short_attention
+
 
 def _qkv(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Query, key and value of a self-attention: one matmul when the projections are fused."""
@@ -140,7 +142,15 @@ class ShortSequenceAttnProcessor:
     pixel: hundreds of thousands of sequences of length 4-16. Flash-style SDPA kernels tile
     64-128 queries and waste most of their work on such sequences; explicit scores are tiny
     (L x L per head) and the products stay memory-bound. Same function as AttnProcessor2_0.
+
+    On a GPU with Triton installed, inference runs one kernel instead (``short_attention.py``):
+    it reads the queries, keys and values once, where the fused projection left them.
     """
+
+    def __init__(self) -> None:
+        self.kernel = short_attention.triton_installed()
+        if self.kernel:  # defined before any compiled call that runs it is traced or loaded
+            short_attention.register()
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
@@ -150,17 +160,19 @@ class ShortSequenceAttnProcessor:
             query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
         return self.attend(attn, query, key, value)
 
-    @staticmethod
-    def attend(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def attend(self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Projected (B, Lq, D) queries over (B, Lk, D) keys/values, then ``attn``'s output layer."""
-        batch, length, _ = query.shape
         heads = attn.heads
-        head_dim = query.shape[-1] // heads
-        q = query.reshape(batch, length, heads, head_dim).transpose(1, 2)
-        k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
-        v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-        short = short_attention_products if torch.compiler.is_compiling() else short_attention_matmul
-        out = short(q, k, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
+        if self.kernel and short_attention.applies(query, key, value):
+            out = short_attention.short_attention(query, key, value, heads)
+        else:
+            batch, length, _ = query.shape
+            head_dim = query.shape[-1] // heads
+            q = query.reshape(batch, length, heads, head_dim).transpose(1, 2)
+            k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+            v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+            short = short_attention_products if torch.compiler.is_compiling() else short_attention_matmul
+            out = short(q, k, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
 

@@ -205,17 +205,19 @@ class FLAME2VideoPipeline:
     def _precompile(self, root: Path, mode: str | None, backend: str) -> None:
         """The UNet's and the tiny decoder's calls compiled ahead of time, in folders named after
         the modules' layouts, the traced code and the compile settings."""
-        from . import attention, temporal, unet
+        from . import attention, short_attention, temporal, unet
         from .precompile import PrecompiledCalls, call_module, module_signature, source_digest
 
         options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
         settings = repr((backend, sorted(options.items()), str(self.dtype)))
 
-        def folder(module: torch.nn.Module, *sources) -> Path:
-            digest = hashlib.sha256(f"{module_signature(module)}|{source_digest(*sources)}|{settings}".encode())
+        def folder(module: torch.nn.Module, *sources, extra: str = "") -> Path:
+            digest = hashlib.sha256(f"{module_signature(module)}|{source_digest(*sources)}|{settings}{extra}".encode())
             return root / digest.hexdigest()[:16]
 
-        self._unet_calls = PrecompiledCalls(unet.call_unet, folder(self.unet, unet, attention, temporal),
+        # with Triton the short attention is one opaque op in the UNet's graph, without it products
+        kernel = "|short-attention-kernel" if short_attention.triton_installed() else ""
+        self._unet_calls = PrecompiledCalls(unet.call_unet, folder(self.unet, unet, attention, temporal, extra=kernel),
                                            state=self.unet.call_state, backend=backend, options=options)
         if self.decoder is not self.vae:
             self._decoder_calls = PrecompiledCalls(call_module, folder(self.decoder.decoder, call_module),

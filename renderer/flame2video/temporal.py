@@ -100,6 +100,7 @@ class CarryAttnProcessor(ShortSequenceAttnProcessor):
     """Temporal self-attention that attends over cached carried frames as well."""
 
     def __init__(self, carry: TemporalCarry, key: str, pos_embed: nn.Module | None) -> None:
+        super().__init__()
         self.carry, self.key, self.pos_embed = carry, key, pos_embed
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
