@@ -24,6 +24,8 @@
 #     FP8="--batch 4" (with RUNS=" ") times batched windows with float8 linear layers against bf16;
 #     FP8="--layers --batch 4" times those layers' shapes alone, bf16 against float8
 #     (bench/flame2video_fp8.py; torchao's wheel in .whl/)
+#   PROFILES=live SA_ARGS="--batch 4" bash bench/flame2video_device.sh short-attention   # the motion and
+#     view modules' attention alone, Inductor's products against the Triton kernel (bench/short_attention.py)
 # Results go to $OUT (default /tmp/flamecast-bench).
 set -u
 OUT=${OUT:-/tmp/flamecast-bench}; mkdir -p "$OUT"
@@ -148,6 +150,13 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
 elif [ "$MODE" = trace ]; then  # where a compiled window's wall time goes (bench/flame2video_trace.py)
   python3 bench/flame2video_trace.py --profile ${PROFILES:-live} --json "$OUT/trace_${NAME:-trace}.json" ${TRACE_ARGS:-} \
     2>&1 | grep --line-buffered -v "should be kept"
+elif [ "$MODE" = short-attention ]; then  # the motion and view modules' attention alone, two processes
+  nvidia-smi --query-gpu=name --format=csv,noheader
+  for run in ${SA_RUNS:-1 2}; do
+    python3 bench/short_attention.py --profile ${PROFILES:-live} ${SA_ARGS:-} \
+      --json "$OUT/short_attention_${NAME:-sa}_run$run.json" 2>&1 | grep --line-buffered -v "should be kept"
+    echo "run $run exit ${PIPESTATUS[0]}"
+  done
 else
   for c in ${COMPILE_MODES:-default reduce-overhead}; do
     $BENCH --profile ${PROFILES:-live,hq} --compile "$c" --warmup 24 --frames 96 --max-seconds 20 --json "$OUT/bench_compile_$c.json" 2>&1 | grep -v "should be kept"
