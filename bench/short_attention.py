@@ -32,21 +32,26 @@ from typing import Any, Callable
 VARIANTS = ("products", "products_cdt", "kernel", "sdpa")
 
 
+def variants(text: str) -> list[str]:
+    """``--variants``: comma-separated names of VARIANTS, at least one."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names or not set(names) <= set(VARIANTS):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(VARIANTS)}; got {text!r}")
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="live")
     ap.add_argument("--batch", type=int, default=1, help="sessions batched into each UNet call")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", dest="variant_list", type=variants, default=list(VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--rep", type=int, default=200, help="milliseconds of replays per timing")
     ap.add_argument("--sweep", action="store_true",
                     help="also time the kernel at other blocks of sequences per program and warps (largest level)")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args(argv)
-    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
-    wrong = sorted(set(args.variant_list) - set(VARIANTS))
-    if wrong or not args.variant_list:
-        ap.error(f"--variants: choose from {', '.join(VARIANTS)}; got {args.variants!r}")
     if args.batch < 1 or args.rep < 1:
         ap.error("--batch and --rep must be at least 1")
     return args
