@@ -9,8 +9,8 @@ the window; the view modules attend over the V views of each new frame), with th
 and values where the fused QKV projection leaves them, it times (median of CUDA-graph replays,
 ``triton.testing.do_bench_cudagraph``; compiling and warm-up before):
 
-* ``products``: ``attention.short_attention_products`` with the layout changes around it,
-  compiled by Inductor (what the compiled UNet runs without the kernel);
+* ``products``: ``attention.attend_heads`` (``short_attention_products`` with the layout
+  changes around it), compiled by Inductor (what the compiled UNet runs without the kernel);
 * ``products_cdt``: the same with Inductor's coordinate-descent tuning;
 * ``kernel``: the Triton kernel, compiled in the same function through its registered op;
 * ``sdpa``: ``F.scaled_dot_product_attention`` on the same tensors (PyTorch's choice of backend).
@@ -106,12 +106,11 @@ def variant_fn(variant: str, lq: int, heads: int) -> Callable[[Any], Any]:
     import torch
     import torch.nn.functional as F
 
-    from flamecast.renderer.flame2video.attention import short_attention_products
+    from flamecast.renderer.flame2video.attention import attend_heads
     from flamecast.renderer.flame2video.short_attention import short_attention
 
     def products(qkv):
-        q, k, v = (heads_first(t, heads) for t in split(qkv, lq))
-        return heads_last(short_attention_products(q, k, v))
+        return attend_heads(*split(qkv, lq), heads)
 
     def kernel(qkv):
         return short_attention(*split(qkv, lq), heads)
@@ -130,10 +129,10 @@ def variant_fn(variant: str, lq: int, heads: int) -> Callable[[Any], Any]:
 
 
 def reference(qkv: Any, lq: int, heads: int) -> Any:
-    from flamecast.renderer.flame2video.attention import short_attention_matmul
+    """The attention in float64, eagerly (batched matrix products)."""
+    from flamecast.renderer.flame2video.attention import attend_heads
 
-    q, k, v = (heads_first(t.double(), heads) for t in split(qkv, lq))
-    return heads_last(short_attention_matmul(q, k, v))
+    return attend_heads(*(t.double() for t in split(qkv, lq)), heads)
 
 
 def moved_bytes(shape: dict[str, int], itemsize: int) -> int:

@@ -162,19 +162,24 @@ class ShortSequenceAttnProcessor:
 
     def attend(self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Projected (B, Lq, D) queries over (B, Lk, D) keys/values, then ``attn``'s output layer."""
-        heads = attn.heads
         if self.kernel and short_attention.applies(query, key, value):
-            out = short_attention.short_attention(query, key, value, heads)
+            out = short_attention.short_attention(query, key, value, attn.heads)
         else:
-            batch, length, _ = query.shape
-            head_dim = query.shape[-1] // heads
-            q = query.reshape(batch, length, heads, head_dim).transpose(1, 2)
-            k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
-            v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-            short = short_attention_products if torch.compiler.is_compiling() else short_attention_matmul
-            out = short(q, k, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
+            out = attend_heads(query, key, value, attn.heads)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
+
+
+def attend_heads(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, Lq, C) queries over (B, Lk, C) keys/values in ``heads`` heads, without the kernel:
+    broadcast products when compiling, batched matrix products eagerly. Returns (B, Lq, C)."""
+    batch, length, _ = query.shape
+    head_dim = query.shape[-1] // heads
+    q = query.reshape(batch, length, heads, head_dim).transpose(1, 2)
+    k = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+    v = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+    short = short_attention_products if torch.compiler.is_compiling() else short_attention_matmul
+    return short(q, k, v).transpose(1, 2).reshape(batch, length, heads * head_dim)
 
 
 def short_attention_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -209,15 +209,14 @@ class FLAME2VideoPipeline:
         from .precompile import PrecompiledCalls, call_module, module_signature, source_digest
 
         options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
-        settings = repr((backend, sorted(options.items()), str(self.dtype)))
+        # with Triton the short attention is one opaque op in the UNet's graph, without it products
+        settings = repr((backend, sorted(options.items()), str(self.dtype), short_attention.triton_installed()))
 
-        def folder(module: torch.nn.Module, *sources, extra: str = "") -> Path:
-            digest = hashlib.sha256(f"{module_signature(module)}|{source_digest(*sources)}|{settings}{extra}".encode())
+        def folder(module: torch.nn.Module, *sources) -> Path:
+            digest = hashlib.sha256(f"{module_signature(module)}|{source_digest(*sources)}|{settings}".encode())
             return root / digest.hexdigest()[:16]
 
-        # with Triton the short attention is one opaque op in the UNet's graph, without it products
-        kernel = "|short-attention-kernel" if short_attention.triton_installed() else ""
-        self._unet_calls = PrecompiledCalls(unet.call_unet, folder(self.unet, unet, attention, temporal, extra=kernel),
+        self._unet_calls = PrecompiledCalls(unet.call_unet, folder(self.unet, unet, attention, temporal),
                                            state=self.unet.call_state, backend=backend, options=options)
         if self.decoder is not self.vae:
             self._decoder_calls = PrecompiledCalls(call_module, folder(self.decoder.decoder, call_module),

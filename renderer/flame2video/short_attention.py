@@ -32,7 +32,9 @@ import torch
 MAX_KEYS = 64  # longer sequences take the products (the kernel unrolls its loop over the keys)
 
 
+@functools.cache
 def triton_installed() -> bool:
+    """Whether Triton can be imported (looked up once; every attention processor asks)."""
     return importlib.util.find_spec("triton") is not None
 
 

@@ -12,7 +12,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 pytest.importorskip("triton")
 
 from flamecast.renderer.flame2video import short_attention as sa  # noqa: E402
-from flamecast.renderer.flame2video.attention import ShortSequenceAttnProcessor, short_attention_matmul  # noqa: E402
+from flamecast.renderer.flame2video.attention import ShortSequenceAttnProcessor, attend_heads  # noqa: E402
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -26,12 +26,7 @@ def interpreted():
 
 
 def _reference(q, k, v, heads):
-    def split(t):
-        b, length, c = t.shape
-        return t.double().reshape(b, length, heads, c // heads).transpose(1, 2)
-
-    out = short_attention_matmul(split(q), split(k), split(v))
-    return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], q.shape[2])
+    return attend_heads(q.double(), k.double(), v.double(), heads)
 
 
 def _relative(a, b):
