@@ -83,9 +83,9 @@ elif [ "$MODE" = service ]; then  # ready time, first frame, 1..N sessions, reco
   xz_() { if command -v xz >/dev/null; then xz -6 -T0; else python3 -c "import lzma,shutil,sys; shutil.copyfileobj(sys.stdin.buffer, lzma.open(sys.stdout.buffer, 'w'))"; fi; }
   export FLAMECAST_COMPILE_CACHE=${FLAMECAST_COMPILE_CACHE:-/tmp/flamecast-compile}
   # GPU_TESTS=1: the GPU tests first (CUDA graphs, the conditioning stage, compiled calls loaded by
-  # a second process), their own compile cache
-  [ -z "${GPU_TESTS:-}" ] || python3 -m pytest -q -x -p no:cacheprovider -m gpu tests/renderer/test_flame2video_gpu.py \
-    tests/renderer/test_flame2video_precompile.py 2>&1 | tail -3
+  # a second process), their own compile cache; GPU_TESTS_K=EXPR: only the tests pytest's -k selects
+  [ -z "${GPU_TESTS:-}" ] || python3 -m pytest -q -x -p no:cacheprovider -m gpu ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
+    tests/renderer/test_flame2video_gpu.py tests/renderer/test_flame2video_precompile.py 2>&1 | tail -3
   # a compile cache carried from an earlier call (CACHE_IN=runs/f2v-cache: the parts CACHE_OUT wrote)
   if [ -n "${CACHE_IN:-}" ] && ls "$CACHE_IN"/compile.txz.part* >/dev/null 2>&1; then
     mkdir -p "$FLAMECAST_COMPILE_CACHE" && cat "$CACHE_IN"/compile.txz.part* | unxz_ | tar -xf - -C "$FLAMECAST_COMPILE_CACHE"

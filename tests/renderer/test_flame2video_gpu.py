@@ -35,6 +35,38 @@ def test_bf16_matches_float32_on_cuda():
     assert torch.isfinite(out).all() and err < 3e-2, err
 
 
+def test_the_short_attention_kernel_gives_the_unet_output_of_the_products(monkeypatch):
+    """The motion and view modules' Triton kernel, in the whole (tiny) UNet, agrees with the
+    products it replaces, and it did run."""
+    from flamecast.renderer.flame2video import short_attention
+    from flamecast.renderer.flame2video.attention import ShortSequenceAttnProcessor
+
+    calls = []
+    kernel = short_attention.short_attention
+    monkeypatch.setattr(short_attention, "short_attention", lambda *a: calls.append(1) or kernel(*a))
+    profile = get_profile("tiny").replace(dtype="float32")
+    pipe = FLAME2VideoPipeline(random_components(tiny_config(), seed=6, device="cuda"), profile, device="cuda")
+    procs = [m.processor for m in pipe.unet.modules()
+             if isinstance(getattr(m, "processor", None), ShortSequenceAttnProcessor)]
+    assert procs and all(p.kernel for p in procs)
+    g = torch.Generator("cuda").manual_seed(0)
+    x = torch.randn(4, 2, 4, 8, 8, device="cuda", generator=g)
+    cond = pipe.encode_conditions(torch.rand(4, 2, 3, 64, 64, device="cuda", generator=g))
+    ref = pipe.prepare_reference(torch.rand(3, 64, 64, device="cuda", generator=g))
+    pipe.reference.activate(ref.cache)
+    t = torch.tensor(700, device="cuda")
+    with torch.no_grad():
+        with_kernel = pipe._model_output(x, t, ref, cond)
+        assert len(calls) >= len(procs)
+        for p in procs:
+            p.kernel = False
+        n = len(calls)
+        products = pipe._model_output(x, t, ref, cond)
+        assert len(calls) == n
+    err = float((with_kernel - products).norm() / products.norm())
+    assert err < 1e-4, err
+
+
 def test_stream_runs_on_cuda():
     profile = get_profile("tiny").replace(dtype="bfloat16")
     pipe = FLAME2VideoPipeline(random_components(tiny_config(), device="cuda"), profile, device="cuda")
