@@ -49,6 +49,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="with --prepare: compile in N processes at once, one per --warm profile and batch size (each "
                    "loads the models, so N times the memory; docs/generator.md)")
     p.add_argument("--prepare-batch", type=int, help=argparse.SUPPRESS)  # one job's share of --prepare --jobs
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="leave Python's garbage collector walking every object warm-up made (by default they are frozen "
+                   "after warm-up, so that its full collections do not pause rendering; docs/generator.md)")
     p.add_argument("--stats-interval", type=float, default=30.0, metavar="S", help="log statistics every S seconds (0: never)")
     p.add_argument("--keys", metavar="DIR", help="CURVE key folder: the worker uses worker.key_secret and admits only "
                    "the server holding server.key_secret (docs/generator.md, Authentication)")
@@ -76,6 +79,7 @@ def settings_from_args(args: argparse.Namespace):
         ready_file=Path(args.ready_file) if args.ready_file else None, queue_depth=args.queue,
         max_sessions=args.max_sessions, video_hwm=args.video_hwm, stats_interval_s=args.stats_interval,
         threads=args.threads, generator_settings=_generator_settings(args), keys=keys,
+        gc_freeze=not args.no_gc_freeze,
     )
 
 

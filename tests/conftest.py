@@ -29,3 +29,14 @@ def pytest_configure(config):
     # before anything imports Triton: its language functions take the interpreter at import
     if not _cuda_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_the_heap():
+    """Workers and benches freeze the Python heap after warm-up (``renderer/worker/heap.py``);
+    inside the test process that would freeze the other tests' objects too: undo it."""
+    yield
+    import gc
+
+    if gc.get_freeze_count():
+        gc.unfreeze()

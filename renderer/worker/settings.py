@@ -51,6 +51,10 @@ class WorkerSettings:
             sockets then speak CURVE and admit only ``keys.allowed`` clients. None = plain
             text, which any process that reaches the endpoints can drive (tests, trusted hosts).
         heartbeat_s: seconds between worker.status messages (the server's health check).
+        gc_freeze: after each generator's warm-up, collect once and freeze the objects alive
+            (``heap.freeze``), so that Python's full collections no longer walk them and pause
+            rendering. ``flamecast generator`` turns it on; off here for workers started inside
+            another process (tests), whose objects it would freeze too.
     """
 
     input: str = DEFAULT_INPUT
@@ -67,3 +71,4 @@ class WorkerSettings:
     generator_settings: GeneratorSettings = GeneratorSettings()
     keys: CurveKeys | None = None
     heartbeat_s: float = HEARTBEAT_S
+    gc_freeze: bool = False

@@ -17,6 +17,7 @@ from flamecast.plugins import protocol as wire
 from flamecast.plugins.publish import secure_server, start_authenticator
 
 from .handoff import Handoff
+from .heap import CollectionTimer
 from .inbox import Inbox
 from .lifecycle import Jobs, Lifecycle
 from .render import RenderLoop
@@ -54,6 +55,7 @@ class GeneratorWorker:
         self.instance = secrets.token_hex(8)  # new for each start: the server sees a restart
         self.thread_restarts = 0
         self._threads: dict[str, list] = {}
+        self._gc = CollectionTimer()
 
     def start(self, timeout: float = 30.0) -> dict[str, str]:
         """Run in a background thread; return the bound endpoints once ready."""
@@ -81,8 +83,9 @@ class GeneratorWorker:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot: global counters and per-session counters."""
-        return self.table.snapshot()
+        """A snapshot: global counters, the process's garbage-collection pauses since the worker
+        started (``heap.CollectionTimer.summary``) and per-session counters."""
+        return {**self.table.snapshot(), **self._gc.summary()}
 
     def run(self) -> None:
         """Bind, serve until ``stop()``, then close everything."""
@@ -98,6 +101,7 @@ class GeneratorWorker:
             self._ctx.term()
             raise
         self._announce(*sockets[:2])
+        self._gc.start()
         lifecycle = Lifecycle(self.settings, self.table, self._jobs, registry, self._handoff)
         self._threads = {"lifecycle": [lifecycle.run, _thread(lifecycle.run, "lifecycle")],
                          "render": [RenderLoop(self.table, self._handoff).run, None]}
@@ -110,6 +114,7 @@ class GeneratorWorker:
             for _, t in self._threads.values():
                 t.join(10.0)
             log.info("generator worker stopping; %s", self._stats_line())
+            self._gc.stop()
             lifecycle.close_all(self.table.drain())
             for s in sockets:
                 s.close(linger=0)

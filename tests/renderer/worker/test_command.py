@@ -84,3 +84,12 @@ def test_generator_flags_reach_every_generator():
     assert extra == GeneratorSettings(weights_dir="/w", allow_random_weights=True, compile="reduce-overhead")
     plain = settings_from_args(build_parser().parse_args(["generator", "--insecure", "--warm", "live,hq"])).generator_settings
     assert plain == GeneratorSettings(warm_profiles=("live", "hq"))
+
+
+def test_the_worker_freezes_the_heap_after_warm_up_unless_told_not_to():
+    from flamecast.cli import build_parser
+    from flamecast.cli.generator import settings_from_args
+
+    parse = build_parser().parse_args
+    assert settings_from_args(parse(["generator", "--insecure"])).gc_freeze is True
+    assert settings_from_args(parse(["generator", "--insecure", "--no-gc-freeze"])).gc_freeze is False

@@ -157,3 +157,50 @@ def frame_with(n_expression: int):
 
     return FlameFrame(session_id="b", seq=0, pose=np.zeros(15, np.float32),
                       expression=np.zeros(n_expression, np.float32))
+
+
+class WarmGenerator(InstantGenerator):
+    name = "warm"
+    warmed = 0
+
+    def warm_up(self) -> None:
+        WarmGenerator.warmed += 1
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_loading_freezes_the_heap_after_warm_up_when_set(freeze):
+    import gc
+
+    class WarmPlugin:
+        @hookimpl
+        def flamecast_register_generators(self, register):
+            register(WarmGenerator)
+
+    registry = make_plugin_host(extra_plugins=[("warm", WarmPlugin())], load_entry_points=False).generators
+    jobs = Jobs()
+    table = SessionTable(depth=4, max_sessions=4, on_retired=jobs.close)
+    lifecycle = Lifecycle(WorkerSettings(gc_freeze=freeze), table, jobs, registry, handoff=None)
+    assert gc.get_freeze_count() == 0
+    WarmGenerator.warmed = 0
+    lifecycle._load("warm")
+    assert WarmGenerator.warmed == 1
+    assert (gc.get_freeze_count() > 0) is freeze
+
+
+def test_a_generator_loaded_while_sessions_render_leaves_the_heap_unfrozen():
+    """Freezing then would freeze those sessions' objects for good."""
+    import gc
+
+    class WarmPlugin:
+        @hookimpl
+        def flamecast_register_generators(self, register):
+            register(WarmGenerator)
+
+    registry = make_plugin_host(extra_plugins=[("warm", WarmPlugin())], load_entry_points=False).generators
+    jobs = Jobs()
+    table = SessionTable(depth=4, max_sessions=4, on_retired=jobs.close)
+    session = table.open("s", open_request()).build
+    table.activate(session, FakeSession(np.zeros(3, np.uint8), 8, ()), InstantGenerator().head, ("front",))
+    lifecycle = Lifecycle(WorkerSettings(gc_freeze=True), table, jobs, registry, handoff=None)
+    lifecycle._load("warm")
+    assert gc.get_freeze_count() == 0

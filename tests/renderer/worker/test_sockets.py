@@ -213,3 +213,13 @@ def test_full_worker_refuses_more_sessions_until_one_closes():
             assert c.open("second", size=16).meta["state"] == "ready"
         finally:
             c.close()
+
+
+def test_stats_count_the_garbage_collections_since_start(worker):
+    import gc
+
+    full = worker.stats()["gc_full_collections"]
+    gc.collect()
+    stats = worker.stats()
+    assert stats["gc_full_collections"] >= full + 1  # the worker's threads may have collected too
+    assert stats["gc_longest_ms"] >= 0 and stats["gc_total_ms"] >= stats["gc_longest_ms"] - 0.1
