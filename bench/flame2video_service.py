@@ -35,7 +35,11 @@ and capture every shape the profile will run), then serve. It reports
   back with every stage timed (where a batched window's time goes, and how it grows with the
   sessions in it);
 * ``compile``: graphs compiled and CUDA graphs recorded after warm-up; the run fails (exit 1)
-  when either is not zero.
+  when either is not zero;
+* ``gc_freeze``: the objects frozen after warm-up, as a worker freezes them, and how long the
+  full collection before it took (``--no-gc-freeze``: none frozen), and for each session count,
+  ``gc``: the garbage collections while it ran (full ones, the longest pause of any, all pauses
+  together; ``renderer/worker/heap.py``).
 """
 
 from __future__ import annotations
@@ -88,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="each session of the session counts gets a portrait of its own, views of its own and random "
                     "driving motion of its own (pose, expression, eyelids, translation), as different users' sessions "
                     "do; without it every session has the default portrait, the profile's views and one head turn")
+    ap.add_argument("--no-gc-freeze", action="store_true",
+                    help="leave the objects warm-up made to Python's garbage collector, as `flamecast generator "
+                    "--no-gc-freeze` does (by default they are frozen after warm-up, as a worker does)")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args(argv)
     if any(int(b) > args.max_batch for b in args.stage_batches.split(",") if b.strip()):
@@ -247,8 +254,9 @@ def seconds_per_count(seconds: str, counts: list[int]) -> list[float]:
     return values
 
 
-def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, write) -> None:
-    """``runs``: (concurrent sessions, seconds of driving) in order."""
+def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, write, timer) -> None:
+    """``runs``: (concurrent sessions, seconds of driving) in order; ``timer``, a started
+    ``heap.CollectionTimer``, gives each count's garbage-collection pauses."""
     import numpy as np
     import torch
 
@@ -273,7 +281,9 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
             sessions = [gen.open_session(GeneratorSessionSpec(f"s{i}", None, options.model_copy(update={"seed": i})))
                         for i in range(k)]
             motion = None
+        timer.reset()
         per = drive(gen, sessions, args.fps, seconds, 0, args.queue_depth, motion)
+        pauses = timer.summary()
         mem = gpu_gb(torch)
         for s in sessions:
             s.close()
@@ -286,13 +296,15 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
                "last_drop_s": per[0]["drops"][-1][0] if per[0]["drops"] else None,
                "gpu_gb_per_session": None if base is None else (mem - base) / k,
                # so far, kept with each row: a run stopped part-way still says what it compiled
-               "compile_since_warm_up": {key: compiled.get(key) for key in ("recompiles", "cudagraph_rerecords")}}
+               "compile_since_warm_up": {key: compiled.get(key) for key in ("recompiles", "cudagraph_rerecords")},
+               "gc": pauses}
         report["concurrent"].append(row)
         print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session ({row['min_out_fps'] or 0:.2f} from the "
               f"first frame out to the last), worst p95 {row['worst_p95_ms']:.0f} ms, "
               f"{row['frames_dropped']} of {per[0]['frames_in']} frames dropped"
               + (f" (the last {row['last_drop_s']:.1f} s in), " if row["last_drop_s"] is not None else ", ")
-              + f"{row['gpu_gb_per_session'] or 0:.2f} GB per session; since warm-up: "
+              + f"{row['gpu_gb_per_session'] or 0:.2f} GB per session; garbage collection: "
+              + f"{pauses['gc_full_collections']} full, longest pause {pauses['gc_longest_ms']:.0f} ms; since warm-up: "
               + ", ".join(f"{v} {k}" for k, v in row["compile_since_warm_up"].items()), flush=True)
         write()
 
@@ -307,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flamecast.renderer.flame2video import FLAME2VideoGenerator
     from flamecast.renderer.flame2video.generator import resolve_profile, warm_options
+    from flamecast.renderer.worker import heap
 
     report: dict[str, Any] = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "torch": torch.__version__, "queue_depth": args.queue_depth, "concurrent": []}
@@ -330,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.draw_ahead = not args.inline_conditions
     report["conditioning"] = "inline" if args.inline_conditions else "stage"
     gen.warm_up()
+    if not args.no_gc_freeze:  # as a worker does once warm-up is done (flamecast generator), before it is ready
+        frozen = heap.freeze()
+        report["gc_freeze"] = {"objects": frozen.objects, "collect_ms": frozen.collect_ms}
+        print(f"froze {frozen.objects} objects after warm-up (a full collection of them took {frozen.collect_ms:.0f} ms)",
+              flush=True)
     report.update(ready_s=time.time() - t0, warm_up_s=gen.warm_up_s, compile_at_warm_up=gen.compile_report())
     print(f"ready after {report['ready_s']:.1f} s (warm-up {gen.warm_up_s:.1f} s: "
           + "; ".join(f"{name} " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
@@ -350,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     report["first_frame"] = first_frame(gen, options, args.fps)
     print("first frame: " + ", ".join(f"{k} {v:.2f}" for k, v in report["first_frame"].items()), flush=True)
     write()
-    concurrent(gen, options, runs, args, report, write)
+    timer = heap.CollectionTimer().start()
+    try:
+        concurrent(gen, options, runs, args, report, write, timer)
+    finally:
+        timer.stop()
     if args.stage_windows:
         for batch in [int(x) for x in args.stage_batches.split(",") if x.strip()]:
             times = stage_windows(gen, options, args.stage_windows, batch)

@@ -52,6 +52,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="override the output side")
     p.add_argument("--no-face-detect", action="store_true",
                    help="centre-crop the portrait instead of finding the face (machines without mediapipe)")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="leave the objects warm-up made to Python's garbage collector (by default they are frozen after "
+                   "warm-up, as `flamecast generator` does)")
     p.add_argument("--json", dest="json_out", help="write the results here as JSON")
 
 
@@ -211,6 +214,7 @@ def _passes(session, take, args: argparse.Namespace, compiled: bool) -> dict[str
 
 def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]:
     from flamecast.plugins import GeneratorSessionSpec
+    from flamecast.renderer.worker import heap
 
     torch = _cuda(args.device)
     settings = _settings(cls, profile, args)
@@ -221,18 +225,25 @@ def bench_profile(cls, profile: str, args: argparse.Namespace) -> dict[str, Any]
     t0 = time.perf_counter()
     if hasattr(gen, "warm_up"):
         gen.warm_up()
-    warm_up_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    warm_up_s = time.perf_counter() - t0
+    frozen = None if args.no_gc_freeze else heap.freeze()  # as the worker does after warm-up
+    t0 = time.perf_counter()
     session = gen.open_session(GeneratorSessionSpec("bench", None, _options(cls, profile, args.size)))
     open_s = time.perf_counter() - t0
     if torch is not None:  # from here on: what the open session needs (weights + its work)
         load_peak = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
+    timer = heap.CollectionTimer().start()
+    try:
+        passes = _passes(session, FrameSource(gen.head.n_expression), args, bool(settings.compile))
+    finally:
+        timer.stop()
     result: dict[str, Any] = {
         "backend": cls.name, "profile": profile if "profile" in getattr(cls.Options, "model_fields", {}) else None,
-        "compile": settings.compile, "generator_warm_up_s": warm_up_s, "open_s": open_s,
-        **_passes(session, FrameSource(gen.head.n_expression), args, bool(settings.compile)),
+        "compile": settings.compile, "generator_warm_up_s": warm_up_s, "open_s": open_s, **passes,
         "view_ids": list(getattr(session, "view_ids", ()) or ()),
     }
+    result["gc"] = {**timer.summary(), "frozen": frozen.objects if frozen else None}
     if hasattr(session, "describe"):
         result["config"] = session.describe()
     if hasattr(gen, "compile_report"):  # compilations and CUDA-graph recordings after warm-up

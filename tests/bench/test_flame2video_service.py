@@ -3,6 +3,7 @@ one uncompiled pass of the tiny profile writes its report."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 
@@ -55,6 +56,9 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     assert report["stage_ms_per_batched_window"]["2"]["unet"] > 0
     assert report["queue_depth"] == 0 and all(c["frames_dropped"] == 0 for c in report["concurrent"])
     assert all(set(c["compile_since_warm_up"]) == {"recompiles", "cudagraph_rerecords"} for c in report["concurrent"])
+    # as a worker does: the heap frozen after warm-up, each count's collections timed
+    assert report["gc_freeze"]["objects"] > 0
+    assert all(set(c["gc"]) == {"gc_full_collections", "gc_longest_ms", "gc_total_ms"} for c in report["concurrent"])
 
 
 def test_varied_sessions_each_have_their_own_portrait_views_and_motion(service, tmp_path):
@@ -72,9 +76,11 @@ def test_varied_sessions_each_have_their_own_portrait_views_and_motion(service, 
     assert len({opts.seed for _, opts in specs}) == 5
     out = tmp_path / "varied.json"
     code = service.main(["--profile", "tiny:steps=1", "--device", "cpu", "--compile", "", "--sessions", "2,1",
-                         "--seconds", "0.4", "--max-batch", "2", "--allow-random-weights", "--vary", "--json", str(out)])
+                         "--seconds", "0.4", "--max-batch", "2", "--allow-random-weights", "--vary", "--no-gc-freeze",
+                         "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0 and all(c["varied"] for c in report["concurrent"])
+    assert "gc_freeze" not in report and gc.get_freeze_count() == 0
     assert all(p["frames_out"] > 0 for c in report["concurrent"] for p in c["per_session"])
 
 

@@ -63,6 +63,7 @@ def test_bench_tiny_profile_writes_json(tmp_path, capsys):
     assert r["stages"]["window"]["calls"] == 1  # the timing pass only: two frames, one window
     assert report["environment"]["command"].startswith("flamecast bench")
     assert "flame2video/tiny" in capsys.readouterr().out
+    assert r["gc"]["frozen"] > 0 and r["gc"]["gc_full_collections"] >= 0  # frozen after warm-up, as a worker does
 
 
 @pytest.mark.parametrize("spec,message", [("tiny:carry_mode", "not KEY=VALUE"), ("tiny:carry_mode=guess", "carry_mode")])
