@@ -167,19 +167,24 @@ class WarmGenerator(InstantGenerator):
         WarmGenerator.warmed += 1
 
 
+class WarmPlugin:
+    @hookimpl
+    def flamecast_register_generators(self, register):
+        register(WarmGenerator)
+
+
+def warm_lifecycle(table: SessionTable, jobs: Jobs, freeze: bool) -> Lifecycle:
+    """A lifecycle serving ``WarmGenerator``, run by hand (no thread, no hand-off)."""
+    registry = make_plugin_host(extra_plugins=[("warm", WarmPlugin())], load_entry_points=False).generators
+    return Lifecycle(WorkerSettings(gc_freeze=freeze), table, jobs, registry, handoff=None)
+
+
 @pytest.mark.parametrize("freeze", [True, False])
 def test_loading_freezes_the_heap_after_warm_up_when_set(freeze):
     import gc
 
-    class WarmPlugin:
-        @hookimpl
-        def flamecast_register_generators(self, register):
-            register(WarmGenerator)
-
-    registry = make_plugin_host(extra_plugins=[("warm", WarmPlugin())], load_entry_points=False).generators
     jobs = Jobs()
-    table = SessionTable(depth=4, max_sessions=4, on_retired=jobs.close)
-    lifecycle = Lifecycle(WorkerSettings(gc_freeze=freeze), table, jobs, registry, handoff=None)
+    lifecycle = warm_lifecycle(SessionTable(depth=4, max_sessions=4, on_retired=jobs.close), jobs, freeze)
     assert gc.get_freeze_count() == 0
     WarmGenerator.warmed = 0
     lifecycle._load("warm")
@@ -191,16 +196,9 @@ def test_a_generator_loaded_while_sessions_render_leaves_the_heap_unfrozen():
     """Freezing then would freeze those sessions' objects for good."""
     import gc
 
-    class WarmPlugin:
-        @hookimpl
-        def flamecast_register_generators(self, register):
-            register(WarmGenerator)
-
-    registry = make_plugin_host(extra_plugins=[("warm", WarmPlugin())], load_entry_points=False).generators
     jobs = Jobs()
     table = SessionTable(depth=4, max_sessions=4, on_retired=jobs.close)
     session = table.open("s", open_request()).build
     table.activate(session, FakeSession(np.zeros(3, np.uint8), 8, ()), InstantGenerator().head, ("front",))
-    lifecycle = Lifecycle(WorkerSettings(gc_freeze=True), table, jobs, registry, handoff=None)
-    lifecycle._load("warm")
+    warm_lifecycle(table, jobs, freeze=True)._load("warm")
     assert gc.get_freeze_count() == 0
