@@ -84,12 +84,14 @@ class Jobs:
 class Lifecycle:
     """Runs the jobs; owns the loaded generators."""
 
-    def __init__(self, settings: WorkerSettings, table: SessionTable, jobs: Jobs, registry, handoff: Handoff) -> None:
+    def __init__(self, settings: WorkerSettings, table: SessionTable, jobs: Jobs, registry, handoff: Handoff,
+                 gc_timer: heap.CollectionTimer | None = None) -> None:
         self.settings = settings
         self.table = table
         self.jobs = jobs
         self.registry = registry
         self.handoff = handoff
+        self.gc_timer = gc_timer  # started over once each generator is ready: a load's collections are its own
         self._generators: dict[str, Generator] = {}
 
     def preload(self) -> None:
@@ -147,6 +149,8 @@ class Lifecycle:
             log.info("generator %r ready in %.1f s", name, time.perf_counter() - t0)
             if self.settings.gc_freeze:
                 self._freeze_heap()
+            if self.gc_timer is not None:
+                self.gc_timer.reset()
         finally:
             self.jobs.loading(name, False)
         self._generators[name] = gen

@@ -83,8 +83,8 @@ class GeneratorWorker:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot: global counters, the process's garbage-collection pauses since the worker
-        started (``heap.CollectionTimer.summary``) and per-session counters."""
+        """A snapshot: global counters, the process's garbage-collection pauses since the last
+        generator was ready (``heap.CollectionTimer.summary``) and per-session counters."""
         return {**self.table.snapshot(), **self._gc.summary()}
 
     def run(self) -> None:
@@ -102,7 +102,7 @@ class GeneratorWorker:
             raise
         self._announce(*sockets[:2])
         self._gc.start()
-        lifecycle = Lifecycle(self.settings, self.table, self._jobs, registry, self._handoff)
+        lifecycle = Lifecycle(self.settings, self.table, self._jobs, registry, self._handoff, self._gc)
         self._threads = {"lifecycle": [lifecycle.run, _thread(lifecycle.run, "lifecycle")],
                          "render": [RenderLoop(self.table, self._handoff).run, None]}
         self._threads["render"][1] = _thread(self._threads["render"][0], "render")

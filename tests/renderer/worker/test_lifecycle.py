@@ -173,10 +173,10 @@ class WarmPlugin:
         register(WarmGenerator)
 
 
-def warm_lifecycle(table: SessionTable, jobs: Jobs, freeze: bool) -> Lifecycle:
+def warm_lifecycle(table: SessionTable, jobs: Jobs, freeze: bool, gc_timer=None) -> Lifecycle:
     """A lifecycle serving ``WarmGenerator``, run by hand (no thread, no hand-off)."""
     registry = make_plugin_host(extra_plugins=[("warm", WarmPlugin())], load_entry_points=False).generators
-    return Lifecycle(WorkerSettings(gc_freeze=freeze), table, jobs, registry, handoff=None)
+    return Lifecycle(WorkerSettings(gc_freeze=freeze), table, jobs, registry, handoff=None, gc_timer=gc_timer)
 
 
 @pytest.mark.parametrize("freeze", [True, False])
@@ -202,3 +202,22 @@ def test_a_generator_loaded_while_sessions_render_leaves_the_heap_unfrozen():
     table.activate(session, FakeSession(np.zeros(3, np.uint8), 8, ()), InstantGenerator().head, ("front",))
     warm_lifecycle(table, jobs, freeze=True)._load("warm")
     assert gc.get_freeze_count() == 0
+
+
+def test_the_pauses_counted_start_once_the_generator_is_ready():
+    """A load's own collections (the freeze's among them) are not the serving's."""
+    import gc
+
+    from flamecast.renderer.worker.heap import CollectionTimer
+
+    jobs = Jobs()
+    timer = CollectionTimer().start()
+    try:
+        gc.collect()
+        assert timer.summary()["gc_full_collections"] >= 1
+        warm_lifecycle(SessionTable(depth=4, max_sessions=4, on_retired=jobs.close), jobs, True, timer)._load("warm")
+        assert timer.summary()["gc_full_collections"] == 0  # the freeze collected, before the count started over
+        gc.collect()
+        assert timer.summary()["gc_full_collections"] >= 1
+    finally:
+        timer.stop()
