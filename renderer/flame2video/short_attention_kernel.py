@@ -52,4 +52,3 @@ def short_attention_kernel(
     out = acc / total[:, :, None]
     tl.store(o_ptr + b64[:, None, None] * so_b + i[None, :, None] * so_l + channel[None, None, :],
              out.to(o_ptr.dtype.element_ty), mask=q_mask)
-

@@ -87,7 +87,7 @@ class CollectionTimer:
 
     def summary(self) -> dict[str, float | int]:
         """Full collections, every collection's longest pause and all pauses' sum, in ms."""
-        gens = list(self.generations)
+        gens = self.generations  # one list, even if reset() replaces it meanwhile
         return {"gc_full_collections": gens[2].collections,
                 "gc_longest_ms": round(max(g.longest_ms for g in gens), 1),
                 "gc_total_ms": round(sum(g.total_ms for g in gens), 1)}
