@@ -10,7 +10,10 @@
 #     SECONDS_PER=20 drives each session count 20 s (SECONDS_PER=180,20,20,20: one value per count);
 #     RUN_LIMIT=S stops each run after S seconds; CACHE_OUT=1 writes the compile cache to $OUT as
 #     xz-compressed 15 MiB parts (compile.txz.part*; live's 341 MB cache is 12 MB), CACHE_IN=DIR
-#     (carried, e.g. runs/f2v-cache) starts from those parts: the cold compile (404 s for `live`
+#     (carried, e.g. runs/f2v-cache) starts from those parts (what a call carries is limited, 64 MiB
+#     with the tree: recompressing the parts where they come back, `cat compile.txz.part* | xz -d |
+#     xz -9e | split -b 15M - compile.txz.part`, took live's and hq's 955 MB cache from 47 to 31 MiB,
+#     which fits beside the tree and .whl/ where the former did not); the cold compile (404 s for `live`
 #     at --max-batch 1 on 2026-12-04, when the first window still had a graph of its own) happens
 #     in one call, the restarted-worker runs in the next; SERVICE_ARGS=--inline-conditions draws
 #     the FLAME renderings between windows instead of on the conditioning stage; STAGE_WINDOWS=N
