@@ -39,7 +39,8 @@ and capture every shape the profile will run), then serve. It reports
 * ``gc_freeze``: the objects frozen after warm-up, as a worker freezes them, and how long the
   full collection before it took (``--no-gc-freeze``: none frozen), and for each session count,
   ``gc``: the garbage collections while it ran (full ones, the longest pause of any, all pauses
-  together; ``renderer/worker/heap.py``).
+  together; ``renderer/worker/heap.py``) and ``gc_full_at``: each full one's start, in seconds on
+  the clock of that count's ``drops``, and its length in ms.
 """
 
 from __future__ import annotations
@@ -282,8 +283,9 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
                         for i in range(k)]
             motion = None
         timer.reset()
+        started = time.perf_counter()  # drive's own clock starts within microseconds of it
         per = drive(gen, sessions, args.fps, seconds, 0, args.queue_depth, motion)
-        pauses = timer.summary()
+        pauses, full_at = timer.summary(), timer.full_since(started)
         mem = gpu_gb(torch)
         for s in sessions:
             s.close()
@@ -297,14 +299,16 @@ def concurrent(gen, options, runs: list[tuple[int, float]], args, report: dict, 
                "gpu_gb_per_session": None if base is None else (mem - base) / k,
                # so far, kept with each row: a run stopped part-way still says what it compiled
                "compile_since_warm_up": {key: compiled.get(key) for key in ("recompiles", "cudagraph_rerecords")},
-               "gc": pauses}
+               "gc": pauses, "gc_full_at": full_at}
         report["concurrent"].append(row)
         print(f"{k} sessions: min {row['min_fps']:.1f} frames/s per session ({row['min_out_fps'] or 0:.2f} from the "
               f"first frame out to the last), worst p95 {row['worst_p95_ms']:.0f} ms, "
               f"{row['frames_dropped']} of {per[0]['frames_in']} frames dropped"
               + (f" (the last {row['last_drop_s']:.1f} s in), " if row["last_drop_s"] is not None else ", ")
               + f"{row['gpu_gb_per_session'] or 0:.2f} GB per session; garbage collection: "
-              + f"{pauses['gc_full_collections']} full, longest pause {pauses['gc_longest_ms']:.0f} ms; since warm-up: "
+              + f"{pauses['gc_full_collections']} full"
+              + "".join(f" ({ms:.0f} ms at {at:.1f} s)" for at, ms in full_at)
+              + f", longest pause {pauses['gc_longest_ms']:.0f} ms; since warm-up: "
               + ", ".join(f"{v} {k}" for k, v in row["compile_since_warm_up"].items()), flush=True)
         write()
 

@@ -14,14 +14,18 @@ as before. A frozen object that later becomes garbage in a reference cycle is ne
 warm-up those are the models and compiled calls, which live until the process ends anyway.
 
 ``CollectionTimer`` times every collection (``gc.callbacks``), per generation, so a worker's
-statistics and the benchmarks show the pauses that remain.
+statistics and the benchmarks show the pauses that remain; it keeps the start and length of the
+last full collections, so a benchmark can set them beside the frames it dropped.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+from collections import deque
 from dataclasses import dataclass
+
+FULL_KEPT = 64  # full collections whose start and length a timer keeps (the newest)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class CollectionTimer:
     def __init__(self) -> None:
         self._t0 = 0.0
         self.generations = [Pauses(), Pauses(), Pauses()]
+        self.full: deque[tuple[float, float]] = deque(maxlen=FULL_KEPT)  # (perf_counter at start, ms)
 
     def start(self) -> CollectionTimer:
         if self._callback not in gc.callbacks:
@@ -78,12 +83,16 @@ class CollectionTimer:
 
     def reset(self) -> None:
         self.generations = [Pauses(), Pauses(), Pauses()]
+        self.full = deque(maxlen=FULL_KEPT)
 
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._t0 = time.perf_counter()
         else:
-            self.generations[info["generation"]].add((time.perf_counter() - self._t0) * 1e3)
+            ms = (time.perf_counter() - self._t0) * 1e3
+            self.generations[info["generation"]].add(ms)
+            if info["generation"] == 2:
+                self.full.append((self._t0, ms))
 
     def summary(self) -> dict[str, float | int]:
         """Full collections, every collection's longest pause and all pauses' sum, in ms."""
@@ -91,3 +100,8 @@ class CollectionTimer:
         return {"gc_full_collections": gens[2].collections,
                 "gc_longest_ms": round(max(g.longest_ms for g in gens), 1),
                 "gc_total_ms": round(sum(g.total_ms for g in gens), 1)}
+
+    def full_since(self, t0: float) -> list[list[float]]:
+        """The kept full collections that started after ``t0`` (a ``time.perf_counter()``
+        reading): [seconds after ``t0``, ms], oldest first."""
+        return [[round(start - t0, 3), round(ms, 1)] for start, ms in list(self.full) if start >= t0]

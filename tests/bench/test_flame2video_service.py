@@ -37,7 +37,16 @@ def test_narrow_widths_keep_every_block_layer_and_attention(service):
     assert narrow.flame_encoder["out_channels"] == narrow.unet["block_out_channels"][0]
 
 
-def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
+def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys, monkeypatch):
+    import gc
+
+    drive = service.drive
+
+    def drive_after_a_full_collection(*args, **kwargs):
+        gc.collect()  # one full collection inside every session count's driving
+        return drive(*args, **kwargs)
+
+    monkeypatch.setattr(service, "drive", drive_after_a_full_collection)
     out = tmp_path / "service.json"
     code = service.main(["--profile", "tiny:steps=1", "--device", "cpu", "--compile", "", "--sessions", "1,2", "--seconds", "0.5,0.4",
                          "--max-batch", "2", "--allow-random-weights", "--stage-windows", "2", "--stage-batches", "1,2",
@@ -59,6 +68,10 @@ def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys):
     # as a worker does: the heap frozen after warm-up, each count's collections timed
     assert report["gc_freeze"]["objects"] > 0
     assert all(set(c["gc"]) == {"gc_full_collections", "gc_longest_ms", "gc_total_ms"} for c in report["concurrent"])
+    # each full collection while driving, stamped on the drops' clock: as many as were counted
+    assert all(c["gc"]["gc_full_collections"] >= 1 for c in report["concurrent"])
+    assert all(len(c["gc_full_at"]) == c["gc"]["gc_full_collections"] for c in report["concurrent"])
+    assert all(0 <= at < c["seconds"] and ms >= 0 for c in report["concurrent"] for at, ms in c["gc_full_at"])
 
 
 def test_varied_sessions_each_have_their_own_portrait_views_and_motion(service, tmp_path):

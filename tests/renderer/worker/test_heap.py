@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 
 from flamecast.renderer.worker import heap
 
@@ -61,3 +62,34 @@ def test_starting_twice_counts_once():
     finally:
         timer.stop()
     assert timer._callback not in gc.callbacks
+
+
+def test_the_timer_keeps_when_each_recent_full_collection_started_and_how_long_it_took():
+    timer = heap.CollectionTimer().start()
+    try:
+        gc.collect()
+        t0 = time.perf_counter()
+        gc.collect(0)  # a young collection: counted, not kept
+        gc.collect()
+        gc.collect()
+        t1 = time.perf_counter()
+    finally:
+        timer.stop()
+    full = timer.full_since(t0)
+    assert len(full) == 2  # the collection before t0 is left out
+    assert all(0 <= at <= t1 - t0 and ms >= 0 for at, ms in full)
+    assert full[0][0] <= full[1][0]
+    assert len(timer.full_since(0.0)) == 3
+    timer.reset()
+    assert timer.full_since(0.0) == []
+
+
+def test_the_timer_keeps_only_the_newest_full_collections():
+    timer = heap.CollectionTimer().start()
+    try:
+        for _ in range(heap.FULL_KEPT + 5):
+            gc.collect()
+    finally:
+        timer.stop()
+    assert timer.generations[2].collections == heap.FULL_KEPT + 5
+    assert len(timer.full_since(0.0)) == heap.FULL_KEPT
