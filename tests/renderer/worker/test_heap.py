@@ -65,6 +65,7 @@ def test_starting_twice_counts_once():
 
 
 def test_the_timer_keeps_when_each_recent_full_collection_started_and_how_long_it_took():
+    gc.freeze()  # what earlier tests left alive: keeps these collections short (unfrozen after each test)
     timer = heap.CollectionTimer().start()
     try:
         gc.collect()
@@ -84,12 +85,17 @@ def test_the_timer_keeps_when_each_recent_full_collection_started_and_how_long_i
     assert timer.full_since(0.0) == []
 
 
-def test_the_timer_keeps_only_the_newest_full_collections():
+def test_the_timer_keeps_only_the_newest_full_collections(monkeypatch):
+    monkeypatch.setattr(heap, "FULL_KEPT", 3)
+    gc.freeze()
     timer = heap.CollectionTimer().start()
+    between = []  # a clock reading after each collection
     try:
-        for _ in range(heap.FULL_KEPT + 5):
+        for _ in range(5):
             gc.collect()
+            between.append(time.perf_counter())
     finally:
         timer.stop()
-    assert timer.generations[2].collections == heap.FULL_KEPT + 5
-    assert len(timer.full_since(0.0)) == heap.FULL_KEPT
+    assert timer.generations[2].collections == 5  # every one counted
+    assert len(timer.full_since(0.0)) == 3  # the newest three are kept
+    assert len(timer.full_since(between[1])) == 3 and len(timer.full_since(between[2])) == 2
