@@ -38,8 +38,6 @@ def test_narrow_widths_keep_every_block_layer_and_attention(service):
 
 
 def test_tiny_uncompiled_pass_writes_its_report(service, tmp_path, capsys, monkeypatch):
-    import gc
-
     drive = service.drive
 
     def drive_after_a_full_collection(*args, **kwargs):
